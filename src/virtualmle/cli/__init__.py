@@ -1,0 +1,60 @@
+"""Command-line entry point: `virtualmle <command> ...`.
+
+Each command lives in its own module in this package and exposes ``register(subparsers)``,
+which adds its parser and sets ``func`` to a callable taking the parsed namespace and
+returning an exit code. This module only wires them together and turns user errors into one
+line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from virtualmle import __version__
+from virtualmle.errors import VirtualMLEError
+
+# Command modules, in the order `--help` lists them. A module that is missing is skipped so a
+# partial checkout still runs the commands it has.
+COMMANDS = ("train", "profile", "search", "tune", "report", "memory", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="virtualmle",
+        description=(
+            "A virtual ML engineer for sequential recommenders (SASRec, HSTU): train one "
+            "configuration, search with classic methods, or let the agent tune with reflection "
+            "and memory."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"virtualmle {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"virtualmle.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"virtualmle.cli.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VirtualMLEError as exc:
+        print(f"virtualmle: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("virtualmle: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

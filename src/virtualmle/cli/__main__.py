@@ -1,0 +1,5 @@
+import sys
+
+from virtualmle.cli import main
+
+sys.exit(main())
