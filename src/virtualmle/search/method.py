@@ -1,0 +1,169 @@
+"""The contract every search method speaks: `Method`, `Proposal`, `TrialRecord`, `SearchContext`.
+
+One loop (`virtualmle.search.loop.run_search`) asks a method for proposals, runs them through one
+executor and records them into one Optuna study. Grid, random, TPE, the default-config control,
+OPRO and the VirtualMLE agent differ only in how they implement `propose` (and `observe`), so
+comparisons between them are fair by construction.
+
+A method never sees test metrics: `TrialRecord` has no test field. Test metrics live only in the
+Optuna user attribute ``test`` and are read once, for the final report of the best-on-validation
+trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+    from virtualmle.search.space import SearchSpace
+
+
+class Outcome(str, Enum):
+    """How a trial ended. Stored as the Optuna user attribute ``outcome``.
+
+    Optuna state: COMPLETE for `COMPLETE`, PRUNED for `PRUNED`, FAIL for everything else.
+    """
+
+    COMPLETE = "complete"
+    PRUNED = "pruned"  # stopped early by the study's pruner; has validation metrics so far
+    FAILED = "failed"  # an exception in the trial (type and short traceback are kept)
+    TIMEOUT = "timeout"  # ran past --timeout-per-trial and was killed
+    OOM = "oom"  # out of memory (CUDA or host), or killed by the kernel's OOM killer
+    DIVERGED = "diverged"  # NaN / inf loss
+    INVALID = "invalid"  # the proposed configuration broke a constraint or failed validation
+    INTERRUPTED = "interrupted"  # the search process died or was cancelled; the trial is re-run
+
+    @property
+    def counts_against_budget(self) -> bool:
+        """Interrupted trials are re-run, so they do not use up the budget."""
+        return self is not Outcome.INTERRUPTED
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What a method wants run next.
+
+    Attributes:
+        params: a flat configuration (`virtualmle.training.TrainConfig` names); names left out
+            take the search space's defaults. ``None`` means "let the study's Optuna sampler
+            choose" (random, TPE).
+        user_attrs: JSON-ready values stored on the trial, e.g. ``{"hypothesis": "..."}``.
+    """
+
+    params: dict[str, Any] | None = None
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """An immutable view of one finished trial, as methods see it (no test metrics).
+
+    Attributes:
+        number: Optuna trial number.
+        params: the configuration that was trained (space parameters and any extras; fidelity
+            controls such as ``max_epochs`` are not included).
+        outcome: how it ended.
+        value: the validation metric the study optimises (None unless complete or pruned).
+        valid: validation metrics of the selected epoch (``hr@10``, ``ndcg@10``, ...).
+        epochs: per-epoch logs (``epoch``, ``loss``, ``valid`` ..., as the trainer reports them).
+        seconds: wall-clock seconds of the trial including process start.
+        num_params: model parameter count, when known.
+        error: ``"ExceptionType: message"`` for failed / diverged / oom / timeout trials.
+        user_attrs: what the method stored with the proposal and from `observe`.
+    """
+
+    number: int
+    params: dict[str, Any]
+    outcome: Outcome
+    value: float | None = None
+    valid: dict[str, float] = field(default_factory=dict)
+    epochs: tuple[dict[str, Any], ...] = ()
+    seconds: float = 0.0
+    num_params: int | None = None
+    error: str | None = None
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchContext:
+    """What a method may read when it proposes. The loop keeps it up to date.
+
+    Attributes:
+        space: the search space (distributions, defaults, constraints, grid values).
+        dataset: dataset name (``beauty``).
+        profile: `virtualmle.data.profile_dataset` descriptors of the (sliced) dataset.
+        model: backbone (``sasrec`` or ``hstu``).
+        seed: the study's seed.
+        metric: the validation metric maximised (``ndcg@10``).
+        budget: total trials of the study (interrupted trials excluded).
+        study_name: the Optuna study name.
+        run_dir: a directory the method may write its own files to (logs, memory).
+        history: finished trials in completion order (test metrics never included).
+        pending: params of trials running right now (for methods proposing with workers > 1).
+    """
+
+    space: SearchSpace
+    dataset: str
+    profile: dict[str, Any]
+    model: str
+    seed: int
+    metric: str
+    budget: int
+    study_name: str
+    run_dir: Path
+    history: list[TrialRecord] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def incumbent(self) -> TrialRecord | None:
+        """The best completed trial on validation; ties go to the earlier trial."""
+        done = [r for r in self.history if r.outcome is Outcome.COMPLETE and r.value is not None]
+        return max(done, key=lambda r: (r.value, -r.number)) if done else None
+
+    @property
+    def trials_used(self) -> int:
+        """Finished trials that count against the budget."""
+        return sum(1 for r in self.history if r.outcome.counts_against_budget)
+
+    @property
+    def trials_left(self) -> int:
+        """Trials that may still be started (budget minus finished minus running)."""
+        return max(0, self.budget - self.trials_used - len(self.pending))
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A search method. Register it with `virtualmle.search.methods.register`.
+
+    Required: ``name``, `propose`, `observe`. Optional, looked up with ``getattr``:
+
+    - ``propose_batch(ctx, k) -> list[Proposal]``: up to ``k`` proposals at once, used when
+      several workers are free (otherwise `propose` is called ``k`` times).
+    - ``make_sampler(seed: int, workers: int) -> optuna.samplers.BaseSampler``: the sampler that
+      fills ``Proposal(params=None)``; without it the loop uses a seeded ``RandomSampler``.
+    """
+
+    name: str
+
+    def propose(self, ctx: SearchContext) -> Proposal | None:
+        """The next configuration to run, or None when the method has nothing left to try."""
+        ...
+
+    def observe(self, ctx: SearchContext, record: TrialRecord) -> dict[str, Any]:
+        """See a finished trial; return extra JSON-ready user attrs to store with it."""
+        ...
+
+
+def sampler_for(method: Method, seed: int, workers: int) -> "optuna.samplers.BaseSampler":
+    """The Optuna sampler a method wants, or a seeded RandomSampler."""
+    import optuna
+
+    make = getattr(method, "make_sampler", None)
+    if make is not None:
+        return make(seed, workers)
+    return optuna.samplers.RandomSampler(seed=seed)
