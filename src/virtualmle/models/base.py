@@ -1,0 +1,122 @@
+"""The parts SASRec and HSTU share: item embedding, input preprocessing, output scoring.
+
+A backbone is `SequentialRecommender` plus an encoder block class; only the block differs
+(as in generative-recommenders). Sequences are left-padded with item id 0 and the user state is
+the output at the last position.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one backbone (the model-side subset of the flat trial parameters)."""
+
+    num_items: int  # largest item id; ids are 1..num_items, 0 is padding
+    hidden: int = 64  # embedding / hidden size D
+    blocks: int = 2  # encoder blocks
+    heads: int = 1  # attention heads
+    dropout: float = 0.2  # embedding and residual dropout
+    attn_dropout: float = 0.0  # dropout on attention weights
+    max_len: int = 50  # longest history; also the number of learned positions
+    tied: bool = False  # score with the input item embeddings instead of a separate table
+    norm_first: bool = True  # SASRec: pre-LayerNorm blocks (False: post-LayerNorm)
+    linear_dim: int = 16  # HSTU per-head U/V size
+    attn_dim: int = 16  # HSTU per-head Q/K size
+    l2_norm: bool = False  # L2-normalise user states and item vectors before scoring
+    temperature: float = 1.0  # logits are divided by it
+
+
+class EncoderBlock(nn.Module):
+    """Interface of an encoder block: `prepare` builds per-batch attention inputs once."""
+
+    @staticmethod
+    def prepare(valid: torch.Tensor, timestamps: torch.Tensor | None, cfg: ModelConfig) -> Any:
+        """Masks / biases shared by all blocks of one forward pass. valid: (B, T) bool."""
+        raise NotImplementedError
+
+    @staticmethod
+    def final_norm(cfg: ModelConfig) -> nn.Module:
+        """Module applied after the last block."""
+        return nn.Identity()
+
+    def forward(self, x: torch.Tensor, ctx: Any) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        raise NotImplementedError
+
+
+class SequentialRecommender(nn.Module):
+    """Embedding -> blocks -> user states; scores items by dot product with item vectors."""
+
+    def __init__(self, cfg: ModelConfig, block_cls: type[EncoderBlock]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.block_cls = block_cls
+        d = cfg.hidden
+        self.item_emb = nn.Embedding(cfg.num_items + 1, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, d)  # index 0 = the most recent item
+        self.out_emb = None if cfg.tied else nn.Embedding(cfg.num_items + 1, d, padding_idx=0)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(block_cls(cfg) for _ in range(cfg.blocks))
+        self.norm = block_cls.final_norm(cfg)
+        for emb in (self.item_emb, self.pos_emb, self.out_emb):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+            if self.out_emb is not None:
+                self.out_emb.weight[0].zero_()
+
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        """User states at every position.
+
+        Args:
+            items: (B, T) left-padded item ids (0 = padding).
+            timestamps: (B, T) unix seconds aligned with `items`, or None.
+        Returns:
+            (B, T, D) states; position t depends on items[:, :t + 1] only.
+        """
+        b, t = items.shape
+        valid = items != 0  # (B, T)
+        # Positions count back from the most recent item, so left padding never shifts them
+        # (with fixed padding to max_len this is exactly SASRec's absolute position).
+        pos = torch.arange(t - 1, -1, -1, device=items.device).clamp_(max=self.cfg.max_len - 1)
+        x = self.item_emb(items) * math.sqrt(self.cfg.hidden) + self.pos_emb(pos)  # (B, T, D)
+        mask = valid.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        x = self.drop(x) * mask
+        ctx = self.block_cls.prepare(valid, timestamps, self.cfg)
+        for block in self.blocks:
+            x = block(x, ctx) * mask
+        x = self.norm(x)
+        if self.cfg.l2_norm:
+            x = F.normalize(x, dim=-1)
+        return x
+
+    def _table(self) -> nn.Embedding:
+        return self.item_emb if self.out_emb is None else self.out_emb
+
+    def output_embeddings(self) -> torch.Tensor:
+        """(N + 1, D) item vectors used for scoring (row 0 is padding)."""
+        w = self._table().weight
+        return F.normalize(w, dim=-1) if self.cfg.l2_norm else w
+
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """(..., D) scoring vectors of the given item ids."""
+        w = self._table()(ids)
+        return F.normalize(w, dim=-1) if self.cfg.l2_norm else w
+
+    def score_all(self, states: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D) states -> (B, N + 1) logits over every item id (column 0 is padding)."""
+        table = self.output_embeddings() if table is None else table
+        return states @ table.T / self.cfg.temperature
+
+    def num_params(self) -> int:
+        """Trainable parameter count."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

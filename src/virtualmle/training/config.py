@@ -1,0 +1,246 @@
+"""`TrainConfig`: one trial's flat, validated configuration.
+
+The flat parameter names are a contract (docs/architecture.md): the same names are used by
+`virtualmle train --set NAME=VALUE`, the search-space YAML files, Optuna's stored params and the
+agent's proposals. Defaults depend on the backbone and follow the VirtualMLE release
+(REFERENCE.md section 1); a missing parameter takes the default of the chosen `model`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, get_args
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from virtualmle.errors import ConfigError
+
+ModelName = Literal["sasrec", "hstu"]
+LossName = Literal["bce", "sampled_softmax", "softmax"]
+MetricName = Literal["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"]
+
+METRICS: tuple[str, ...] = get_args(MetricName)
+
+# Backbone defaults of the released code. Everything not listed is shared (see _SHARED).
+_SHARED: dict[str, Any] = {
+    "max_len": 50,
+    "window": 0,
+    "train_targets": "all",
+    "loss": "sampled_softmax",
+    "negatives": 500,
+    "grad_clip": 5.0,
+    "max_epochs": 20,
+    "patience": 3,
+    "metric": "ndcg@10",
+    "seed": 0,
+    "linear_dim": 16,
+    "attn_dim": 16,
+    "norm_first": True,
+}
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sasrec": {
+        **_SHARED,
+        "model": "sasrec",
+        "hidden": 128,
+        "blocks": 1,
+        "heads": 1,
+        "dropout": 0.2,
+        "attn_dropout": 0.2,
+        "tied": False,
+        "l2_norm": False,
+        "temperature": 1.0,
+        "optimizer": "adam",
+        "lr": 3e-4,
+        "weight_decay": 1e-5,
+        "batch_size": 256,
+    },
+    "hstu": {
+        **_SHARED,
+        "model": "hstu",
+        "hidden": 128,
+        "blocks": 1,
+        "heads": 1,
+        "dropout": 0.5,
+        "attn_dropout": 0.0,
+        "tied": True,
+        "l2_norm": True,
+        "temperature": 0.05,
+        "optimizer": "adamw",
+        "lr": 3e-4,
+        "weight_decay": 0.0,
+        "batch_size": 128,
+    },
+}
+
+# BCE with 500 negatives per position is not what anyone means by "BCE": the original SASRec
+# samples one negative per position, so switching the loss to bce without naming `negatives`
+# gets that.
+_BCE_DEFAULT_NEGATIVES = 1
+
+
+def default_params(model: str = "sasrec") -> dict[str, Any]:
+    """The full default parameter dict of a backbone (a fresh copy)."""
+    if model not in _DEFAULTS:
+        raise ConfigError(f"parameter 'model' = {model!r} is not allowed: use one of sasrec, hstu")
+    return dict(_DEFAULTS[model])
+
+
+class TrainConfig(BaseModel):
+    """A validated trial configuration (flat, immutable).
+
+    Construct with `TrainConfig(**params)` or `TrainConfig.for_model(model, **overrides)`; missing
+    parameters take the defaults of `model`. Any invalid input raises `ConfigError` with a one-line
+    message naming the parameter and what is allowed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model: ModelName = "sasrec"  # backbone
+    hidden: int = Field(128, ge=8, le=2048)  # embedding / hidden size
+    blocks: int = Field(1, ge=1, le=16)  # encoder blocks
+    heads: int = Field(1, ge=1, le=32)  # attention heads (SASRec: hidden % heads == 0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)  # embedding / residual dropout
+    attn_dropout: float = Field(0.2, ge=0.0, lt=1.0)  # dropout on attention weights
+    max_len: int = Field(50, ge=2, le=1024)  # longest history the model sees
+    window: int = Field(0, ge=0, le=1024)  # training history window, 0 = max_len
+    tied: bool = False  # output item embeddings = input item embeddings
+    norm_first: bool = True  # SASRec: pre-LayerNorm (True) or post-LayerNorm (False)
+    linear_dim: int = Field(16, ge=1, le=1024)  # HSTU per-head U/V size
+    attn_dim: int = Field(16, ge=1, le=1024)  # HSTU per-head Q/K size
+    l2_norm: bool = False  # L2-normalise item embeddings and user states before scoring
+    temperature: float = Field(1.0, ge=1e-3, le=100.0)  # logits are divided by it
+    loss: LossName = "sampled_softmax"
+    negatives: int = Field(500, ge=1, le=100_000)  # negatives per positive (bce, sampled_softmax)
+    train_targets: Literal["all", "last"] = "all"  # supervise every position or the last one
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(3e-4, gt=0.0, le=1e6)  # wide on purpose: divergence is a trial outcome
+    weight_decay: float = Field(1e-5, ge=0.0, le=10.0)
+    batch_size: int = Field(256, ge=1, le=65_536)
+    grad_clip: float = Field(5.0, ge=0.0, le=1e6)  # max gradient norm, 0 = no clipping
+    max_epochs: int = Field(20, ge=1, le=10_000)
+    patience: int = Field(3, ge=0, le=10_000)  # epochs without improvement, 0 = never stop early
+    metric: MetricName = "ndcg@10"  # validation metric for early stopping and the search
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc)) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_model_defaults(cls, data: Any) -> Any:
+        # Missing parameters come from the chosen backbone's defaults, not the field defaults.
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model", "sasrec")
+        if model not in _DEFAULTS:
+            return data  # the Literal check reports it
+        merged = {**_DEFAULTS[model], **data}
+        if data.get("loss") == "bce" and "negatives" not in data:
+            merged["negatives"] = _BCE_DEFAULT_NEGATIVES
+        return merged
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainConfig:
+        if self.model == "sasrec" and self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if self.window > self.max_len:
+            raise ValueError(f"window ({self.window}) must be 0 or at most max_len ({self.max_len})")
+        if not math.isfinite(self.lr):
+            raise ValueError("lr must be finite")
+        return self
+
+    @classmethod
+    def for_model(cls, model: str = "sasrec", **overrides: Any) -> TrainConfig:
+        """The defaults of `model` with `overrides` applied (validated)."""
+        return cls(model=model, **overrides)
+
+    @property
+    def train_window(self) -> int:
+        """The history length used for training samples."""
+        return self.window or self.max_len
+
+    def to_params(self) -> dict[str, Any]:
+        """The flat dict of every parameter (JSON-ready)."""
+        return self.model_dump()
+
+
+PARAM_NAMES: tuple[str, ...] = tuple(TrainConfig.model_fields)
+
+
+def _allowed(name: str) -> str:
+    """Human description of what a field accepts, from its annotation and constraints."""
+    info = TrainConfig.model_fields[name]
+    args = get_args(info.annotation)
+    if args and all(isinstance(a, str) for a in args):
+        return "one of " + ", ".join(args)
+    if info.annotation is bool:
+        return "true or false"
+    lo = hi = None
+    lo_op = hi_op = ""
+    for m in info.metadata:
+        if isinstance(m, annotated_types.Ge):
+            lo, lo_op = m.ge, "<="
+        elif isinstance(m, annotated_types.Gt):
+            lo, lo_op = m.gt, "<"
+        elif isinstance(m, annotated_types.Le):
+            hi, hi_op = m.le, "<="
+        elif isinstance(m, annotated_types.Lt):
+            hi, hi_op = m.lt, "<"
+    kind = getattr(info.annotation, "__name__", str(info.annotation))
+    bounds = f"{'' if lo is None else f'{lo} {lo_op} '}{name}{'' if hi is None else f' {hi_op} {hi}'}"
+    return f"{kind}, {bounds}"
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Turn a pydantic error into one line naming the parameter and its allowed values."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    name = loc[0] if loc else ""
+    value = err.get("input")
+    if err.get("type") == "extra_forbidden":
+        return f"unknown parameter {name!r} (known: {', '.join(PARAM_NAMES)})"
+    if name in TrainConfig.model_fields:
+        return f"parameter {name!r} = {value!r} is not allowed: expected {_allowed(name)}"
+    msg = str(err.get("msg", "invalid configuration")).removeprefix("Value error, ")
+    return f"invalid configuration: {msg}"
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def coerce_params(raw: dict[str, str]) -> dict[str, Any]:
+    """Convert `--set NAME=VALUE` strings to typed values (validation happens in TrainConfig).
+
+    Raises ConfigError for an unknown name or a value that is not of the parameter's type.
+    """
+    out: dict[str, Any] = {}
+    for name, text in raw.items():
+        if name not in TrainConfig.model_fields:
+            raise ConfigError(f"unknown parameter {name!r} (known: {', '.join(PARAM_NAMES)})")
+        ann = TrainConfig.model_fields[name].annotation
+        value = str(text).strip()
+        try:
+            if ann is bool:
+                low = value.lower()
+                if low not in _TRUE | _FALSE:
+                    raise ValueError
+                out[name] = low in _TRUE
+            elif ann is int:
+                as_float = float(value)
+                if not as_float.is_integer():
+                    raise ValueError
+                out[name] = int(as_float)
+            elif ann is float:
+                out[name] = float(value)
+            else:
+                out[name] = value
+        except ValueError:
+            raise ConfigError(
+                f"parameter {name!r} = {value!r} is not allowed: expected {_allowed(name)}"
+            ) from None
+    return out

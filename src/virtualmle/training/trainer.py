@@ -1,0 +1,260 @@
+"""`train`: one trial, from a `SequenceData` and a `TrainConfig` to a `TrainResult`.
+
+Model selection (early stopping, the best epoch) uses validation metrics only; the test split is
+evaluated once, for the best-validation weights, after training stops.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from virtualmle.data.dataset import SequenceData
+from virtualmle.errors import DivergedError
+from virtualmle.models import ModelConfig, SequentialRecommender, build_model
+from virtualmle.training.batching import TrainBatches
+from virtualmle.training.config import TrainConfig
+from virtualmle.training.evaluation import build_eval_batches, evaluate
+from virtualmle.training.losses import LOSSES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochLog:
+    """What one epoch produced; passed to `on_epoch` after validation."""
+
+    epoch: int  # 1-based
+    train_loss: float  # mean loss over the epoch's batches
+    valid: dict[str, float]  # validation metrics after this epoch
+    seconds: float  # training + validation time of this epoch
+    metric: str = "ndcg@10"  # the selection metric's name
+    is_best: bool = False  # best validation `metric` so far
+
+    @property
+    def score(self) -> float:
+        """The selection metric's value."""
+        return self.valid[self.metric]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "train_loss": self.train_loss,
+            "valid": dict(self.valid),
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class TrainResult:
+    """A finished trial. `to_json()` is the `virtualmle train --output` document."""
+
+    config: TrainConfig
+    profile: dict[str, Any]
+    num_params: int
+    epochs: list[EpochLog]
+    best_epoch: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    seconds: float
+    peak_memory_mb: float
+    stopped: str  # "early_stop" | "max_epochs" | "pruned"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_params(),
+            "profile": self.profile,
+            "num_params": self.num_params,
+            "epochs": [e.to_json() for e in self.epochs],
+            "best_epoch": self.best_epoch,
+            "valid": dict(self.valid),
+            "test": dict(self.test),
+            "seconds": self.seconds,
+            "peak_memory_mb": self.peak_memory_mb,
+            "stopped": self.stopped,
+            **self.extra,
+        }
+
+
+def model_config(config: TrainConfig, num_items: int) -> ModelConfig:
+    """The architecture part of a trial configuration."""
+    names = ModelConfig.__dataclass_fields__.keys() - {"num_items"}
+    return ModelConfig(num_items=num_items, **{n: getattr(config, n) for n in names})
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (init, dropout) and numpy; batching and negatives get their own generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _profile(data: SequenceData, max_len: int) -> dict[str, Any]:
+    try:
+        from virtualmle.data import profile_dataset  # type: ignore[attr-defined]
+    except ImportError:  # the data layer's profile is optional for a trial
+        return {}
+    return profile_dataset(data, max_len=max_len)
+
+
+def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    # betas (0.9, 0.98) as in both reference implementations (SASRec.pytorch and HSTU).
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
+    return cls(model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-8,
+               weight_decay=config.weight_decay)
+
+
+def _check_finite(value: float, what: str, epoch: int, step: int, config: TrainConfig) -> None:
+    if not math.isfinite(value):
+        raise DivergedError(
+            f"training diverged: {what} became {value} at epoch {epoch}, batch {step} "
+            f"(lr={config.lr:g}, loss={config.loss})"
+        )
+
+
+def train(
+    data: SequenceData,
+    config: TrainConfig,
+    *,
+    device: str = "cpu",
+    on_epoch: Callable[[EpochLog], bool | None] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train `config` on `data`, select the best epoch on validation, test it once.
+
+    Args:
+        data: the sequences (leave-one-out splits are derived here).
+        config: the trial configuration.
+        device: torch device string.
+        on_epoch: called after each epoch's validation; returning True stops training
+            ("pruned").
+        progress: show a rich progress display (batches per epoch and one line per epoch).
+    Raises:
+        DivergedError: the loss or the gradient norm became NaN / infinite.
+    """
+    start = time.perf_counter()
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    seed_everything(config.seed)
+    rng = np.random.default_rng(config.seed)  # batch composition and order
+    gen = torch.Generator(device=dev).manual_seed(config.seed)  # negatives
+
+    batches = TrainBatches(
+        data, config.train_window, config.batch_size,
+        last_only=config.train_targets == "last", device=dev,
+    )
+    valid_batches = build_eval_batches(data, "valid", config.max_len, dev)
+    model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items)).to(dev)
+    optimizer = _make_optimizer(config, model)
+    loss_fn = LOSSES[config.loss]
+    max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+    logger.info("training %s on %s: %d samples, %d params", config.model, data.name,
+                batches.num_samples, model.num_params())
+
+    display = _Display(config, len(batches)) if progress else None
+    logs: list[EpochLog] = []
+    best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
+    stopped = "max_epochs"
+    try:
+        for epoch in range(1, config.max_epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            total, count = 0.0, 0
+            for step, (items, ts, targets) in enumerate(batches.epoch(rng), 1):
+                states = model.encode(items, ts)  # (B, T, D)
+                sel = targets != 0  # (B, T) supervised positions
+                loss = loss_fn(states[sel], targets[sel], model, config.negatives, gen)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                value = loss.item()
+                _check_finite(value, "the loss", epoch, step, config)
+                _check_finite(float(norm), "the gradient norm", epoch, step, config)
+                optimizer.step()
+                total, count = total + value, count + 1
+                if display:
+                    display.step(epoch, value)
+            valid = evaluate(model, valid_batches)
+            for name, v in valid.items():
+                _check_finite(v, f"validation {name}", epoch, count, config)
+            log = EpochLog(epoch, total / max(count, 1), valid, time.perf_counter() - t0, config.metric)
+            if log.score > best_score:
+                best_score, best_epoch, log.is_best = log.score, epoch, True
+                best_state = copy.deepcopy(model.state_dict())
+            logs.append(log)
+            if display:
+                display.epoch_done(log)
+            if on_epoch is not None and on_epoch(log):
+                stopped = "pruned"
+                break
+            if config.patience and epoch - best_epoch >= config.patience:
+                stopped = "early_stop"
+                break
+    finally:
+        if display:
+            display.close()
+
+    model.load_state_dict(best_state)
+    best_valid = logs[best_epoch - 1].valid if best_epoch else evaluate(model, valid_batches)
+    test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev))
+    return TrainResult(
+        config=config,
+        profile=_profile(data, config.max_len),
+        num_params=model.num_params(),
+        epochs=logs,
+        best_epoch=best_epoch,
+        valid=best_valid,
+        test=test,
+        seconds=time.perf_counter() - start,
+        peak_memory_mb=_peak_memory_mb(dev),
+        stopped=stopped,
+    )
+
+
+class _Display:
+    """rich progress: a bar over the current epoch's batches and one summary line per epoch."""
+
+    def __init__(self, config: TrainConfig, num_batches: int) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.config = config
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[max_epochs]}"),
+            BarColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            transient=True,
+        )
+        self.task = self.progress.add_task("train", total=num_batches, epoch=1,
+                                           max_epochs=config.max_epochs, loss=float("nan"))
+        self.progress.start()
+
+    def step(self, epoch: int, loss: float) -> None:
+        self.progress.update(self.task, advance=1, epoch=epoch, loss=loss)
+
+    def epoch_done(self, log: EpochLog) -> None:
+        mark = " *" if log.is_best else ""
+        self.progress.console.print(
+            f"epoch {log.epoch:3d}  loss {log.train_loss:.4f}  valid {log.metric} "
+            f"{log.score:.4f}  ndcg@10 {log.valid['ndcg@10']:.4f}  {log.seconds:.1f}s{mark}"
+        )
+        self.progress.reset(self.task, epoch=log.epoch + 1)
+
+    def close(self) -> None:
+        self.progress.stop()
