@@ -1,0 +1,317 @@
+"""Long-term memory for one dataset x backbone: insights edited by ADD / UPVOTE / DOWNVOTE / EDIT /
+REMOVE operations.
+
+The LLM returns `InsightOps` (a pydantic model, so it can be requested as schema-checked JSON);
+code produces the same operations deterministically from a keep / discard result
+(`ops_from_trial`), so memory grows even when the LLM contributes nothing. An operation naming an
+insight id that does not exist is rejected with a clear reason and not applied.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from virtualmle.memory.errors import InsightOpError
+from virtualmle.memory.rules import Action, Rule, regime_condition
+from virtualmle.memory.text import render_for_prompt, sanitize_text
+
+PRUNE_THRESHOLD = 0  # insights with votes <= this are removed
+MAX_INSIGHTS = 200
+
+
+def now() -> str:
+    """UTC timestamp, ISO 8601, second resolution."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+class TrialRef(BaseModel):
+    """A trial in some study: the evidence an insight rests on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    study: str = Field(max_length=200)
+    trial: int = Field(ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, v: Any) -> Any:
+        # Accept "study#12" (the Markdown / prompt spelling) as well as {"study":..,"trial":..}.
+        if isinstance(v, str) and "#" in v:
+            study, _, num = v.rpartition("#")
+            return {"study": study, "trial": int(num)}
+        return v
+
+    @field_validator("study")
+    @classmethod
+    def _study(cls, v: str) -> str:
+        return sanitize_text(v, 200)
+
+    def __str__(self) -> str:
+        return f"{self.study}#{self.trial}"
+
+
+class Insight(BaseModel):
+    """One piece of long-term knowledge: text for people and LLMs, a rule for code."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=r"^ins-[0-9]{1,6}$")
+    text: str
+    rule: Rule | None = None
+    votes: int = 1
+    supporting: list[TrialRef] = Field(default_factory=list)
+    contradicting: list[TrialRef] = Field(default_factory=list)
+    source: Literal["code", "llm", "human"] = "code"
+    created: str = Field(default_factory=now)
+    updated: str = Field(default_factory=now)
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        return sanitize_text(v)
+
+    @property
+    def confidence(self) -> float:
+        """Laplace-smoothed share of supporting evidence, in (0, 1)."""
+        s, c = len(self.supporting), len(self.contradicting)
+        return (s + 1) / (s + c + 2)
+
+    @property
+    def evidence(self) -> int:
+        return len(self.supporting) + len(self.contradicting)
+
+
+OpName = Literal["ADD", "UPVOTE", "DOWNVOTE", "EDIT", "REMOVE"]
+
+
+class InsightOp(BaseModel):
+    """One edit of the insight list. A flat model (not a union) so small models' grammars stay simple.
+
+    - ADD: `text` (and optionally `rule`, `evidence`) -> a new insight with 1 vote.
+    - UPVOTE / DOWNVOTE: `id`; `evidence` trials are added to supporting / contradicting.
+    - EDIT: `id` and a new `text` and / or `rule`.
+    - REMOVE: `id`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    op: OpName
+    id: str | None = Field(default=None, max_length=12)
+    text: str | None = None
+    rule: Rule | None = None
+    evidence: list[TrialRef] = Field(default_factory=list, max_length=20)
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        return None if v is None else sanitize_text(v)
+
+    @model_validator(mode="after")
+    def _fields(self) -> InsightOp:
+        if self.op == "ADD":
+            if not self.text:
+                raise ValueError("ADD needs a non-empty 'text'")
+        elif not self.id:
+            raise ValueError(f"{self.op} needs the 'id' of an existing insight")
+        if self.op == "EDIT" and not self.text and self.rule is None:
+            raise ValueError("EDIT needs a new 'text' or 'rule'")
+        return self
+
+
+class InsightOps(BaseModel):
+    """What the LLM returns after a reflection: zero or more operations."""
+
+    model_config = ConfigDict(extra="forbid")
+    ops: list[InsightOp] = Field(default_factory=list, max_length=8)
+
+
+class ApplyResult(BaseModel):
+    """Outcome of `InsightSet.apply`: ids touched, and rejected operations with the reason."""
+
+    applied: list[str] = Field(default_factory=list)
+    rejected: list[tuple[InsightOp, str]] = Field(default_factory=list)
+    pruned: list[str] = Field(default_factory=list)
+
+
+class InsightSet(BaseModel):
+    """The long-term memory of one dataset x backbone (the content of one bank file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str
+    model: str
+    profile: dict[str, Any] = Field(default_factory=dict)
+    next_id: int = 1
+    insights: list[Insight] = Field(default_factory=list)
+
+    def get(self, insight_id: str) -> Insight | None:
+        return next((i for i in self.insights if i.id == insight_id), None)
+
+    def find_action(self, action: Action) -> Insight | None:
+        """The insight whose rule makes the same move (same param / direction / value / avoid)."""
+        key = action.key()
+        return next((i for i in self.insights if i.rule and i.rule.action.key() == key), None)
+
+    def apply(self, ops: list[InsightOp] | InsightOps, *, source: str = "llm",
+              strict: bool = False, prune_threshold: int = PRUNE_THRESHOLD) -> ApplyResult:
+        """Apply operations in order; an invalid one is rejected (or raises if `strict`).
+
+        With `strict=True` nothing is applied when any operation is invalid (checked first).
+        """
+        ops = ops.ops if isinstance(ops, InsightOps) else list(ops)
+        if strict:
+            trial = self.model_copy(deep=True)
+            res = trial.apply(ops, source=source, strict=False, prune_threshold=prune_threshold)
+            if res.rejected:
+                op, why = res.rejected[0]
+                raise InsightOpError(f"{op.op} {op.id or ''}: {why}".replace("  ", " "))
+            self.__dict__.update(trial.__dict__)
+            return res
+        result = ApplyResult()
+        stamp = now()
+        for op in ops:
+            why = self._apply_one(op, source, stamp, result)
+            if why:
+                result.rejected.append((op, why))
+        result.pruned = self.prune(prune_threshold)
+        return result
+
+    def _apply_one(self, op: InsightOp, source: str, stamp: str, result: ApplyResult) -> str | None:
+        if op.op == "ADD":
+            if len(self.insights) >= MAX_INSIGHTS:
+                return f"the list already holds {MAX_INSIGHTS} insights"
+            dup = next((i for i in self.insights if i.text.lower() == op.text.lower()), None)
+            if dup is None and op.rule is not None:
+                dup = self.find_action(op.rule.action)
+            if dup is not None:  # the same knowledge again is a vote, not a new item
+                dup.votes += 1
+                _add_refs(dup.supporting, op.evidence)
+                dup.updated = stamp
+                result.applied.append(dup.id)
+                return None
+            ins = Insight(id=f"ins-{self.next_id}", text=op.text, rule=op.rule, votes=1,
+                          supporting=list(dict.fromkeys(op.evidence)),
+                          source=source if source in ("code", "llm", "human") else "llm",
+                          created=stamp, updated=stamp)
+            self.next_id += 1
+            self.insights.append(ins)
+            result.applied.append(ins.id)
+            return None
+        ins = self.get(op.id or "")
+        if ins is None:
+            known = ", ".join(i.id for i in self.insights[:12]) or "none"
+            return f"no insight with id {op.id!r} in {self.dataset} x {self.model} (known: {known})"
+        if op.op == "UPVOTE":
+            ins.votes += 1
+            _add_refs(ins.supporting, op.evidence)
+        elif op.op == "DOWNVOTE":
+            ins.votes -= 1
+            _add_refs(ins.contradicting, op.evidence)
+        elif op.op == "EDIT":
+            if op.text:
+                ins.text = op.text
+            if op.rule is not None:
+                ins.rule = op.rule
+        elif op.op == "REMOVE":
+            self.insights.remove(ins)
+            result.applied.append(ins.id)
+            return None
+        ins.updated = stamp
+        result.applied.append(ins.id)
+        return None
+
+    def prune(self, threshold: int = PRUNE_THRESHOLD) -> list[str]:
+        """Remove insights with votes <= `threshold`; returns their ids."""
+        gone = [i.id for i in self.insights if i.votes <= threshold]
+        self.insights = [i for i in self.insights if i.votes > threshold]
+        return gone
+
+    def ranked(self) -> list[Insight]:
+        """Insights by votes, then confidence, then recency."""
+        return sorted(self.insights, key=lambda i: (i.votes, i.confidence, i.updated), reverse=True)
+
+    def relevant(self, profile: dict | None = None, model: str | None = None, k: int = 8) -> list[Insight]:
+        """Top-k insights whose rule matches (or that have no rule), best first."""
+        out = [i for i in self.ranked() if i.rule is None or i.rule.matches(profile or self.profile, model or self.model)]
+        return out[:k]
+
+    def render_for_prompt(self, k: int = 8, profile: dict | None = None) -> str:
+        """The top insights as inert, quoted data lines with id, votes and rule."""
+        items = self.relevant(profile, self.model, k)
+        lines = [f"{i.id} (votes {i.votes}, confidence {i.confidence:.2f}"
+                 + (f", rule: {i.rule.describe()}" if i.rule else "") + f"): {i.text}" for i in items]
+        return render_for_prompt(lines, title="insights",
+                                 attrs={"dataset": self.dataset, "model": self.model})
+
+
+def _add_refs(target: list[TrialRef], refs: list[TrialRef]) -> None:
+    for r in refs:
+        if r not in target:
+            target.append(r)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def ops_from_trial(
+    insights: InsightSet,
+    *,
+    study: str,
+    trial: int,
+    params: dict[str, Any],
+    baseline_params: dict[str, Any],
+    value: float | None,
+    baseline_value: float | None,
+    metric: str = "ndcg@10",
+    direction: str = "maximize",
+    noise: float = 0.0,
+    profile: dict | None = None,
+) -> list[InsightOp]:
+    """Deterministic insight operations from one keep / discard result (no LLM involved).
+
+    Compares a trial with the configuration it changed (`baseline_*`, usually the incumbent).
+    If the change of at most 2 parameters moved the metric by more than `noise`, each changed
+    parameter yields: an UPVOTE (or DOWNVOTE) of an existing insight making the same move, or an
+    ADD of a new one, e.g. "lowering dropout from 0.5 to 0.2 improved ndcg@10 by 0.0031 (+9.1%)
+    on beauty (sasrec)". A change that hurt adds an `avoid` rule. Changes within noise give
+    nothing (inconclusive).
+    """
+    if value is None or baseline_value is None or not all(map(math.isfinite, (value, baseline_value))):
+        return []
+    changed = [k for k in params if k in baseline_params and params[k] != baseline_params[k]]
+    if not changed or len(changed) > 2:
+        return []
+    delta = (value - baseline_value) * (1 if direction == "maximize" else -1)
+    if abs(delta) <= noise:
+        return []
+    improved = delta > 0
+    rel = f" ({delta / abs(baseline_value):+.1%})" if baseline_value else ""
+    ref = TrialRef(study=study, trial=trial)
+    cond = regime_condition(profile if profile is not None else insights.profile)
+    ops: list[InsightOp] = []
+    for name in changed:
+        old, new = baseline_params[name], params[name]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (old, new))
+        if numeric:
+            action = Action(param=name, direction="up" if new > old else "down", avoid=not improved)
+            verb = "raising" if new > old else "lowering"
+        else:
+            action = Action(param=name, value=new, avoid=not improved)
+            verb = "setting"
+        text = (f"{verb} {name} from {_fmt(old)} to {_fmt(new)}"
+                + (f" (with {', '.join(c for c in changed if c != name)} changed)" if len(changed) > 1 else "")
+                + f" {'improved' if improved else 'hurt'} {metric} by {abs(delta):.4g}{rel}"
+                + f" on {insights.dataset} ({insights.model})")
+        rule = Rule(condition=cond, backbone=insights.model, action=action)
+        same = insights.find_action(action)
+        opposite = insights.find_action(action.model_copy(update={"avoid": not action.avoid}))
+        if same is not None:
+            ops.append(InsightOp(op="UPVOTE", id=same.id, evidence=[ref]))
+        else:
+            ops.append(InsightOp(op="ADD", text=text, rule=rule, evidence=[ref]))
+        if opposite is not None:  # evidence against the opposite claim
+            ops.append(InsightOp(op="DOWNVOTE", id=opposite.id, evidence=[ref]))
+    return ops
