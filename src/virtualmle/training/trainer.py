@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from virtualmle.data.dataset import SequenceData
+from virtualmle.data import SequenceData, profile_dataset
 from virtualmle.errors import DivergedError
 from virtualmle.models import ModelConfig, SequentialRecommender, build_model
 from virtualmle.training.batching import TrainBatches
@@ -102,14 +102,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _profile(data: SequenceData, max_len: int) -> dict[str, Any]:
-    try:
-        from virtualmle.data import profile_dataset  # type: ignore[attr-defined]
-    except ImportError:  # the data layer's profile is optional for a trial
-        return {}
-    return profile_dataset(data, max_len=max_len)
 
 
 def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -215,7 +207,7 @@ def train(
     test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev))
     return TrainResult(
         config=config,
-        profile=_profile(data, config.max_len),
+        profile=profile_dataset(data, max_len=config.max_len),
         num_params=model.num_params(),
         epochs=logs,
         best_epoch=best_epoch,
@@ -250,11 +242,13 @@ class _Display:
 
     def epoch_done(self, log: EpochLog) -> None:
         mark = " *" if log.is_best else ""
+        also = "" if log.metric == "ndcg@10" else f"  ndcg@10 {log.valid['ndcg@10']:.4f}"
         self.progress.console.print(
             f"epoch {log.epoch:3d}  loss {log.train_loss:.4f}  valid {log.metric} "
-            f"{log.score:.4f}  ndcg@10 {log.valid['ndcg@10']:.4f}  {log.seconds:.1f}s{mark}"
+            f"{log.score:.4f}{also}  {log.seconds:.1f}s{mark}"
         )
-        self.progress.reset(self.task, epoch=log.epoch + 1)
+        self.progress.reset(self.task, epoch=log.epoch + 1, max_epochs=self.config.max_epochs,
+                            loss=log.train_loss)
 
     def close(self) -> None:
         self.progress.stop()
