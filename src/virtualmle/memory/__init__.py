@@ -18,7 +18,6 @@ from virtualmle.memory.bank import (
     SCHEMA_VERSION,
     MemoryBank,
     default_memory_dir,
-    descriptors,
     profile_distance,
 )
 from virtualmle.memory.cognition import CognitionSummary, PriorTrial, TransferRule, distill
@@ -32,9 +31,10 @@ from virtualmle.memory.insights import (
     TrialRef,
     ops_from_trial,
 )
-from virtualmle.memory.rules import NON_TRANSFERABLE, Action, Rule, regime_condition
+from virtualmle.memory.rules import NON_TRANSFERABLE, Action, Rule, descriptors, regime_condition
 from virtualmle.memory.short_term import (
     ATTR_CHANGED,
+    FAILURES,
     ATTR_DIAGNOSTICS,
     ATTR_HYPOTHESIS,
     ATTR_PARENT,
@@ -49,7 +49,7 @@ from virtualmle.memory.text import render_for_prompt, sanitize_text, slugify
 
 __all__ = [
     "ATTR_CHANGED", "ATTR_DIAGNOSTICS", "ATTR_HYPOTHESIS", "ATTR_PARENT", "ATTR_REFLECTION",
-    "NON_TRANSFERABLE", "SCHEMA_VERSION",
+    "FAILURES", "NON_TRANSFERABLE", "SCHEMA_VERSION",
     "Action", "ApplyResult", "CognitionSummary", "Hypothesis", "Insight", "InsightOp", "InsightOpError",
     "InsightOps", "InsightSet", "MarkdownFormatError", "MemoryBank", "MemoryBankError", "ParamCoverage",
     "PriorTrial", "Reflection", "Rule", "SchemaVersionError", "StudyMemory", "TransferRule", "TrialEntry",

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from virtualmle.memory.cognition import CognitionSummary
 from virtualmle.memory.errors import MemoryBankError, SchemaVersionError
 from virtualmle.memory.insights import ApplyResult, InsightOp, InsightOps, InsightSet, now
+from virtualmle.memory.rules import descriptors
 from virtualmle.memory.text import slugify
 
 SCHEMA_VERSION = 1
@@ -42,38 +43,10 @@ DISTANCE_WEIGHTS: dict[str, float] = {
     "num_items": 1.0,
     "num_users": 0.5,
 }
-_ALIASES = {
-    "mean_seq_len": ("mean_seq_len", "mean_len", "avg_seq_len", "mean_length", "avg_len"),
-    "num_items": ("num_items", "items", "n_items"),
-    "num_users": ("num_users", "users", "n_users"),
-    "num_interactions": ("num_interactions", "interactions", "n_interactions"),
-    "density": ("density",),
-}
-
-
 def default_memory_dir() -> Path:
     """`$VIRTUALMLE_MEMORY_DIR`, else `~/.virtualmle/memory`."""
     env = os.environ.get(ENV_DIR)
     return Path(env).expanduser() if env else Path.home() / ".virtualmle" / "memory"
-
-
-def descriptors(profile: dict | None) -> dict[str, float]:
-    """The numeric descriptors used for transfer, under canonical names (aliases accepted;
-    density derived from interactions / (users x items) when missing)."""
-    out: dict[str, float] = {}
-    profile = profile or {}
-    for canon, names in _ALIASES.items():
-        for n in names:
-            v = profile.get(n)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                out[canon] = float(v)
-                break
-    if "density" not in out and {"num_interactions", "num_users", "num_items"} <= out.keys():
-        if out["num_users"] > 0 and out["num_items"] > 0:
-            out["density"] = out["num_interactions"] / (out["num_users"] * out["num_items"])
-    if "mean_seq_len" not in out and {"num_interactions", "num_users"} <= out.keys() and out["num_users"] > 0:
-        out["mean_seq_len"] = out["num_interactions"] / out["num_users"]
-    return out
 
 
 def profile_distance(a: dict | None, b: dict | None) -> float:

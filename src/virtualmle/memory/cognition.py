@@ -128,7 +128,7 @@ def effects_from_study(
         parent = by_num.get(e.parent) if e.parent is not None else None
         if parent is None or not parent.ok or not e.changed or len(e.changed) > 2:
             continue
-        if not e.ok and e.outcome != "fail":
+        if not e.ok and not e.failed:
             continue  # pruned / running: no verdict on the move
         for p in e.changed:
             if p in NON_TRANSFERABLE or p not in e.params or p not in parent.params:

@@ -17,15 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from virtualmle.memory.text import sanitize_text
 
-Comparator = Literal["<", "<=", ">", ">=", "==", "!="]
+Comparator = Literal["<", "<=", ">", ">=", "==", "!=", "in"]  # "in": [lo, hi), bound is a pair
 Scalar = bool | int | float | str
 
 # Descriptor regimes used when code (not the LLM) writes a rule's condition: a rule learnt on
 # one dataset is claimed for datasets in the same regime, not for every dataset.
+# The cuts are coarse on purpose: the five Amazon sets (mean length 8-9, 7k-18k items) share a
+# regime, a MovieLens-like set (long sequences, dense) does not.
 REGIMES: dict[str, list[float]] = {
     "mean_seq_len": [20.0, 100.0],
-    "num_items": [10_000.0, 100_000.0],
-    "density": [1e-3, 1e-2],
+    "num_items": [1_000.0, 100_000.0],
+    "density": [1e-4, 1e-2],
 }
 
 # Parameters whose best value is about the run, not the data; never transferred.
@@ -62,7 +64,7 @@ class Rule(BaseModel):
     """When `condition` holds on a dataset profile (and the backbone matches), do `action`."""
 
     model_config = ConfigDict(extra="forbid")
-    condition: dict[str, tuple[Comparator, float]] = Field(default_factory=dict)
+    condition: dict[str, tuple[Comparator, float | tuple[float, float]]] = Field(default_factory=dict)
     backbone: str | None = None  # None: any backbone
     action: Action
 
@@ -73,9 +75,14 @@ class Rule(BaseModel):
             raise ValueError("condition must be a mapping descriptor -> [comparator, number]")
         if len(v) > 8:
             raise ValueError("condition has more than 8 clauses")
-        for k in v:
+        for k, clause in v.items():
             if not isinstance(k, str) or not k.replace("_", "").isalnum() or len(k) > 40:
                 raise ValueError(f"bad descriptor name {k!r}")
+            if not isinstance(clause, (list, tuple)) or len(clause) != 2:
+                raise ValueError(f"condition on {k!r} must be [comparator, number] or ['in', [lo, hi]]")
+            pair = isinstance(clause[1], (list, tuple))
+            if (clause[0] == "in") != pair or (pair and len(clause[1]) != 2):
+                raise ValueError(f"condition on {k!r}: 'in' takes a pair [lo, hi], other comparators a number")
         return v
 
     def matches(self, profile: dict | None, model: str | None = None) -> bool:
@@ -86,20 +93,24 @@ class Rule(BaseModel):
         """
         if self.backbone and model and self.backbone.lower() != model.lower():
             return False
-        profile = profile or {}
+        desc = descriptors(profile)
         for name, (op, bound) in self.condition.items():
-            x = profile.get(name)
-            if not isinstance(x, (int, float)) or isinstance(x, bool) or math.isnan(float(x)):
+            x = desc.get(name)
+            if x is None:
                 return False
-            x = float(x)
-            ok = {"<": x < bound, "<=": x <= bound, ">": x > bound, ">=": x >= bound,
-                  "==": x == bound, "!=": x != bound}[op]
+            if op == "in":
+                lo, hi = bound  # type: ignore[misc]
+                ok = lo <= x < hi
+            else:
+                ok = {"<": x < bound, "<=": x <= bound, ">": x > bound, ">=": x >= bound,
+                      "==": x == bound, "!=": x != bound}[op]
             if not ok:
                 return False
         return True
 
     def describe(self) -> str:
-        cond = " and ".join(f"{k} {op} {_num(b)}" for k, (op, b) in self.condition.items())
+        cond = " and ".join(f"{k} in [{_num(b[0])}, {_num(b[1])})" if op == "in" else f"{k} {op} {_num(b)}"
+                            for k, (op, b) in self.condition.items())
         where = f" [{self.backbone}]" if self.backbone else ""
         return f"{self.action.describe()}{where}" + (f" if {cond}" if cond else "")
 
@@ -108,24 +119,67 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def regime_condition(profile: dict | None) -> dict[str, tuple[str, float]]:
+# Canonical descriptor name -> where it may be found in a profile (`virtualmle.data.profile_dataset`
+# nests some: "seq_len.mean"); flat aliases are accepted so hand-written profiles work too.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "mean_seq_len": ("mean_seq_len", "seq_len.mean", "mean_len", "avg_seq_len"),
+    "median_seq_len": ("median_seq_len", "seq_len.p50"),
+    "p90_seq_len": ("p90_seq_len", "seq_len.p90"),
+    "num_items": ("num_items", "items", "n_items"),
+    "num_users": ("num_users", "users", "n_users"),
+    "num_interactions": ("num_interactions", "interactions", "n_interactions"),
+    "density": ("density",),
+    "popularity_gini": ("popularity_gini", "popularity.gini", "gini"),
+    "test_only_share": ("test_only_share",),
+}
+
+
+def descriptors(profile: dict | None) -> dict[str, float]:
+    """The numeric dataset descriptors rules and transfer use, under canonical (flat) names.
+
+    Reads `virtualmle.data.profile_dataset` output (``users``, ``items``, ``seq_len.mean``,
+    ``popularity.gini`` ...) or flat names; derives density and mean length when missing.
+    """
+    out: dict[str, float] = {}
+    profile = profile or {}
+    for canon, names in _ALIASES.items():
+        for n in names:
+            v: Any = profile
+            for part in n.split("."):
+                v = v.get(part) if isinstance(v, dict) else None
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                out[canon] = float(v)
+                break
+    if "density" not in out and {"num_interactions", "num_users", "num_items"} <= out.keys():
+        if out["num_users"] > 0 and out["num_items"] > 0:
+            out["density"] = out["num_interactions"] / (out["num_users"] * out["num_items"])
+    if "mean_seq_len" not in out and {"num_interactions", "num_users"} <= out.keys() and out["num_users"] > 0:
+        out["mean_seq_len"] = out["num_interactions"] / out["num_users"]
+    return out
+
+
+def regime_condition(profile: dict | None) -> dict[str, tuple]:
     """The condition code writes for a rule learnt on `profile`: the descriptor regime it is in.
 
-    E.g. mean_seq_len 8.9 and num_items 12101 -> ``{"mean_seq_len": ["<", 20],
-    "num_items": [">=", 10000], "num_items"...}``: a bucket per descriptor in `REGIMES`.
-    Only the lower or upper bound that pins the bucket is written when the bucket is open-ended;
-    for a middle bucket the lower bound is kept (one clause per descriptor).
+    One clause per descriptor in `REGIMES` that the profile has, e.g. Beauty (mean length 8.9,
+    12101 items, density 7e-4) -> ``{"mean_seq_len": ["<", 20], "num_items": ["in", [1000, 100000]],
+    "density": ["in", [0.0001, 0.01]]}``. A rule learnt on one dataset is thus claimed for
+    datasets in the same regime, not for every dataset.
     """
-    cond: dict[str, tuple[str, float]] = {}
+    cond: dict[str, tuple] = {}
+    desc = descriptors(profile)
     for name, cuts in REGIMES.items():
-        x = (profile or {}).get(name)
-        if not isinstance(x, (int, float)) or isinstance(x, bool):
+        x = desc.get(name)
+        if x is None:
             continue
-        below = [c for c in cuts if x < c]
-        if len(below) == len(cuts):  # smallest bucket
+        if x < cuts[0]:
             cond[name] = ("<", cuts[0])
+        elif x >= cuts[-1]:
+            cond[name] = (">=", cuts[-1])
         else:
-            cond[name] = (">=", max(c for c in cuts if x >= c))
+            lo = max(c for c in cuts if c <= x)
+            hi = min(c for c in cuts if c > x)
+            cond[name] = ("in", (lo, hi))
     return cond
 
 

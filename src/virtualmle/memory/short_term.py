@@ -8,6 +8,7 @@ its hypothesis and reflection in the trial's user attributes under the keys `ATT
 from __future__ import annotations
 
 import math
+from enum import Enum
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ ATTR_DIAGNOSTICS = "diagnostics"  # dict computed in code (overfit, underfit, no
 ATTR_CHANGED = "changed"          # list of parameter names changed against the parent
 ATTR_PARENT = "parent"            # trial number of the configuration this one changed
 
-Outcome = str  # "complete" | "fail" | "pruned" | "running" | "waiting"
+Outcome = str  # "complete" | "pruned" | a failure (see FAILURES) | "running" | "waiting" | "interrupted"
 
 
 class Hypothesis(BaseModel):
@@ -79,6 +80,11 @@ class TrialEntry:
     improved: bool = False  # became the new incumbent
 
     @property
+    def failed(self) -> bool:
+        """The configuration failed (error, divergence, OOM, timeout, invalid)."""
+        return self.outcome in FAILURES
+
+    @property
     def ok(self) -> bool:
         return self.outcome == "complete" and self.value is not None and math.isfinite(self.value)
 
@@ -93,11 +99,21 @@ class ParamCoverage:
     improvements: int = 0
 
 
+# Outcomes that are a failure of the configuration (the search loop's `Outcome` values and
+# Optuna's FAIL). "interrupted" is not: the trial is re-run.
+FAILURES = frozenset({"fail", "timeout", "oom", "diverged", "invalid"})
+FINISHED = FAILURES | {"complete", "pruned"}
+
+
 def _outcome(rec: Any) -> Outcome:
+    # The search loop's finer outcome (user attr / TrialRecord.outcome) beats Optuna's state.
     raw = _get(rec, "outcome", None)
     if raw is None:
+        raw = (_get(rec, "user_attrs", None) or {}).get("outcome")
+    if raw is None:
         raw = _get(rec, "state", "complete")
-    raw = getattr(raw, "name", raw)  # optuna.trial.TrialState -> "COMPLETE"
+    if isinstance(raw, Enum):  # TrialRecord's Outcome (str values) or optuna's TrialState (int values)
+        raw = raw.value if isinstance(raw.value, str) else raw.name
     s = str(raw).lower()
     return {"failed": "fail", "completed": "complete", "ok": "complete"}.get(s, s)
 
@@ -208,7 +224,7 @@ class StudyMemory:
             for k, v in e.params.items():
                 self._coverage.setdefault(k, ParamCoverage()).values[repr(v)] += 1
             group = tuple(e.changed)
-            if inc is not None and e.outcome in ("complete", "fail", "pruned"):
+            if inc is not None and e.outcome in FINISHED:
                 self._since = 0 if e.improved else self._since + 1
                 for k in e.changed:
                     cov = self._coverage.setdefault(k, ParamCoverage())
