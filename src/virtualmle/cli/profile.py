@@ -16,10 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "profile",
         help="show a dataset's profile (sizes, lengths, popularity, leave-one-out facts)",
         description=(
-            "Read a dataset and print its profile: users, items, interactions, density, sequence "
-            "length mean/p50/p90/p95/max, the share of users within --max-len, item popularity "
-            "concentration, and the test targets never seen before test under leave-one-out. "
-            "This is the profile `virtualmle train` stores and the agent is shown."
+            "Read a dataset and print its profile: users, items, interactions, density,\n"
+            "sequence length mean/p50/p90/p95/max, the share of users within --max-len, item\n"
+            "popularity concentration (Gini, top-1%/10% share), and the test targets never seen\n"
+            "before test under leave-one-out. `virtualmle train` stores the same profile and the\n"
+            "agent is shown it."
         ),
         epilog=(
             "examples:\n"
