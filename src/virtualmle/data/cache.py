@@ -123,6 +123,7 @@ def store(key: str, parsed: Parsed, root: Path | None = None) -> Path | None:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=root)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; entries are plain shareable data
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as exc:

@@ -1,4 +1,6 @@
-"""The in-memory dataset every trial trains on, and `load_dataset`, which finds and reads one."""
+"""The in-memory dataset every trial trains on, and `load_dataset`, which finds, parses (through
+the cache) and slices one. Formats: `virtualmle.data.readers`; cache: `virtualmle.data.cache`.
+"""
 
 from __future__ import annotations
 
@@ -194,7 +196,10 @@ def load_dataset(
     status = "off"
     digest = None
     if cache:
-        digest = _cache.file_digest(path)
+        try:
+            digest = _cache.file_digest(path)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from None
         key = _cache.cache_key(digest, fmt, options)
         parsed = _cache.load(key)
         status = "hit" if parsed is not None else "miss"
