@@ -1,0 +1,605 @@
+"""The one search loop: a method proposes, the executor runs, the Optuna study records.
+
+Every method (grid, random, tpe, default, opro, agent) goes through `run_search`, so all of them
+use the same executor, the same storage and the same budget accounting.
+
+Per trial the study stores: the params (Optuna params; parameters outside the space, or values a
+categorical does not allow, in the user attr ``extra_params``), the validation metric after every
+epoch as intermediate values, and user attrs ``outcome``, ``valid``, ``test`` (never used for
+decisions), ``seconds``, ``num_params``, ``best_epoch``, ``stopped``, ``epochs``, ``error`` /
+``traceback`` when it failed, ``owner`` (the search process) and whatever the method adds.
+The Optuna state is COMPLETE, PRUNED or FAIL; the value is the validation metric.
+
+Resume: running the same search again loads the study, marks trials a dead process left RUNNING as
+FAIL with ``outcome=interrupted``, runs those configurations again first, and continues until the
+budget (trials that did not end ``interrupted``) is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from virtualmle.errors import ConfigError, StorageError, VirtualMLEError
+from virtualmle.search.executor import LocalExecutor, TrialExecutor, TrialOutcome, TrialSpec
+from virtualmle.search.method import Method, Outcome, Proposal, SearchContext, TrialRecord, sampler_for
+from virtualmle.search.space import SearchSpace, load_space
+from virtualmle.search.storage import default_study_name, open_storage, owner_info, recover_interrupted
+
+logger = logging.getLogger(__name__)
+
+# User attrs the loop owns; everything else on a trial came from the method.
+RESERVED_ATTRS = frozenset({
+    "outcome", "valid", "test", "seconds", "num_params", "best_epoch", "stopped", "epochs", "error",
+    "traceback", "owner", "extra_params", "free", "rerun_of", "method", "log",
+})
+# A sampler draw that breaks a constraint is drawn again up to this many times in a row.
+MAX_REDRAWS = 100
+# Identity of the study: a resumed search must agree with what the study was created for.
+_IDENTITY = ("dataset", "model", "method", "metric")
+
+
+@dataclass
+class SearchOptions:
+    """What to search: dataset, backbone, budget, fidelity and where to record it.
+
+    Attributes:
+        data: dataset spec (name or path).
+        model: backbone, ``sasrec`` or ``hstu``.
+        trials: budget: trials of the study that count (interrupted ones do not).
+        seed: study seed (samplers, grid order, training seed unless a method sets ``seed``).
+        metric: validation metric maximised.
+        study_name: default ``<dataset>-<model>-<method>-s<seed>``.
+        space: the search space; default the shipped one of ``model``.
+        max_epochs / slice_users: fidelity controls applied to every trial.
+        timeout_per_trial: wall-clock seconds per trial (None: no limit).
+        prune: epoch-level pruning with Optuna's MedianPruner.
+        run_dir: per-trial files (spec, worker log); default ``runs/<study>``.
+        data_dir: dataset directory override.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        workers: trials at once.
+        fixed: extra parameters held constant in every trial (e.g. ``{"patience": 2}``).
+        progress: show a rich progress display.
+    """
+
+    data: str
+    model: str = "sasrec"
+    trials: int = 30
+    seed: int = 0
+    metric: str = "ndcg@10"
+    study_name: str | None = None
+    space: SearchSpace | None = None
+    max_epochs: int | None = None
+    slice_users: int | None = None
+    timeout_per_trial: float | None = None
+    prune: bool = False
+    run_dir: Path | None = None
+    data_dir: str | None = None
+    device: str = "auto"
+    workers: int = 1
+    fixed: dict[str, Any] = field(default_factory=dict)
+    progress: bool = False
+
+
+@dataclass
+class SearchSummary:
+    """The end of a search: the best configuration on validation and what the search cost.
+
+    ``best_test`` is read from the best-on-validation trial only, for reporting.
+    """
+
+    study_name: str
+    method: str
+    metric: str
+    budget: int
+    trials_used: int
+    outcomes: dict[str, int]
+    best_number: int | None
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_valid: dict[str, float]
+    best_test: dict[str, float]
+    compute_seconds: float
+    wall_seconds: float
+    exhausted: bool = False  # the method had nothing left to propose (grid done)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Running:
+    trial: optuna.Trial
+    params: dict[str, Any]
+    counts: bool = True
+
+
+def record_from_trial(trial: FrozenTrial) -> TrialRecord:
+    """The method's view of a stored trial (no test metrics)."""
+    attrs = trial.user_attrs
+    if "outcome" in attrs:
+        outcome = Outcome(attrs["outcome"])
+    else:
+        outcome = {TrialState.COMPLETE: Outcome.COMPLETE, TrialState.PRUNED: Outcome.PRUNED}.get(
+            trial.state, Outcome.FAILED
+        )
+    return TrialRecord(
+        number=trial.number,
+        params={**trial.params, **attrs.get("extra_params", {})},
+        outcome=outcome,
+        value=trial.value if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+        valid=dict(attrs.get("valid", {})),
+        epochs=tuple(attrs.get("epochs", ())),
+        seconds=float(attrs.get("seconds", 0.0)),
+        num_params=attrs.get("num_params"),
+        error=attrs.get("error"),
+        user_attrs={k: v for k, v in attrs.items() if k not in RESERVED_ATTRS},
+    )
+
+
+def _counts(trial: FrozenTrial) -> bool:
+    """Whether a finished trial used up budget."""
+    if not trial.state.is_finished():
+        return False
+    if trial.user_attrs.get("free"):
+        return False
+    return trial.user_attrs.get("outcome") != Outcome.INTERRUPTED.value
+
+
+def _distributions_for(space: SearchSpace, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Split a proposal into Optuna params + distributions, and extras kept as a user attr.
+
+    A numeric value outside its range widens that trial's distribution (Optuna allows differing
+    ranges); a categorical value not among the choices, or a non-numeric parameter outside the
+    space, goes to ``extra_params`` (Optuna forbids changing categorical choices).
+    """
+    dists: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, value in params.items():
+        spec = space.params.get(name)
+        if spec is not None and spec.contains(value):
+            dists[name], values[name] = spec.distribution(), value
+            continue
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if spec is not None and numeric and spec.type in ("float", "int") and math.isfinite(value):
+            low, high = min(spec.low, value), max(spec.high, value)
+            if spec.type == "int" and isinstance(value, int):
+                dists[name] = IntDistribution(int(low), int(high), log=spec.log)
+            else:
+                dists[name] = FloatDistribution(float(low), float(high), log=spec.log)
+            values[name] = value
+        elif spec is None and isinstance(value, int) and not isinstance(value, bool):
+            dists[name], values[name] = IntDistribution(value, value), value  # e.g. seed
+        elif spec is None and isinstance(value, float) and math.isfinite(value) and value > 0:
+            dists[name], values[name] = FloatDistribution(value, value), value
+        else:
+            extra[name] = value
+    return dists, values, extra
+
+
+class _Search:
+    """State of one `run_search` call."""
+
+    def __init__(self, method: Method, opts: SearchOptions, executor: TrialExecutor, study: optuna.Study,
+                 space: SearchSpace, ctx: SearchContext, run_dir: Path) -> None:
+        self.method, self.opts, self.executor, self.study = method, opts, executor, study
+        self.space, self.ctx, self.run_dir = space, ctx, run_dir
+        self.owner = owner_info()
+        self.running: dict[Future[TrialOutcome], _Running] = {}
+        self.reruns: list[Proposal] = []
+        self.exhausted = False
+        self.display: _Display | None = None
+
+    # -- proposing --------------------------------------------------------------------------
+    def next_proposals(self, k: int) -> list[Proposal]:
+        out = self.reruns[:k]
+        del self.reruns[:k]
+        k -= len(out)
+        if k <= 0 or self.exhausted:
+            return out
+        batch = getattr(self.method, "propose_batch", None)
+        if batch is not None and k > 1:
+            got = list(batch(self.ctx, k))[:k]
+            if not got:
+                self.exhausted = True
+            return out + got
+        for _ in range(k):
+            p = self.method.propose(self.ctx)
+            if p is None:
+                self.exhausted = True
+                break
+            out.append(p)
+            # Later proposals of the same batch must see this one as pending (grid, default).
+            if p.params is not None:
+                self.ctx.pending.append({**self.space.defaults(), **p.params})
+        # pending is rebuilt from running trials once they are started
+        self._sync_pending()
+        return out
+
+    def _sync_pending(self) -> None:
+        self.ctx.pending[:] = [r.params for r in self.running.values()]
+
+    def start(self, proposal: Proposal) -> bool:
+        """Ask Optuna for a trial for ``proposal`` and submit it; False if it was invalid."""
+        common = {"owner": self.owner, "method": self.method.name}
+        if proposal.params is None:
+            for _ in range(MAX_REDRAWS):
+                trial = self.study.ask(self.space.distributions())
+                params = {**trial.params, **trial.user_attrs.get("extra_params", {})}
+                bad = self.space.violations(params)
+                if not bad:
+                    break
+                # The sampler's draw broke a constraint: record it (free) and draw again.
+                self._finish_invalid(trial, params, f"ConstraintViolation: {bad[0]}", free=True)
+            else:
+                raise ConfigError(
+                    f"search space {self.space.source}: {MAX_REDRAWS} draws in a row broke a constraint"
+                )
+        else:
+            full = {**self.space.defaults(), **proposal.params}
+            dists, values, extra = _distributions_for(self.space, full)
+            attrs = {**proposal.user_attrs, **common}
+            if extra:
+                attrs["extra_params"] = extra
+            self.study.enqueue_trial(values, user_attrs=attrs)
+            trial = self.study.ask(dists)
+            # The trial's stored content is the truth: a WAITING trial left by an earlier run
+            # is popped first and run as it was enqueued.
+            params = {**trial.params, **trial.user_attrs.get("extra_params", {})}
+        for key, value in {**common, **proposal.user_attrs}.items():
+            if key not in trial.user_attrs or key == "owner":
+                trial.set_user_attr(key, value)
+        bad = self.space.violations(params)
+        config = self._config(params)
+        problem = f"ConstraintViolation: {bad[0]}" if bad else None
+        if problem is None:
+            try:
+                from virtualmle.training import TrainConfig
+
+                TrainConfig(**config)
+            except ConfigError as exc:
+                problem = f"ConfigError: {exc}"
+        if problem is not None:
+            self._finish_invalid(trial, params, problem, free=False)
+            return False
+        spec = TrialSpec(
+            number=trial.number,
+            data=self.opts.data,
+            config=config,
+            trial_dir=str(self.run_dir / "trials" / f"{trial.number:04d}"),
+            slice_users=self.opts.slice_users,
+            data_dir=self.opts.data_dir,
+            device=self.opts.device,
+            timeout=self.opts.timeout_per_trial,
+            report_epochs=self.opts.prune,
+        )
+        future = self.executor.submit(spec, self._epoch_callback(trial))
+        self.running[future] = _Running(trial, params)
+        self._sync_pending()
+        if self.display:
+            self.display.started(trial.number, len(self.running))
+        return True
+
+    def _config(self, params: dict[str, Any]) -> dict[str, Any]:
+        config = {**self.space.fixed, **self.opts.fixed, **params}
+        config.update(model=self.opts.model, metric=self.opts.metric)
+        config.setdefault("seed", self.opts.seed)
+        if self.opts.max_epochs is not None:
+            config["max_epochs"] = self.opts.max_epochs
+        return config
+
+    def _epoch_callback(self, trial: optuna.Trial):
+        metric, prune = self.opts.metric, self.opts.prune
+
+        def on_epoch(log: dict[str, Any]) -> bool:
+            value = log.get("valid", {}).get(metric)
+            if value is None or not math.isfinite(value):
+                return False
+            trial.report(float(value), step=int(log.get("epoch", 0)))
+            return bool(prune and trial.should_prune())
+
+        return on_epoch
+
+    # -- recording --------------------------------------------------------------------------
+    def _finish_invalid(self, trial: optuna.Trial, params: dict[str, Any], error: str, *, free: bool) -> None:
+        trial.set_user_attr("outcome", Outcome.INVALID.value)
+        trial.set_user_attr("error", error)
+        if free:
+            trial.set_user_attr("free", True)
+        else:
+            record = TrialRecord(number=trial.number, params=params, outcome=Outcome.INVALID, error=error,
+                                 user_attrs=_method_attrs(trial))
+            self._observe(trial, record)
+            self.ctx.history.append(record)
+        self.study.tell(trial, state=TrialState.FAIL)
+        logger.info("trial %d invalid: %s", trial.number, error)
+        if self.display and not free:
+            self.display.finished(record, self.ctx)
+
+    def _observe(self, trial: optuna.Trial, record: TrialRecord) -> dict[str, Any]:
+        try:
+            extra = self.method.observe(self.ctx, record) or {}
+        except VirtualMLEError as exc:
+            logger.warning("method %s could not observe trial %d: %s", self.method.name, record.number, exc)
+            extra = {"observe_error": str(exc)}
+        for key, value in extra.items():
+            if key in RESERVED_ATTRS:
+                raise ValueError(f"method {self.method.name!r} may not overwrite user attr {key!r}")
+            trial.set_user_attr(key, value)
+        return extra
+
+    def finish(self, future: Future[TrialOutcome]) -> None:
+        run = self.running.pop(future)
+        trial = run.trial
+        out = future.result()
+        result = out.result or {}
+        attrs: dict[str, Any] = {
+            "outcome": out.outcome.value,
+            "seconds": round(out.seconds, 3),
+            "log": out.log_path,
+        }
+        value = None
+        if out.outcome in (Outcome.COMPLETE, Outcome.PRUNED):
+            valid = result.get("valid", {})
+            value = valid.get(self.opts.metric)
+            attrs.update(
+                valid=valid,
+                test=result.get("test", {}),
+                num_params=result.get("num_params"),
+                best_epoch=result.get("best_epoch"),
+                stopped=result.get("stopped"),
+            )
+        else:
+            attrs["error"] = out.error
+            if out.traceback:
+                attrs["traceback"] = out.traceback
+        attrs["epochs"] = [_slim_epoch(e) for e in (result.get("epochs") or out.epochs)]
+        for key, v in attrs.items():
+            trial.set_user_attr(key, v)
+        record = TrialRecord(
+            number=trial.number,
+            params=run.params,
+            outcome=out.outcome,
+            value=value,
+            valid=dict(attrs.get("valid", {})),
+            epochs=tuple(attrs["epochs"]),
+            seconds=out.seconds,
+            num_params=attrs.get("num_params"),
+            error=out.error,
+            user_attrs=_method_attrs(trial),
+        )
+        if out.outcome is Outcome.INTERRUPTED:
+            # Ctrl-C: leave it for the next run to do again; methods never see it.
+            self.study.tell(trial, state=TrialState.FAIL)
+            self._sync_pending()
+            return
+        self._observe(trial, record)
+        if out.outcome is Outcome.COMPLETE and value is not None and math.isfinite(value):
+            self.study.tell(trial, float(value))
+        elif out.outcome is Outcome.PRUNED:
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+        self.ctx.history.append(record)
+        self._sync_pending()
+        logger.info("trial %d %s value=%s (%.1fs)", trial.number, out.outcome.value, value, out.seconds)
+        if self.display:
+            self.display.finished(record, self.ctx)
+
+    # -- main loop --------------------------------------------------------------------------
+    def loop(self) -> None:
+        workers = self.executor.workers
+        while True:
+            left = self.ctx.budget - self.ctx.trials_used - len(self.running)
+            free = workers - len(self.running)
+            if left > 0 and free > 0 and (self.reruns or not self.exhausted):
+                for proposal in self.next_proposals(min(left, free)):
+                    if self.ctx.budget - self.ctx.trials_used - len(self.running) <= 0:
+                        break
+                    self.start(proposal)
+                if not self.running and (self.reruns or not self.exhausted):
+                    continue  # every proposal was invalid: ask again (invalid ones used budget)
+            if not self.running:
+                return
+            done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+            for future in done:
+                self.finish(future)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: kill running trials and record them as interrupted (re-run on resume)."""
+        self.executor.cancel_all()
+        for future in list(self.running):
+            try:
+                future.result(timeout=30)
+            except Exception:
+                pass
+            run = self.running.pop(future)
+            try:
+                run.trial.set_user_attr("outcome", Outcome.INTERRUPTED.value)
+                self.study.tell(run.trial, state=TrialState.FAIL)
+            except Exception as exc:  # the next run recovers it from RUNNING anyway
+                logger.debug("trial %d: could not mark interrupted: %s", run.trial.number, exc)
+
+
+def _method_attrs(trial: optuna.Trial | FrozenTrial) -> dict[str, Any]:
+    return {k: v for k, v in trial.user_attrs.items() if k not in RESERVED_ATTRS}
+
+
+def _slim_epoch(log: dict[str, Any]) -> dict[str, Any]:
+    return {k: log[k] for k in ("epoch", "train_loss", "valid", "seconds") if k in log}
+
+
+def run_search(
+    method: Method,
+    options: SearchOptions,
+    *,
+    executor: TrialExecutor | None = None,
+    storage: optuna.storages.BaseStorage | str | None = None,
+) -> SearchSummary:
+    """Run (or resume) a search until its budget is used or the method has nothing left.
+
+    Args:
+        method: any `Method` (see `virtualmle.search.methods.get_method`).
+        options: dataset, backbone, budget, fidelity, study name.
+        executor: default a `LocalExecutor` with ``options.workers`` workers.
+        storage: an Optuna storage or URL (default ``sqlite:///virtualmle.db``).
+
+    Raises:
+        StorageError: the storage cannot be opened, or the study exists for another dataset,
+            backbone, method or metric.
+        ConfigError: an invalid space or option.
+    """
+    t0 = time.monotonic()
+    if options.trials < 1:
+        raise ConfigError(f"--trials must be >= 1 (got {options.trials})")
+    if options.workers < 1:
+        raise ConfigError(f"--workers must be >= 1 (got {options.workers})")
+    space = options.space or load_space(options.model)
+    if space.model != options.model:
+        raise ConfigError(f"search space {space.source}: is for model {space.model!r}, not {options.model!r}")
+    if isinstance(storage, str) or storage is None:
+        storage = open_storage(storage)
+    from virtualmle.data import load_dataset, profile_dataset
+
+    data_dir = Path(options.data_dir) if options.data_dir else None
+    data = load_dataset(options.data, data_dir=data_dir, slice_users=options.slice_users)
+    dataset = data.name
+    study_name = options.study_name or default_study_name(dataset, options.model, method.name, options.seed)
+    run_dir = (Path(options.run_dir) if options.run_dir else Path("runs") / study_name).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        if options.prune else optuna.pruners.NopPruner()
+    )
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
+                                    pruner=pruner, load_if_exists=True)
+    except Exception as exc:
+        raise StorageError(f"cannot open study {study_name!r}: {type(exc).__name__}: {exc}") from None
+    identity = {"dataset": dataset, "model": options.model, "method": method.name, "metric": options.metric}
+    stored = study.user_attrs
+    for key in _IDENTITY:
+        if key in stored and stored[key] != identity[key]:
+            raise StorageError(
+                f"study {study_name!r} was created for {key}={stored[key]!r}, not {identity[key]!r}: "
+                "use another --study name"
+            )
+    if not stored:
+        profile = profile_dataset(data)
+        for key, value in {**identity, "seed": options.seed, "space": space.source,
+                           "max_epochs": options.max_epochs, "slice_users": options.slice_users,
+                           "profile": profile}.items():
+            study.set_user_attr(key, value)
+    else:
+        profile = stored.get("profile") or profile_dataset(data)
+    study.set_user_attr("budget", options.trials)
+    del data  # the workers load their own copy; the parent only needed the profile
+
+    recovered = recover_interrupted(study)
+    trials = study.get_trials(deepcopy=False)
+    # Reseeding by the number of trials so far: an uninterrupted run is reproducible, and a
+    # resumed one does not replay the draws it already made.
+    study.sampler = sampler_for(method, options.seed + len(trials), options.workers)
+    history = [record_from_trial(t) for t in trials if _counts(t)]
+    ctx = SearchContext(space=space, dataset=dataset, profile=profile, model=options.model,
+                        seed=options.seed, metric=options.metric, budget=options.trials,
+                        study_name=study_name, run_dir=run_dir, history=history)
+    executor = executor or LocalExecutor(options.workers, device=options.device)
+    search = _Search(method, options, executor, study, space, ctx, run_dir)
+    for t in recovered:
+        attrs = {k: v for k, v in t.user_attrs.items() if k not in RESERVED_ATTRS}
+        attrs["rerun_of"] = t.number
+        search.reruns.append(Proposal(params={**t.params, **t.user_attrs.get("extra_params", {})}, user_attrs=attrs))
+    if options.progress:
+        search.display = _Display(ctx, study_name, method.name)
+    try:
+        search.loop()
+    except KeyboardInterrupt:
+        search.interrupt()
+        raise
+    finally:
+        if search.display:
+            search.display.close()
+        if executor is not None and hasattr(executor, "shutdown"):
+            executor.shutdown()
+    return summarize(study, method.name, options.metric, options.trials, wall=time.monotonic() - t0,
+                     exhausted=search.exhausted)
+
+
+def summarize(study: optuna.Study, method: str, metric: str, budget: int, *, wall: float = 0.0,
+              exhausted: bool = False) -> SearchSummary:
+    """Best-on-validation trial of a study, its test metrics, and what the study cost."""
+    trials = study.get_trials(deepcopy=False)
+    outcomes: dict[str, int] = {}
+    for t in trials:
+        if t.user_attrs.get("free"):
+            continue
+        key = t.user_attrs.get("outcome") or t.state.name.lower()
+        outcomes[key] = outcomes.get(key, 0) + 1
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    best = max(done, key=lambda t: (t.value, -t.number)) if done else None
+    return SearchSummary(
+        study_name=study.study_name,
+        method=method,
+        metric=metric,
+        budget=budget,
+        trials_used=sum(1 for t in trials if _counts(t)),
+        outcomes=outcomes,
+        best_number=best.number if best else None,
+        best_value=best.value if best else None,
+        best_params={**best.params, **best.user_attrs.get("extra_params", {})} if best else {},
+        best_valid=dict(best.user_attrs.get("valid", {})) if best else {},
+        best_test=dict(best.user_attrs.get("test", {})) if best else {},
+        compute_seconds=round(sum(float(t.user_attrs.get("seconds", 0.0)) for t in trials), 3),
+        wall_seconds=round(wall, 3),
+        exhausted=exhausted,
+    )
+
+
+class _Display:
+    """rich progress: trial i of N, best validation so far, elapsed and an estimate."""
+
+    def __init__(self, ctx: SearchContext, study: str, method: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.metric = ctx.metric
+        self.progress = Progress(
+            TextColumn(f"[bold]{method}[/] {{task.description}}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        )
+        inc = ctx.incumbent
+        self.task = self.progress.add_task(study, total=ctx.budget, completed=ctx.trials_used,
+                                           best=self._best(inc))
+        self.progress.start()
+
+    def _best(self, rec: TrialRecord | None) -> str:
+        return f"{self.metric} {rec.value:.5f} (#{rec.number})" if rec and rec.value is not None else "-"
+
+    def started(self, number: int, running: int) -> None:
+        self.progress.update(self.task, description=f"running #{number} ({running} at once)")
+
+    def finished(self, rec: TrialRecord, ctx: SearchContext) -> None:
+        value = f"{rec.value:.5f}" if rec.value is not None else "-"
+        note = f"  {rec.error[:90]}" if rec.error and rec.outcome is not Outcome.COMPLETE else ""
+        self.progress.console.print(
+            f"trial {rec.number:4d}  {rec.outcome.value:<9} {self.metric} {value}  {rec.seconds:6.1f}s{note}"
+        )
+        self.progress.update(self.task, completed=ctx.trials_used, best=self._best(ctx.incumbent))
+
+    def close(self) -> None:
+        self.progress.stop()
