@@ -223,10 +223,12 @@ class MemoryBank:
     # ---- cognition summaries -----------------------------------------------------------------
     def save_summary(self, summary: CognitionSummary) -> Path:
         """Store a summary (replacing the one of the same dataset x model x study)."""
-        path = self.summary_path(summary.dataset, summary.model, summary.study)
-        payload = summary.model_dump(mode="json", exclude={"distance"})
         with self.locked():
-            write_atomic(path, _dump("summary", payload))
+            return self._write_summary(summary)
+
+    def _write_summary(self, summary: CognitionSummary) -> Path:
+        path = self.summary_path(summary.dataset, summary.model, summary.study)
+        write_atomic(path, _dump("summary", summary.model_dump(mode="json", exclude={"distance"})))
         return path
 
     def summaries(self, model: str | None = None) -> list[CognitionSummary]:

@@ -49,8 +49,13 @@ def slugify(name: str) -> str:
 
 
 def quote(text: str) -> str:
-    """JSON-quote a text: newlines, quotes and backticks cannot break out of the quoting."""
-    return json.dumps(sanitize_text(text), ensure_ascii=False).replace("`", "'")
+    """JSON-quote a text so it cannot break out of its line or its data block.
+
+    Newlines and quotes are escaped by JSON; backticks and angle brackets are replaced so a
+    stored text can neither open a code fence nor close the surrounding ``<notes>`` tag.
+    """
+    s = sanitize_text(text).replace("`", "'").replace("<", "‹").replace(">", "›")
+    return json.dumps(s, ensure_ascii=False)
 
 
 DATA_HEADER = (
