@@ -1,0 +1,146 @@
+"""The OpenAI-compatible backend end to end: the real llama-cpp-python server on 127.0.0.1,
+serving the same SmolLM2 GGUF, driven through the official `openai` SDK."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from virtualmle.errors import LLMUnavailableError
+from virtualmle.llm import default_gguf_path, log_summary, make_llm, read_log
+
+pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
+
+READY_DEADLINE_S = 90
+MESSAGES = [
+    {"role": "system", "content": "You tune a SASRec recommender. Answer in JSON."},
+    {"role": "user", "content": "Propose a dropout rate and give a short reason."},
+]
+
+
+class Dropout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dropout: float
+    reason: str = Field(max_length=40)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a running `python -m llama_cpp.server`; the process is always terminated."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    base = f"http://127.0.0.1:{port}/v1"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()),
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + READY_DEADLINE_S
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}")
+                try:
+                    with urllib.request.urlopen(f"{base}/models", timeout=2) as reply:
+                        if reply.status == 200:
+                            break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"llama_cpp.server not ready after {READY_DEADLINE_S} s:\n{log_path.read_text()[-2000:]}")
+                time.sleep(0.3)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_structured_output_detects_json_object_dialect(server: str, tmp_path: Path) -> None:
+    client = make_llm(f"{server}#smollm2", run_dir=tmp_path)
+    assert client.dialect is None  # auto: decided on the first call
+    obj = client.structured(MESSAGES, Dropout, max_tokens=64, purpose="dropout")
+
+    assert isinstance(obj, Dropout)
+    # llama-cpp-python's server rejects `json_schema` (HTTP 500); the client falls back and keeps
+    # the choice for later calls.
+    assert client.dialect == "json_object"
+    entries = read_log(tmp_path / "llm_log.jsonl")
+    assert len(entries) == 1 and entries[0]["ok"] is True
+    assert entries[0]["dialect"] == "json_object" and entries[0]["backend"] == "http"
+    assert Dropout.model_validate_json(entries[0]["response"]) == obj
+    assert entries[0]["cost_usd"] == 0.0  # a loopback endpoint is self-hosted
+
+
+def test_token_accounting_over_http(server: str, tmp_path: Path) -> None:
+    client = make_llm(f"{server}?dialect=json_object#smollm2", run_dir=tmp_path)
+    client.structured(MESSAGES, Dropout, max_tokens=64)
+    client.structured(MESSAGES[1:], Dropout, max_tokens=64, seed=1)
+    client.structured(MESSAGES, Dropout, max_tokens=64)  # cache hit: no tokens
+    usage = client.usage
+    summary = log_summary(read_log(tmp_path / "llm_log.jsonl"))
+
+    assert usage.calls == summary["calls"] == 3
+    assert usage.cache_hits == summary["cache_hits"] == 1
+    assert usage.prompt_tokens == summary["prompt_tokens"] > 0
+    assert usage.completion_tokens == summary["completion_tokens"] > 0
+    assert usage.cost_usd == 0.0 and usage.cost_known
+
+
+def test_explicit_unsupported_dialect_fails_at_once_with_a_hint(server: str, caplog: pytest.LogCaptureFixture) -> None:
+    client = make_llm(f"{server}?dialect=json_schema#smollm2")
+    with caplog.at_level(logging.WARNING), pytest.raises(LLMUnavailableError, match="rejects response_format dialect 'json_schema'") as info:
+        client.structured(MESSAGES, Dropout, max_tokens=32)
+    assert "?dialect=" in str(info.value)
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]
+
+
+def test_timeout_is_retried_then_reported(server: str, caplog: pytest.LogCaptureFixture) -> None:
+    client = make_llm(f"{server}?retries=1#smollm2", timeout_s=0.001)
+    with caplog.at_level(logging.WARNING), pytest.raises(LLMUnavailableError) as info:
+        client.structured(MESSAGES, Dropout, max_tokens=32)
+    message = str(info.value)
+    assert "timed out after 0.001 s" in message and "(2 attempts)" in message
+    assert server in message
+    assert len([r for r in caplog.records if "retry 1/1" in r.getMessage()]) == 1
+
+
+def test_non_transient_http_error_surfaces_without_retries(server: str, caplog: pytest.LogCaptureFixture) -> None:
+    root = server.removesuffix("/v1")
+    client = make_llm(f"{root}/no-such-prefix#smollm2")
+    with caplog.at_level(logging.WARNING), pytest.raises(LLMUnavailableError, match="HTTP 404") as info:
+        client.structured(MESSAGES, Dropout, max_tokens=32)
+    assert f"{root}/no-such-prefix" in str(info.value)
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]
+
+
+def test_unreachable_port_gives_one_clear_line() -> None:
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    client = make_llm(f"{url}?retries=1#smollm2")
+    started = time.monotonic()
+    with pytest.raises(LLMUnavailableError) as info:
+        client.structured(MESSAGES, Dropout, max_tokens=32)
+    message = str(info.value)
+    assert message.startswith(f"LLM endpoint {url} unreachable")
+    assert "(2 attempts)" in message and "\n" not in message
+    assert time.monotonic() - started >= 0.5  # one backoff pause between the two attempts
