@@ -84,7 +84,8 @@ class TrialOutcome:
         seconds: wall-clock seconds including process start.
         returncode: the worker's exit status (negative: killed by that signal).
         log_path: the worker's stderr log.
-        timings: worker-side timings (``import``, ``load``, ``build`` seconds) when reported.
+        timings: worker-side timings (``import``, ``load``, ``build`` seconds) and the resources
+            it was given (``threads``, ``gpu``, ``device``).
     """
 
     number: int
@@ -96,7 +97,7 @@ class TrialOutcome:
     seconds: float = 0.0
     returncode: int | None = None
     log_path: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
 
 
 class TrialExecutor(Protocol):
@@ -279,7 +280,7 @@ class LocalExecutor:
                     if spec.report_epochs:
                         _reply(proc, {"stop": stop})
                 elif kind == "timing":
-                    out.timings.update({k: float(v) for k, v in event.items() if k != "event"})
+                    out.timings.update({k: v for k, v in event.items() if k != "event"})
                 elif kind in ("result", "error"):
                     final = event
             proc.wait()

@@ -3,7 +3,8 @@
 The parent (`virtualmle.search.executor.LocalExecutor`) writes a `TrialSpec` as JSON, starts this
 module and reads JSON lines from its stdout:
 
-- ``{"event": "timing", "import": s, "load": s, "build": s}``: where start-up time went.
+- ``{"event": "timing", "import": s, "load": s, "build": s, "threads", "gpu", "device"}``: where
+  start-up time went and what resources the trial was given.
 - ``{"event": "epoch", "log": {...}}``: after each epoch's validation. If the spec has
   ``report_epochs``, the worker then reads one line ``{"stop": bool}`` from stdin (pruning).
 - ``{"event": "result", "result": {...}}``: `TrainResult.to_json()`; the trial completed.
@@ -145,7 +146,7 @@ def run(spec: dict[str, Any], events: _Events) -> None:
     data_dir = Path(spec["data_dir"]) if spec.get("data_dir") else None
     data = load_dataset(spec["data"], data_dir=data_dir, slice_users=spec.get("slice_users"))
     t_load = time.monotonic()
-    timing = {"import": t_import - _T0, "load": t_load - t_import}
+    timing: dict[str, Any] = {"import": t_import - _T0, "load": t_load - t_import}
     fault = _fault_for(int(spec["number"]))
     if fault:
         _inject(fault)
@@ -154,6 +155,10 @@ def run(spec: dict[str, Any], events: _Events) -> None:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
+    # What this trial was given, so the parent (and tests) can see the division of resources.
+    timing["threads"] = torch.get_num_threads()
+    timing["gpu"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    timing["device"] = device
     if spec.get("dry_run"):
         from virtualmle.models import build_model
         from virtualmle.training.trainer import model_config
