@@ -92,6 +92,7 @@ def run_show(args: argparse.Namespace) -> int:
     """Rich tables of insights and summaries."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text  # cells as Text: stored (LLM) text is never parsed as rich markup
 
     from virtualmle.memory import slugify
 
@@ -102,25 +103,25 @@ def run_show(args: argparse.Namespace) -> int:
     for iset in bank.insight_sets():
         if (want and slugify(iset.dataset) != want) or (args.model and iset.model.lower() != args.model.lower()):
             continue
-        t = Table(title=f"insights: {iset.dataset} x {iset.model}", show_lines=False)
+        t = Table(title=Text(f"insights: {iset.dataset} x {iset.model}"), show_lines=False)
         for col in ("id", "votes", "conf.", "evidence", "rule", "text"):
             t.add_column(col, overflow="fold")
         for ins in iset.ranked():
-            t.add_row(ins.id, str(ins.votes), f"{ins.confidence:.2f}",
-                      f"+{len(ins.supporting)} / -{len(ins.contradicting)}",
-                      ins.rule.describe() if ins.rule else "-", ins.text, markup=False)
+            t.add_row(*map(Text, (ins.id, str(ins.votes), f"{ins.confidence:.2f}",
+                                  f"+{len(ins.supporting)} / -{len(ins.contradicting)}",
+                                  ins.rule.describe() if ins.rule else "-", ins.text)))
         console.print(t)
         shown += 1
     for s in bank.summaries(args.model):
         if want and slugify(s.dataset) != want:
             continue
-        t = Table(title=f"cognition summary: {s.dataset} x {s.model} (study {s.study or '-'}, "
-                        f"{s.n_trials} trials, best {s.metric} {_num(s.best_value)})")
+        t = Table(title=Text(f"cognition summary: {s.dataset} x {s.model} (study {s.study or '-'}, "
+                             f"{s.n_trials} trials, best {s.metric} {_num(s.best_value)})"))
         for col in ("#", "rule", "conf.", "evidence", "effect", "text"):
             t.add_column(col, overflow="fold")
         for n, r in enumerate(s.rules, 1):
-            t.add_row(str(n), r.rule.describe(), f"{r.confidence:.2f}", str(r.evidence),
-                      "-" if r.effect is None else f"{r.effect:+.1%}", r.text, markup=False)
+            t.add_row(*map(Text, (str(n), r.rule.describe(), f"{r.confidence:.2f}", str(r.evidence),
+                                  "-" if r.effect is None else f"{r.effect:+.1%}", r.text)))
         console.print(t)
         if s.start_config:
             console.print("  start config: " + ", ".join(f"{k}={v}" for k, v in s.start_config.items()), markup=False)
@@ -145,7 +146,7 @@ def run_export(args: argparse.Namespace) -> int:
     bank = _bank(args)
     text = export_markdown(bank, dataset=args.data, model=args.model)
     write_atomic(args.out, text)
-    print(f"wrote {args.out} ({text.count('```yaml')} items)")
+    print(f"wrote {args.out} ({sum(1 for ln in text.splitlines() if ln.strip() == '```yaml')} items)")
     return 0
 
 

@@ -43,7 +43,7 @@ _FENCE_CLOSE = re.compile(r"^```\s*$")
 
 HEADER = """# VirtualMLE memory bank
 
-Exported from `{root}`. Edit values inside the ```yaml blocks (texts, votes, rules, start
+Exported from `{root}`. Edit values inside the fenced yaml blocks (texts, votes, rules, start
 configurations) and import with `virtualmle memory import FILE.md`. Deleting an insight block
 deletes the insight. Keep `kind`, `dataset`, `model` and `id` as they are. Rule conditions are
 `descriptor: [comparator, number]` (`<`, `<=`, `>`, `>=`, `==`, `!=`) or `descriptor: [in, [lo, hi]]`;
@@ -127,8 +127,12 @@ def _blocks(text: str, name: str) -> list[tuple[int, dict]]:
                 doc = yaml.safe_load(body)
             except yaml.YAMLError as exc:
                 mark = getattr(exc, "problem_mark", None)
+                ctx = getattr(exc, "context_mark", None)
                 line = start + 1 + (mark.line if mark is not None else 0)
                 problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                # An unclosed bracket is detected on a later line; also name where it opened.
+                if ctx is not None and start + 1 + ctx.line != line:
+                    problem += f"; it started at line {start + 1 + ctx.line}"
                 raise MarkdownFormatError(f"{name}: line {line}: invalid YAML ({problem})") from exc
             if not isinstance(doc, dict):
                 raise MarkdownFormatError(f"{name}: line {start}: a block must be a mapping with 'kind'")

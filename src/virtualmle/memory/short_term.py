@@ -323,8 +323,10 @@ class StudyMemory:
         inc = self.incumbent
         if len(rows) > max_rows:
             keep = {rows[0].number, inc.number if inc else rows[0].number}
-            recent = [e.number for e in rows][-(max(max_rows - len(keep), 1)):]
-            keep.update(recent)
+            for e in reversed(rows):  # fill the remaining rows with the most recent trials
+                if len(keep) >= max(max_rows, 2):
+                    break
+                keep.add(e.number)
             rows = [e for e in rows if e.number in keep]
         head = f"trial | change vs parent | {self.metric} | delta vs incumbent | status | verdict"
         lines = [head, "-" * len(head)]
