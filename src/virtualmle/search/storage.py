@@ -67,8 +67,11 @@ def _first_line(exc: BaseException) -> str:
 def _open_journal(url: str) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    path = Path(url[len("journal://"):])
-    if not str(path) or str(path) == ".":
+    raw = url[len("journal://"):]
+    if raw.startswith("/"):
+        raw = "/" + raw.lstrip("/")  # journal:///abs and journal:////abs both mean /abs
+    path = Path(raw)
+    if not raw or str(path) == ".":
         raise StorageError(f"storage URL {url!r}: expected journal:///path/to/file.log")
     if not path.parent.is_dir():
         raise StorageError(f"cannot open storage {url!r}: directory {path.parent} does not exist")
@@ -99,7 +102,19 @@ def _open_sqlite(url: str) -> optuna.storages.BaseStorage:
                 con.close()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open storage {url!r}: {exc}") from None
-    return _open_rdb(url, {"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+    kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    if path is None:
+        return _open_rdb(url, kwargs)
+    # Several processes creating the schema of a new file at once collide (Optuna writes the
+    # alembic version row); an advisory lock beside the file makes them take turns.
+    import fcntl
+
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _open_rdb(url, kwargs)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _open_rdb(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.BaseStorage:
@@ -110,7 +125,8 @@ def _open_rdb(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.BaseSt
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs or None)
         except Exception as exc:
             last = exc
-            if "already exists" not in str(exc) and "locked" not in str(exc):
+            text = str(exc)
+            if not any(s in text for s in ("already exists", "locked", "UNIQUE constraint")):
                 break
             time.sleep(0.2 * (attempt + 1))
     assert last is not None
