@@ -35,6 +35,29 @@ class ModelConfig:
     temperature: float = 1.0  # logits are divided by it
 
 
+class Dropout(nn.Module):
+    """Inverted dropout from a uniform draw.
+
+    Same semantics as `nn.Dropout`, but on CPU `torch.rand_like(x) >= p` is several times faster
+    than the Bernoulli kernel `nn.Dropout` uses (measured: 2.6 ms vs 20 ms on (256, 50, 64)),
+    and dropout was a quarter of a SASRec epoch. It draws from torch's global RNG, so seeding
+    keeps runs deterministic.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class EncoderBlock(nn.Module):
     """Interface of an encoder block: `prepare` builds per-batch attention inputs once."""
 
@@ -63,7 +86,7 @@ class SequentialRecommender(nn.Module):
         self.item_emb = nn.Embedding(cfg.num_items + 1, d, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, d)  # index 0 = the most recent item
         self.out_emb = None if cfg.tied else nn.Embedding(cfg.num_items + 1, d, padding_idx=0)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(block_cls(cfg) for _ in range(cfg.blocks))
         self.norm = block_cls.final_norm(cfg)
         for emb in (self.item_emb, self.pos_emb, self.out_emb):
@@ -115,7 +138,7 @@ class SequentialRecommender(nn.Module):
     def score_all(self, states: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D) states -> (B, N + 1) logits over every item id (column 0 is padding)."""
         table = self.output_embeddings() if table is None else table
-        return states @ table.T / self.cfg.temperature
+        return (states / self.cfg.temperature) @ table.T  # scale (B, D), not (B, N + 1)
 
     def num_params(self) -> int:
         """Trainable parameter count."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from virtualmle.models.base import EncoderBlock, ModelConfig
+from virtualmle.models.base import Dropout, EncoderBlock, ModelConfig
 
 TIME_BUCKETS = 128  # log-scale buckets of the time gap, as in generative-recommenders
 TIME_LOG_BASE = 0.301  # bucket = ln(gap seconds) / 0.301
@@ -46,8 +46,8 @@ class HSTUBlock(EncoderBlock):
         self.time_bias = nn.Parameter(torch.zeros(TIME_BUCKETS + 1))
         nn.init.normal_(self.pos_bias, std=0.02)
         nn.init.normal_(self.time_bias, std=0.02)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.attn_drop = nn.Dropout(cfg.attn_dropout)
+        self.drop = Dropout(cfg.dropout)
+        self.attn_drop = Dropout(cfg.attn_dropout)
 
     @staticmethod
     def prepare(valid: torch.Tensor, timestamps: torch.Tensor | None, cfg: ModelConfig) -> HSTUContext:

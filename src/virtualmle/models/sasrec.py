@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from virtualmle.models.base import EncoderBlock, ModelConfig
+from virtualmle.models.base import Dropout, EncoderBlock, ModelConfig
 
 
 class CausalSelfAttention(nn.Module):
@@ -36,7 +36,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.hidden, cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.drop(F.gelu(self.fc(x))))
@@ -52,7 +52,7 @@ class SASRecBlock(EncoderBlock):
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.hidden)
         self.ffn = FeedForward(cfg)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     @staticmethod
     def prepare(valid: torch.Tensor, timestamps: torch.Tensor | None, cfg: ModelConfig) -> torch.Tensor:

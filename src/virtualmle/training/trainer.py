@@ -107,7 +107,7 @@ def _peak_memory_mb(device: torch.device) -> float:
 def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     # betas (0.9, 0.98) as in both reference implementations (SASRec.pytorch and HSTU).
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
-    return cls(model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-8,
+    return cls(model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-8, foreach=True,
                weight_decay=config.weight_decay)
 
 
