@@ -119,6 +119,14 @@ def test_deterministic_ops_from_keep_and_discard_results():
     assert [o.op for o in ops3] == ["ADD", "DOWNVOTE"] and ops3[0].rule.action.avoid
     iset.apply(ops3, source="code")
     assert iset.get("ins-1").votes == 1 and [str(r) for r in iset.get("ins-1").contradicting] == ["s#6"]
+    # a failure (diverged): avoid the move, and count it against the opposite claim
+    ops4 = ops_from_trial(iset, study="s", trial=9, params={"dropout": 0.1, "lr": 1e-1},
+                          baseline_params={"dropout": 0.1, "lr": 1e-3}, value=None, baseline_value=0.036,
+                          failed=True, failure="diverged")
+    assert [o.op for o in ops4] == ["ADD"] and ops4[0].rule.action == Action(param="lr", direction="up", avoid=True)
+    assert "raising lr from 0.001 to 0.1 made the trial fail (diverged) on beauty" in ops4[0].text
+    assert ops_from_trial(iset, study="s", trial=9, params={"lr": 1e-1}, baseline_params={"lr": 1e-3},
+                          value=None, baseline_value=0.036) == []  # no value and not failed: nothing to say
     # within noise, or a 3-parameter change: no claim
     assert ops_from_trial(iset, study="s", trial=7, params={"dropout": 0.3, "lr": 1e-3}, baseline_params=base,
                           value=0.0301, baseline_value=0.030, noise=0.001) == []
@@ -293,6 +301,25 @@ def test_distill_llm_errors_fall_back_to_deterministic_texts(tmp_path):
     assert not s.texts_by_llm
     assert [r.text for r in s.rules] == [r.text for r in plain.rules]
     assert [r.model_dump(exclude={"text"}) for r in s.rules] == [r.model_dump(exclude={"text"}) for r in plain.rules]
+
+
+@pytest.mark.slow
+def test_distill_with_the_real_embedded_llm_changes_no_number():
+    llm_mod = pytest.importorskip("virtualmle.llm")
+    from virtualmle.memory.cognition import acceptable_rewrite
+
+    mem = StudyMemory.from_records(
+        [{"number": i, "params": p, "value": v, "outcome": "complete" if v is not None else "fail"}
+         for i, (p, v) in enumerate(TRIALS)], study="st", dataset="beauty")
+    plain = distill(mem, BEAUTY_LIKE, "sasrec", max_rules=2)
+    s = distill(mem, BEAUTY_LIKE, "sasrec", llm=llm_mod.make_llm(None), max_rules=2)
+    assert [r.model_dump(exclude={"text"}) for r in s.rules] == [r.model_dump(exclude={"text"}) for r in plain.rules]
+    assert (s.start_config, s.search_order, s.effects) == (plain.start_config, plain.search_order, plain.effects)
+    for new, old in zip(s.rules, plain.rules):  # each text is ours, or a rewording keeping our numbers
+        assert new.text == old.text or acceptable_rewrite(old, new.text)
+    assert s.texts_by_llm == any(n.text != o.text for n, o in zip(s.rules, plain.rules))
+    assert not acceptable_rewrite(plain.rules[0], "texts")
+    assert not acceptable_rewrite(plain.rules[0], plain.rules[0].text.replace("8.4", "50"))
 
 
 # ---- transfer retrieval on real dataset profiles ------------------------------------------------

@@ -12,9 +12,9 @@ import logging
 import math
 import re
 from collections import defaultdict
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
 
 from virtualmle.memory.insights import InsightSet, now
 from virtualmle.memory.rules import NON_TRANSFERABLE, Action, Rule, regime_condition
@@ -97,6 +97,16 @@ class RuleTexts(BaseModel):
     """Schema for the optional LLM pass: one rewritten sentence per rule, same order."""
 
     texts: list[str] = Field(max_length=20)
+
+
+def rule_texts_schema(n: int) -> type[RuleTexts]:
+    """`RuleTexts` with exactly `n` texts of bounded length, so a grammar-constrained model
+    cannot return too few or too many."""
+    return create_model(  # type: ignore[call-overload]
+        "RuleTexts", __base__=RuleTexts,
+        texts=(list[Annotated[str, StringConstraints(min_length=3, max_length=160)]],
+               Field(min_length=n, max_length=n)),
+    )
 
 
 def _move(param: str, old: Any, new: Any) -> Action | None:
@@ -257,7 +267,9 @@ def _rewrite_texts(summary: CognitionSummary, llm: Any) -> None:
          f"Return {{\"texts\": [...]}} with exactly {len(summary.rules)} sentences in the same order."},
     ]
     try:
-        out = llm.structured(messages, RuleTexts, purpose="distill")
+        # ~50 tokens per sentence: bounded so a small model cannot ramble for minutes
+        out = llm.structured(messages, rule_texts_schema(len(summary.rules)), purpose="distill",
+                             max_tokens=60 * len(summary.rules) + 20)
     except LLMError as exc:
         logger.warning("distill: LLM rewrite failed, keeping deterministic texts: %s", exc)
         return
@@ -267,11 +279,18 @@ def _rewrite_texts(summary: CognitionSummary, llm: Any) -> None:
     changed = False
     for r, t in zip(summary.rules, out.texts):
         t = sanitize_text(t, 300)
-        if not t or not set(_NUM.findall(t)) <= set(_NUM.findall(r.text + " " + r.rule.describe())):
-            continue  # empty, or the LLM invented a number: keep ours
-        r.text = t
-        changed = True
+        if acceptable_rewrite(r, t):
+            r.text = t
+            changed = True
     summary.texts_by_llm = changed
+
+
+def acceptable_rewrite(rule: TransferRule, text: str) -> bool:
+    """An LLM rewording is kept only if it names the rule's parameter and carries exactly the
+    numbers of the deterministic text (none dropped, none invented)."""
+    if not text or rule.rule.action.param.lower() not in text.lower():
+        return False
+    return set(_NUM.findall(text)) == set(_NUM.findall(rule.text))
 
 
 __all__ = ["CognitionSummary", "PriorTrial", "RuleTexts", "TransferRule", "distill", "effects_from_study"]

@@ -269,6 +269,8 @@ def ops_from_trial(
     direction: str = "maximize",
     noise: float = 0.0,
     profile: dict | None = None,
+    failed: bool = False,
+    failure: str = "",
 ) -> list[InsightOp]:
     """Deterministic insight operations from one keep / discard result (no LLM involved).
 
@@ -277,18 +279,22 @@ def ops_from_trial(
     parameter yields: an UPVOTE (or DOWNVOTE) of an existing insight making the same move, or an
     ADD of a new one, e.g. "lowering dropout from 0.5 to 0.2 improved ndcg@10 by 0.0031 (+9.1%)
     on beauty (sasrec)". A change that hurt adds an `avoid` rule. Changes within noise give
-    nothing (inconclusive).
+    nothing (inconclusive). With `failed=True` (the trial diverged / crashed / ran out of memory;
+    `failure` names the class) each move gets an `avoid` rule whatever `value` is.
     """
-    if value is None or baseline_value is None or not all(map(math.isfinite, (value, baseline_value))):
-        return []
     changed = [k for k in params if k in baseline_params and params[k] != baseline_params[k]]
     if not changed or len(changed) > 2:
         return []
-    delta = (value - baseline_value) * (1 if direction == "maximize" else -1)
-    if abs(delta) <= noise:
-        return []
-    improved = delta > 0
-    rel = f" ({delta / abs(baseline_value):+.1%})" if baseline_value else ""
+    if failed:
+        improved, delta, rel = False, 0.0, ""
+    else:
+        if value is None or baseline_value is None or not all(map(math.isfinite, (value, baseline_value))):
+            return []
+        delta = (value - baseline_value) * (1 if direction == "maximize" else -1)
+        if abs(delta) <= noise:
+            return []
+        improved = delta > 0
+        rel = f" ({delta / abs(baseline_value):+.1%})" if baseline_value else ""
     ref = TrialRef(study=study, trial=trial)
     cond = regime_condition(profile if profile is not None else insights.profile)
     ops: list[InsightOp] = []
@@ -301,10 +307,11 @@ def ops_from_trial(
         else:
             action = Action(param=name, value=new, avoid=not improved)
             verb = "setting"
+        outcome = (f"made the trial fail ({failure or 'error'})" if failed
+                   else f"{'improved' if improved else 'hurt'} {metric} by {abs(delta):.4g}{rel}")
         text = (f"{verb} {name} from {_fmt(old)} to {_fmt(new)}"
                 + (f" (with {', '.join(c for c in changed if c != name)} changed)" if len(changed) > 1 else "")
-                + f" {'improved' if improved else 'hurt'} {metric} by {abs(delta):.4g}{rel}"
-                + f" on {insights.dataset} ({insights.model})")
+                + f" {outcome} on {insights.dataset} ({insights.model})")
         rule = Rule(condition=cond, backbone=insights.model, action=action)
         same = insights.find_action(action)
         opposite = insights.find_action(action.model_copy(update={"avoid": not action.avoid}))
