@@ -14,9 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-# Free text is bounded so a rambling model cannot blow the token budget or the stored attrs.
-SHORT = 240
-LONG = 400
+# Free text is bounded so a rambling model cannot blow the token budget or the stored attrs:
+# with a grammar, a small model tends to fill every string to its limit, and completion tokens
+# are what a CPU spends its time on.
+SHORT = 100
+LONG = 160
 
 VERDICTS = ("keep", "discard", "inconclusive")
 # Same words as `virtualmle.memory.rules.Action.direction`, so a rule maps onto an Action as is.
@@ -48,8 +50,8 @@ def pick_schema(n: int) -> type[BaseModel]:
         "CandidatePick",
         __base__=_Strict,
         hypothesis=(str, Field(max_length=SHORT, description="one testable hypothesis")),
-        mechanism=(str, Field(max_length=SHORT, description="why the change should help")),
-        risk=(str, Field(max_length=SHORT, description="the main way it could fail")),
+        mechanism=(str, Field(max_length=80, description="why the change should help")),
+        risk=(str, Field(max_length=80, description="the main way it could fail")),
         choice=(Literal[labels], Field(description="label of the candidate to run")),  # type: ignore[valid-type]
     )
 
@@ -69,13 +71,13 @@ def change_schema(param_names: list[str], max_changes: int = 2) -> type[BaseMode
         "ChangeProposal",
         __base__=_Strict,
         hypothesis=(str, Field(max_length=SHORT)),
-        mechanism=(str, Field(max_length=SHORT)),
-        risk=(str, Field(max_length=SHORT)),
+        mechanism=(str, Field(max_length=80)),
+        risk=(str, Field(max_length=80)),
         changes=(list[change], Field(min_length=1, max_length=max_changes)),  # type: ignore[valid-type]
     )
 
 
-def reflection_schema(param_names: list[str], max_ops: int = 2) -> type[BaseModel]:
+def reflection_schema(param_names: list[str], max_ops: int = 1) -> type[BaseModel]:
     """The reflection after a trial: verdict, attribution, a generalised rule with its condition,
     the next direction, and up to `max_ops` edits to the long-term insights.
 
@@ -88,7 +90,7 @@ def reflection_schema(param_names: list[str], max_ops: int = 2) -> type[BaseMode
         "RuleOut",
         __base__=_Strict,
         text=(str, Field(max_length=SHORT)),
-        condition=(str, Field(max_length=SHORT, description="when the rule applies")),
+        condition=(str, Field(max_length=60, description="when the rule applies")),
         param=(Literal[names], ...),  # type: ignore[valid-type]
         direction=(Literal[DIRECTIONS], ...),
     )
@@ -96,7 +98,7 @@ def reflection_schema(param_names: list[str], max_ops: int = 2) -> type[BaseMode
         "InsightOpOut",
         __base__=_Strict,
         op=(Literal[INSIGHT_OPS], ...),
-        insight_id=(str, Field(max_length=40, description="existing insight id, '' for ADD")),
+        insight_id=(str, Field(max_length=12, description="existing insight id, '' for ADD")),
         text=(str, Field(max_length=SHORT)),
     )
     return create_model(
@@ -105,7 +107,7 @@ def reflection_schema(param_names: list[str], max_ops: int = 2) -> type[BaseMode
         verdict=(Literal[VERDICTS], ...),
         attribution=(str, Field(max_length=LONG)),
         rule=(rule, ...),
-        next_direction=(str, Field(max_length=SHORT)),
+        next_direction=(str, Field(max_length=60)),
         insight_ops=(list[op], Field(default_factory=list, max_length=max_ops)),  # type: ignore[valid-type]
     )
 

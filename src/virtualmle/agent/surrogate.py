@@ -132,7 +132,7 @@ class Surrogate:
             return self
         if ok:
             self.mean = float(np.mean(ok))
-            spread = float(np.std(ok)) if len(ok) > 2 else 0.0
+            spread = float(np.std(ok)) if len(ok) >= 2 else 0.0
             self.scale = max(spread, FALLBACK_RELATIVE_SCALE * abs(self.mean), 1e-9)
             worst = (min(ok) - self.mean) / self.scale - 1.0
         else:
