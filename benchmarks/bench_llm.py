@@ -42,7 +42,10 @@ PROMPTS = {
         Small,
         [
             {"role": "system", "content": "You tune a SASRec recommender. Answer in JSON."},
-            {"role": "user", "content": "Propose a learning rate for Adam and give a short reason."},
+            {
+                "role": "user",
+                "content": "Propose a learning rate for Adam and give a short reason.",
+            },
         ],
     ),
     "pick": (
@@ -72,9 +75,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=10, help="structured calls per shape")
-    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="llama.cpp threads (default: its choice)"
+    )
     parser.add_argument("--llm", default=None, help="spec to benchmark (default: embedded)")
     parser.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
@@ -85,14 +92,18 @@ def main() -> None:
     client.structured(PROMPTS["small"][1], Small, max_tokens=64, seed=10_000)
     print(f"model: {client.model}  threads: {args.threads or 'default'}")
     print(f"load + first call: {time.perf_counter() - started:.2f} s")
-    print(f"{'shape':<6} {'calls':>5} {'mean s':>7} {'p50 s':>6} {'p90 s':>6} {'prompt tok':>10} {'compl tok':>9} {'tok/s':>6} {'valid':>5}")
+    print(
+        f"{'shape':<6} {'calls':>5} {'mean s':>7} {'p50 s':>6} {'p90 s':>6} {'prompt tok':>10} {'compl tok':>9} {'tok/s':>6} {'valid':>5}"
+    )
     for shape, (schema, messages) in PROMPTS.items():
         seconds, prompt, completion, valid = [], [], [], 0
         for seed in range(args.calls):
             before = client.usage
             t = time.perf_counter()
             try:
-                client.structured(messages, schema, seed=seed, temperature=0.7, max_tokens=args.max_tokens)
+                client.structured(
+                    messages, schema, seed=seed, temperature=0.7, max_tokens=args.max_tokens
+                )
                 valid += 1
             except Exception as exc:  # a benchmark reports failures instead of stopping
                 print(f"  call {seed}: {type(exc).__name__}: {exc}")

@@ -93,7 +93,11 @@ def test_token_counts_add_up(tmp_path: Path) -> None:
     llama, _ = _load_llama(str(default_gguf_path()), 4096, None)
     for entry in entries:
         canonical = len(llama.tokenize(entry["response"].encode(), add_bos=False, special=False))
-        assert canonical - 2 <= entry["completion_tokens"] <= min(64, len(entry["response"].encode()) + 1)
+        assert (
+            canonical - 2
+            <= entry["completion_tokens"]
+            <= min(64, len(entry["response"].encode()) + 1)
+        )
         content = sum(
             len(llama.tokenize(m["content"].encode(), add_bos=False)) for m in entry["messages"]
         )
@@ -178,7 +182,9 @@ def test_budget_exceeded_after_and_before_a_call(tmp_path: Path) -> None:
     assert resumed.usage.total_tokens == 0
 
 
-def test_api_key_never_reaches_log_error_or_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key_never_reaches_log_error_or_repr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = "sk-MARKER-do-not-leak-4f2a9c"
     port = _free_port()
     monkeypatch.setenv("OPENAI_API_KEY", marker)
@@ -202,7 +208,9 @@ def test_price_table_and_local_endpoints_cost() -> None:
     assert lookup_price("gpt-4o-2024-08-06") == (2.50, 10.00)
     assert lookup_price("deepseek-chat") is not None
     assert lookup_price("my-finetune") is None
-    assert CostModel("gpt-4o-mini", local=False).per_call(1_000_000, 1_000_000) == pytest.approx(0.75)
+    assert CostModel("gpt-4o-mini", local=False).per_call(1_000_000, 1_000_000) == pytest.approx(
+        0.75
+    )
     assert CostModel("anything", local=True).per_call(10_000, 10_000) == 0.0
     unknown = CostModel("mystery-model", local=False)
     assert unknown.per_call(10, 10) is None and not unknown.known
@@ -229,10 +237,18 @@ def test_bad_specs_raise_config_error(spec: str, match: str) -> None:
 def test_spec_forms_parse() -> None:
     http = parse_spec("http://127.0.0.1:8000/v1/?dialect=json_object&retries=1#qwen2.5")
     assert (http.kind, http.base_url, http.model, http.dialect, http.retries) == (
-        "http", "http://127.0.0.1:8000/v1", "qwen2.5", "json_object", 1,
+        "http",
+        "http://127.0.0.1:8000/v1",
+        "qwen2.5",
+        "json_object",
+        1,
     )
     openai = parse_spec("openai:gpt-4o-mini", env={"OPENAI_BASE_URL": "https://example.org/v1"})
-    assert (openai.kind, openai.model, openai.base_url) == ("openai", "gpt-4o-mini", "https://example.org/v1")
+    assert (openai.kind, openai.model, openai.base_url) == (
+        "openai",
+        "gpt-4o-mini",
+        "https://example.org/v1",
+    )
     embedded = parse_spec(None)
     assert embedded.kind == "embedded" and Path(embedded.model) == default_gguf_path()
     assert parse_spec(f"gguf:{embedded.model}").kind == "gguf"

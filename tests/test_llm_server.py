@@ -48,15 +48,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}/v1"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()),
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(default_gguf_path()),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + READY_DEADLINE_S
             while True:
                 if proc.poll() is not None:
-                    pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}")
+                    pytest.fail(
+                        f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}"
+                    )
                 try:
                     with urllib.request.urlopen(f"{base}/models", timeout=2) as reply:
                         if reply.status == 200:
@@ -64,7 +78,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 except (urllib.error.URLError, ConnectionError, TimeoutError):
                     pass
                 if time.monotonic() > deadline:
-                    pytest.fail(f"llama_cpp.server not ready after {READY_DEADLINE_S} s:\n{log_path.read_text()[-2000:]}")
+                    pytest.fail(
+                        f"llama_cpp.server not ready after {READY_DEADLINE_S} s:\n{log_path.read_text()[-2000:]}"
+                    )
                 time.sleep(0.3)
             yield base
         finally:
@@ -107,9 +123,16 @@ def test_token_accounting_over_http(server: str, tmp_path: Path) -> None:
     assert usage.cost_usd == 0.0 and usage.cost_known
 
 
-def test_explicit_unsupported_dialect_fails_at_once_with_a_hint(server: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_explicit_unsupported_dialect_fails_at_once_with_a_hint(
+    server: str, caplog: pytest.LogCaptureFixture
+) -> None:
     client = make_llm(f"{server}?dialect=json_schema#smollm2")
-    with caplog.at_level(logging.WARNING), pytest.raises(LLMUnavailableError, match="rejects response_format dialect 'json_schema'") as info:
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(
+            LLMUnavailableError, match="rejects response_format dialect 'json_schema'"
+        ) as info,
+    ):
         client.structured(MESSAGES, Dropout, max_tokens=32)
     assert "?dialect=" in str(info.value)
     assert not [r for r in caplog.records if "retry" in r.getMessage()]
@@ -125,10 +148,15 @@ def test_timeout_is_retried_then_reported(server: str, caplog: pytest.LogCapture
     assert len([r for r in caplog.records if "retry 1/1" in r.getMessage()]) == 1
 
 
-def test_non_transient_http_error_surfaces_without_retries(server: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_non_transient_http_error_surfaces_without_retries(
+    server: str, caplog: pytest.LogCaptureFixture
+) -> None:
     root = server.removesuffix("/v1")
     client = make_llm(f"{root}/no-such-prefix#smollm2")
-    with caplog.at_level(logging.WARNING), pytest.raises(LLMUnavailableError, match="HTTP 404") as info:
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(LLMUnavailableError, match="HTTP 404") as info,
+    ):
         client.structured(MESSAGES, Dropout, max_tokens=32)
     assert f"{root}/no-such-prefix" in str(info.value)
     assert not [r for r in caplog.records if "retry" in r.getMessage()]

@@ -70,7 +70,9 @@ def schema_instruction(schema: dict[str, Any]) -> str:
     )
 
 
-def with_schema_in_prompt(messages: list[dict[str, Any]], schema: dict[str, Any]) -> list[dict[str, Any]]:
+def with_schema_in_prompt(
+    messages: list[dict[str, Any]], schema: dict[str, Any]
+) -> list[dict[str, Any]]:
     """A copy of `messages` whose last user message ends with the schema instruction.
 
     Appended to the user turn rather than added as a system message because some chat templates
@@ -270,9 +272,7 @@ class OpenAIBackend:
         # OpenAI itself wants max_completion_tokens (reasoning models reject max_tokens); most
         # self-hosted servers only know max_tokens.
         self._max_tokens_field = "max_completion_tokens" if spec.kind == "openai" else "max_tokens"
-        self._client = OpenAI(
-            api_key=api_key, base_url=self.url, timeout=timeout_s, max_retries=0
-        )
+        self._client = OpenAI(api_key=api_key, base_url=self.url, timeout=timeout_s, max_retries=0)
 
     @property
     def dialect(self) -> str | None:
@@ -339,21 +339,39 @@ class OpenAIBackend:
                 problem = f"unreachable ({_one_line(cause or exc, 120)})"
             except openai.APIStatusError as exc:
                 message = self._redact.text(_one_line(getattr(exc, "message", None) or exc))
-                if dialect != "none" and exc.status_code in _FORMAT_REJECT_STATUS and _FORMAT_WORDS.search(message):
+                if (
+                    dialect != "none"
+                    and exc.status_code in _FORMAT_REJECT_STATUS
+                    and _FORMAT_WORDS.search(message)
+                ):
                     raise _FormatRejected(f"HTTP {exc.status_code}: {message}") from None
                 if exc.status_code not in TRANSIENT_STATUS:
                     raise self._fatal(exc.status_code, message) from None
                 problem = f"HTTP {exc.status_code}: {message}"
-                retry_after = exc.response.headers.get("retry-after") if exc.response is not None else None
+                retry_after = (
+                    exc.response.headers.get("retry-after") if exc.response is not None else None
+                )
                 if retry_after and retry_after.replace(".", "", 1).isdigit():
                     delay = min(float(retry_after), RETRY_AFTER_MAX_S)
+            except openai.APIError as exc:  # e.g. a reply body the SDK cannot parse: not transient
+                message = self._redact.text(_one_line(exc))
+                raise LLMError(
+                    f"LLM endpoint {self.url} gave an unusable reply ({type(exc).__name__}): {message}"
+                ) from None
             if attempt + 1 < attempts:
                 logger.warning(
-                    "%s %s; retry %d/%d in %.1f s", self.url, problem, attempt + 1, self.retries, delay
+                    "%s %s; retry %d/%d in %.1f s",
+                    self.url,
+                    problem,
+                    attempt + 1,
+                    self.retries,
+                    delay,
                 )
                 self._sleep(delay)
         raise LLMUnavailableError(
-            self._redact.text(f"LLM endpoint {self.url} {problem} ({attempts} attempt{'s' * (attempts > 1)})")
+            self._redact.text(
+                f"LLM endpoint {self.url} {problem} ({attempts} attempt{'s' * (attempts > 1)})"
+            )
         )
 
     def _fatal(self, status: int, message: str) -> LLMError:
@@ -389,7 +407,13 @@ class OpenAIBackend:
                 )
             except _FormatRejected as exc:
                 if self._configured == "auto" and i + 1 < len(candidates):
-                    logger.info("%s rejects response_format %s (%s); trying %s", self.url, dialect, exc, candidates[i + 1])
+                    logger.info(
+                        "%s rejects response_format %s (%s); trying %s",
+                        self.url,
+                        dialect,
+                        exc,
+                        candidates[i + 1],
+                    )
                     continue
                 raise LLMUnavailableError(
                     f"LLM endpoint {self.url} rejects response_format dialect {dialect!r} ({exc}); "
@@ -402,4 +426,6 @@ class OpenAIBackend:
         raise AssertionError("unreachable: the 'none' dialect is never format-rejected")
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend({self.label!r}, dialect={self._dialect!r}, timeout_s={self.timeout_s})"
+        return (
+            f"OpenAIBackend({self.label!r}, dialect={self._dialect!r}, timeout_s={self.timeout_s})"
+        )

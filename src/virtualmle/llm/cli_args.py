@@ -1,8 +1,8 @@
 """The LLM options every LLM-driven command shares (`tune`, `search --method agent|opro`, ...).
 
-    from virtualmle.llm.cli_args import add_llm_arguments, make_llm_from_args
-    add_llm_arguments(parser)               # in the command's register()
-    client = make_llm_from_args(args, run_dir)   # in its func(args)
+from virtualmle.llm.cli_args import add_llm_arguments, make_llm_from_args
+add_llm_arguments(parser)               # in the command's register()
+client = make_llm_from_args(args, run_dir)   # in its func(args)
 """
 
 from __future__ import annotations

@@ -150,7 +150,9 @@ class LLMClient:
         self.max_tokens_budget = max_tokens_budget
         self.max_reasks = max_reasks
         self._redact = redactor
-        self._cost = CostModel(backend.price_model, local=backend.local or is_local_url(spec.base_url))
+        self._cost = CostModel(
+            backend.price_model, local=backend.local or is_local_url(spec.base_url)
+        )
         self._usage = Usage(cost_known=self._cost.known)
         self._lock = threading.Lock()
 
@@ -213,8 +215,12 @@ class LLMClient:
             hit = self.cache.get(key)
             if hit is not None:
                 entry.update(
-                    messages=messages, cache_hit=True, prompt_tokens=0, completion_tokens=0,
-                    latency_s=0.0, cost_usd=0.0,
+                    messages=messages,
+                    cache_hit=True,
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    latency_s=0.0,
+                    cost_usd=0.0,
                 )
                 with self._lock:
                     self._usage.cache_hits += 1
@@ -234,9 +240,15 @@ class LLMClient:
             )
         except LLMError as exc:
             entry.update(
-                messages=messages, cache_hit=False, prompt_tokens=0, completion_tokens=0,
-                latency_s=round(time.perf_counter() - started, 4), cost_usd=0.0,
-                response=None, ok=False, error=f"{type(exc).__name__}: {exc}",
+                messages=messages,
+                cache_hit=False,
+                prompt_tokens=0,
+                completion_tokens=0,
+                latency_s=round(time.perf_counter() - started, 4),
+                cost_usd=0.0,
+                response=None,
+                ok=False,
+                error=f"{type(exc).__name__}: {exc}",
             )
             self._write(entry)
             raise
@@ -262,7 +274,9 @@ class LLMClient:
             self.cache.put(
                 key,
                 self.backend.model_id,
-                CachedReply(completion.text, completion.prompt_tokens, completion.completion_tokens),
+                CachedReply(
+                    completion.text, completion.prompt_tokens, completion.completion_tokens
+                ),
             )
         return completion.text
 
@@ -292,7 +306,11 @@ class LLMClient:
         """
         _check_messages(messages)
         schema_json = schema.model_json_schema()
-        settings = {"temperature": float(temperature), "seed": int(seed), "max_tokens": int(max_tokens)}
+        settings = {
+            "temperature": float(temperature),
+            "seed": int(seed),
+            "max_tokens": int(max_tokens),
+        }
         call_id = uuid.uuid4().hex[:12]
         conversation = [{"role": m["role"], "content": m["content"]} for m in messages]
         with self._lock:
@@ -421,4 +439,12 @@ def log_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-__all__ = ["LLMClient", "Usage", "make_llm", "log_summary", "extract_json", "parse_reply", "validation_summary"]
+__all__ = [
+    "LLMClient",
+    "Usage",
+    "make_llm",
+    "log_summary",
+    "extract_json",
+    "parse_reply",
+    "validation_summary",
+]

@@ -30,7 +30,9 @@ class Redactor:
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         values = {s for s in secrets if s and len(s) >= _MIN_SECRET_LEN}
         values |= {
-            v for name in SECRET_ENV_VARS if (v := os.environ.get(name)) and len(v) >= _MIN_SECRET_LEN
+            v
+            for name in SECRET_ENV_VARS
+            if (v := os.environ.get(name)) and len(v) >= _MIN_SECRET_LEN
         }
         # Longest first so a key that contains another key is masked whole.
         self._values = sorted(values, key=len, reverse=True)
