@@ -133,6 +133,9 @@ def plot_history(study: StudyData, path: Path) -> None:
                        label=f"{outcome} (no value)")
     idx, _, best = _best_curve(study.trials)
     ax.step(idx, best, where="post", color="black", lw=1.5, label="best so far")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial (completion order)")
     ax.set_ylabel(f"validation {study.metric}")
     ax.set_title(f"{study.name}: best validation {study.metric} vs trials")
@@ -285,7 +288,7 @@ def _study_section(s: StudyData, out: Path) -> str:
             if n not in names:
                 names.append(n)
     head = "".join(f"<th>{e(n)}</th>" for n in names)
-    parts.append(f"<table><tr><th>#</th><th>outcome</th><th>{e(s.metric)}</th><th>s</th><th>params</th>"
+    parts.append(f"<table><tr><th>#</th><th>outcome</th><th>{e(s.metric)}</th><th>seconds</th><th>model params</th>"
                  f"{head}<th>notes</th></tr>")
     for t in sorted(s.trials, key=lambda t: t.number):
         o = _outcome(t)
