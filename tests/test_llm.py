@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from virtualmle.errors import ConfigError, LLMBudgetExceeded, LLMOutputError, LLMUnavailableError
+from virtualmle.errors import (
+    ConfigError,
+    LLMBudgetExceeded,
+    LLMError,
+    LLMOutputError,
+    LLMUnavailableError,
+)
 from virtualmle.llm import default_gguf_path, log_summary, make_llm, parse_spec, read_log
 from virtualmle.llm.backends import _load_llama
 from virtualmle.llm.cli_args import add_llm_arguments, make_llm_from_args
@@ -277,3 +283,12 @@ def test_malformed_messages_are_rejected_before_any_request(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="role"):
         client.structured([{"role": "robot", "content": "hi"}], Proposal)
     assert client.usage.requests == 0 and not (tmp_path / "llm_log.jsonl").exists()
+
+
+def test_prompt_longer_than_context_is_a_clear_llm_error(tmp_path: Path) -> None:
+    client = make_llm(None, run_dir=tmp_path, n_ctx=256)
+    long = [{"role": "user", "content": "tune the model please " * 200}]
+    with pytest.raises(LLMError, match=r"n_ctx=256\).*context window"):
+        client.structured(long, Proposal, max_tokens=16)
+    entry = _log(tmp_path)[0]
+    assert entry["ok"] is False and "context window" in entry["error"]

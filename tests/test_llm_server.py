@@ -3,20 +3,23 @@ serving the same SmolLM2 GGUF, driven through the official `openai` SDK."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from virtualmle.errors import LLMUnavailableError
+from virtualmle.errors import LLMError, LLMUnavailableError
 from virtualmle.llm import default_gguf_path, log_summary, make_llm, read_log
 
 pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
@@ -172,3 +175,111 @@ def test_unreachable_port_gives_one_clear_line() -> None:
     assert message.startswith(f"LLM endpoint {url} unreachable")
     assert "(2 attempts)" in message and "\n" not in message
     assert time.monotonic() - started >= 0.5  # one backoff pause between the two attempts
+
+
+# --- Status codes llama.cpp's server does not produce on demand (429, 503, 401) --------------
+# A scripted endpoint: a real HTTP server on 127.0.0.1 that answers each request with the next
+# (status, headers, body) of its script, standing in for a hosted API we cannot reach offline.
+
+
+def _completion_body(content: str) -> dict:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "scripted",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+    }
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        status, headers, body = self.server.script.pop(0)  # type: ignore[attr-defined]
+        if callable(body):
+            body = body(self)
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[str, list]]:
+    """(base URL, script list) of a scripted endpoint; append responses to the list."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedHandler)
+    httpd.script = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", httpd.script  # type: ignore[attr-defined]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_429_and_503_are_retried_with_backoff(
+    scripted: tuple[str, list], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, script = scripted
+    script += [
+        (429, {"Retry-After": "0.1"}, {"error": {"message": "slow down"}}),
+        (503, {}, {"error": {"message": "overloaded"}}),
+        (200, {}, _completion_body('{"dropout": 0.1, "reason": "less overfitting"}')),
+    ]
+    client = make_llm(f"{url}?dialect=json_schema#scripted", run_dir=tmp_path)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        obj = client.structured(MESSAGES, Dropout)
+    assert obj == Dropout(dropout=0.1, reason="less overfitting")
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 2 and "HTTP 429" in retries[0] and "HTTP 503" in retries[1]
+    assert time.monotonic() - started >= 0.1 + 1.0  # Retry-After, then the second backoff step
+    assert not script  # exactly three requests
+    assert (client.usage.prompt_tokens, client.usage.completion_tokens) == (11, 7)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "match"),
+    [
+        (400, LLMError, "HTTP 400: .*context length exceeded"),
+        (401, LLMUnavailableError, r"HTTP 401 \(authentication failed: check OPENAI_API_KEY\)"),
+    ],
+)
+def test_client_errors_surface_at_once_without_the_key(
+    scripted: tuple[str, list],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    error: type[Exception],
+    match: str,
+) -> None:
+    marker = "sk-MARKER-echoed-by-server-77aa"
+    monkeypatch.setenv("OPENAI_API_KEY", marker)
+    url, script = scripted
+    # The server echoes the Authorization header back, as some proxies do in their errors.
+    echo = lambda h: {
+        "error": {"message": f"context length exceeded; got {h.headers['Authorization']}"}
+    }  # noqa: E731
+    script.append((status, {}, echo))
+    client = make_llm(f"{url}?dialect=json_schema#scripted")
+    with caplog.at_level(logging.WARNING), pytest.raises(error, match=match) as info:
+        client.structured(MESSAGES, Dropout)
+    assert type(info.value) is error
+    assert marker not in str(info.value) and url in str(info.value)
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]
+    assert not script
