@@ -322,6 +322,25 @@ def test_distill_with_the_real_embedded_llm_changes_no_number():
     assert not acceptable_rewrite(plain.rules[0], plain.rules[0].text.replace("8.4", "50"))
 
 
+def test_marginal_rules_for_studies_that_change_everything_at_once():
+    # random-search-like trials: every parameter differs between trials; lr tracks the metric
+    rows = [({"lr": 1e-4, "dropout": 0.5, "hidden": 32}, 0.010), ({"lr": 3e-4, "dropout": 0.1, "hidden": 64}, 0.014),
+            ({"lr": 1e-3, "dropout": 0.4, "hidden": 16}, 0.020), ({"lr": 2e-3, "dropout": 0.2, "hidden": 128}, 0.024),
+            ({"lr": 5e-4, "dropout": 0.3, "hidden": 48}, 0.016), ({"lr": 4e-3, "dropout": 0.6, "hidden": 96}, 0.028)]
+    mem = StudyMemory.from_records([{"number": i, "params": p, "value": v} for i, (p, v) in enumerate(rows)])
+    assert all(len(e.changed) == 3 for e in mem.trials[1:])  # no one-change pair to learn from
+    s = distill(mem, BEAUTY_LIKE, "sasrec", dataset="toys")
+    lr = next(r for r in s.rules if r.rule.action.param == "lr")
+    assert lr.source == "marginal" and lr.rule.action.direction == "up"
+    hi, lo = (0.020 + 0.024 + 0.028) / 3, (0.010 + 0.014 + 0.016) / 3
+    assert lr.effect == pytest.approx((hi - lo) / (sum(v for _, v in rows) / 6))
+    assert 0.5 < lr.confidence < 1.0 and "higher lr went with a" in lr.text and "confounded" in lr.text
+    assert s.search_order[0] == "lr"
+    assert StudyMemory.from_records([]).incumbent is None
+    assert distill(StudyMemory.from_records([{"number": i, "params": p, "value": v} for i, (p, v) in enumerate(rows[:3])]),
+                   BEAUTY_LIKE, "sasrec").rules == []  # too few trials for marginal claims
+
+
 # ---- transfer retrieval on real dataset profiles ------------------------------------------------
 
 @pytest.fixture(scope="module")

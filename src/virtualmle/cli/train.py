@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from virtualmle.errors import ConfigError
 from virtualmle.training.config import PARAM_NAMES, TrainConfig, coerce_params, default_params
 
@@ -79,21 +81,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
+    """A flat parameter mapping from a .json file or a YAML file (any other suffix)."""
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    is_json = path.suffix.lower() == ".json"
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except (json.JSONDecodeError, ValueError) as exc:  # yaml.YAMLError derives from Exception
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}".splitlines()[0]) from None
-    except Exception as exc:  # yaml.YAMLError
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        data = json.loads(text) if is_json else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: not valid {'JSON' if is_json else 'YAML'}: {first}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

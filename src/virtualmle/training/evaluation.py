@@ -39,6 +39,8 @@ def rank_targets(
 ) -> torch.Tensor:
     """0-based rank of each row's target among all items, history excluded but never the target.
 
+    A row whose target score is NaN gets the worst rank.
+
     Args:
         scores: (B, num_items + 1) scores; column 0 is padding and never ranked. Modified in place.
         targets: (B,) target item ids.
@@ -52,7 +54,9 @@ def rank_targets(
     # The target keeps its own score (target_scores); its column may now be -inf, which only
     # removes it from the "strictly higher" count, as it should. In-place gt_ + float sum is
     # about 2.5x faster on CPU than summing a fresh bool tensor (exact below 2**24 items).
-    return scores.gt_(target_scores).sum(dim=1).long()
+    ranks = scores.gt_(target_scores).sum(dim=1).long()
+    # A NaN target score would otherwise beat nothing and count as rank 0: make it the worst.
+    return ranks.masked_fill_(target_scores.squeeze(1).isnan(), scores.size(1) - 1)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import math
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,7 +68,6 @@ class TrainResult:
     seconds: float
     peak_memory_mb: float
     stopped: str  # "early_stop" | "max_epochs" | "pruned"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,7 +81,6 @@ class TrainResult:
             "seconds": self.seconds,
             "peak_memory_mb": self.peak_memory_mb,
             "stopped": self.stopped,
-            **self.extra,
         }
 
 
@@ -154,8 +152,6 @@ def train(
     valid_batches = build_eval_batches(data, "valid", config.max_len, dev)
     model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items)).to(dev)
     optimizer = _make_optimizer(config, model)
-    loss_fn = LOSSES[config.loss]
-    max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
     logger.info("training %s on %s: %d samples, %d params", config.model, data.name,
                 batches.num_samples, model.num_params())
 
@@ -166,26 +162,9 @@ def train(
     try:
         for epoch in range(1, config.max_epochs + 1):
             t0 = time.perf_counter()
-            model.train()
-            total, count = 0.0, 0
-            for step, (items, ts, targets) in enumerate(batches.epoch(rng), 1):
-                states = model.encode(items, ts)  # (B, T, D)
-                sel = targets != 0  # (B, T) supervised positions
-                loss = loss_fn(states[sel], targets[sel], model, config.negatives, gen)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-                value = loss.item()
-                _check_finite(value, "the loss", epoch, step, config)
-                _check_finite(float(norm), "the gradient norm", epoch, step, config)
-                optimizer.step()
-                total, count = total + value, count + 1
-                if display:
-                    display.step(epoch, value)
+            train_loss = _train_epoch(model, batches, rng, optimizer, config, gen, epoch, display)
             valid = evaluate(model, valid_batches)
-            for name, v in valid.items():
-                _check_finite(v, f"validation {name}", epoch, count, config)
-            log = EpochLog(epoch, total / max(count, 1), valid, time.perf_counter() - t0, config.metric)
+            log = EpochLog(epoch, train_loss, valid, time.perf_counter() - t0, config.metric)
             if log.score > best_score:
                 best_score, best_epoch, log.is_best = log.score, epoch, True
                 best_state = copy.deepcopy(model.state_dict())
@@ -217,6 +196,39 @@ def train(
         peak_memory_mb=_peak_memory_mb(dev),
         stopped=stopped,
     )
+
+
+def _train_epoch(
+    model: SequentialRecommender,
+    batches: TrainBatches,
+    rng: np.random.Generator,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    gen: torch.Generator,
+    epoch: int,
+    display: _Display | None,
+) -> float:
+    """One pass over the training batches; returns the mean batch loss."""
+    model.train()
+    loss_fn = LOSSES[config.loss]
+    # The norm is computed even without clipping: a non-finite norm is divergence.
+    max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+    total, count = 0.0, 0
+    for step, (items, ts, targets) in enumerate(batches.epoch(rng), 1):
+        states = model.encode(items, ts)  # (B, T, D)
+        sel = targets != 0  # (B, T) supervised positions
+        loss = loss_fn(states[sel], targets[sel], model, config.negatives, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        value = loss.item()
+        _check_finite(value, "the loss", epoch, step, config)
+        _check_finite(float(norm), "the gradient norm", epoch, step, config)
+        optimizer.step()
+        total, count = total + value, count + 1
+        if display:
+            display.step(epoch, value)
+    return total / max(count, 1)
 
 
 class _Display:
