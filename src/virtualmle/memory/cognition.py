@@ -157,6 +157,68 @@ def effects_from_study(
     return dict(moves), dict(sizes), dict(fails), actions
 
 
+def _numeric(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def marginal_rules(mem: StudyMemory, cond: dict, model: str, dataset: str, *,
+                   skip: set[str] = frozenset(), min_trials: int = 6) -> list[TransferRule]:
+    """Rules from marginal comparisons, for studies whose trials change many parameters at once
+    (random, TPE): a parameter's upper vs lower half of tried values (numbers), or its best
+    value vs the rest (categories). Weaker evidence than one-change pairs (it is confounded by
+    the other parameters), so confidence is shrunk towards 0.5 and `source` is "marginal".
+    Parameters in `skip` (already measured by pairs) are left out.
+    """
+    done = mem.completed
+    if len(done) < min_trials:
+        return []
+    sign = 1.0 if mem.direction == "maximize" else -1.0
+    scale = abs(sum(e.value for e in done) / len(done)) or 1.0
+    names = sorted({k for e in done for k in e.params} - set(skip) - NON_TRANSFERABLE)
+    out: list[TransferRule] = []
+    for p in names:
+        pts = [(e.params[p], sign * e.value) for e in done if p in e.params]
+        if len({repr(x) for x, _ in pts}) < 2 or len(pts) < min_trials:
+            continue
+        if all(_numeric(x) for x, _ in pts):
+            xs = sorted(x for x, _ in pts)
+            med = xs[len(xs) // 2]
+            lo = [v for x, v in pts if x < med]
+            hi = [v for x, v in pts if x >= med]
+            if len(lo) < 2 or len(hi) < 2:
+                continue
+            effect = (sum(hi) / len(hi) - sum(lo) / len(lo)) / scale
+            # AUC: share of (high, low) pairs where the higher value scored better
+            auc = sum((h > l_) + 0.5 * (h == l_) for h in hi for l_ in lo) / (len(hi) * len(lo))
+            act = Action(param=p, direction="up" if effect > 0 else "down")
+            agree = auc if effect > 0 else 1.0 - auc
+            phrase = f"{'higher' if effect > 0 else 'lower'} {p} went with"
+        else:
+            groups: dict[str, list[float]] = defaultdict(list)
+            raw: dict[str, Any] = {}
+            for x, v in pts:
+                groups[repr(x)].append(v)
+                raw[repr(x)] = x
+            best = max(groups, key=lambda g: (sum(groups[g]) / len(groups[g]), g))
+            rest = [v for g, vs in groups.items() if g != best for v in vs]
+            if len(groups[best]) < 2 or not rest:
+                continue
+            effect = (sum(groups[best]) / len(groups[best]) - sum(rest) / len(rest)) / scale
+            agree = sum((b > r_) + 0.5 * (b == r_) for b in groups[best] for r_ in rest) / (len(groups[best]) * len(rest))
+            act = Action(param=p, value=raw[best])
+            phrase = f"{p}={raw[best]!r} went with"
+        n = len(pts)
+        confidence = 0.5 + (agree - 0.5) * n / (n + 4)  # shrink: marginal evidence is confounded
+        if confidence <= 0.55 or abs(effect) < 1e-9:
+            continue
+        out.append(TransferRule(
+            text=f"{phrase} a {abs(effect):.1%} better {mem.metric} across {n} trials on {dataset} ({model}; "
+                 "marginal, confounded by other parameters)",
+            rule=Rule(condition=cond, backbone=model, action=act), confidence=round(confidence, 6),
+            evidence=n, effect=abs(effect), source="marginal"))
+    return out
+
+
 def distill(
     memory: StudyMemory | InsightSet,
     profile: dict | None,
@@ -211,6 +273,9 @@ def distill(
             rules[act.key()] = TransferRule(text=text, rule=rule, confidence=(agree + 1) / (n + 2),
                                             evidence=n, effect=mean, source="trials")
             effects.setdefault(act.param, 0.0)
+        for mr in marginal_rules(mem, cond, model, ds, skip={r.rule.action.param for r in rules.values()}):
+            rules[mr.rule.action.key()] = mr
+            effects.setdefault(mr.rule.action.param, abs(mr.effect or 0.0))
         done = mem.completed
         summary.n_trials = len(mem.trials)
         inc = mem.incumbent
