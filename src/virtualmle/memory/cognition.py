@@ -9,7 +9,6 @@ numbers (conditions, actions, confidence, effects, configuration, order) never c
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections import defaultdict
 from typing import Annotated, Any
