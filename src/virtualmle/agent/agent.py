@@ -377,13 +377,20 @@ class VirtualMLEAgent:
                        "another parameter (uncovered first: " + (", ".join(cset.uncovered[:6]) or "none") + ")")
         else:
             plateau = "no plateau; parameters never varied: " + (", ".join(cset.uncovered[:8]) or "none")
-        space_values = {n: a.sorted_values() for n, a in self.view.axes.items()}
+        from virtualmle.agent.candidates import coverage as coverage_of
+
+        obs = self.observations(ctx)
+        changed_counts: dict[str, int] = {}
+        for o in obs:
+            for n in o.changed:
+                changed_counts[n] = changed_counts.get(n, 0) + 1
+        cov_text = prompts.render_coverage(coverage_of(obs, self.view), list(self.view.axes.values()), changed_counts)
         reflections = memory.render_reflections(k=3) if memory.reflections else ""
-        opens = memory.render_open_hypotheses(k=4) if memory.open_hypotheses else "none"
+        opens = memory.render_open_hypotheses(k=4) if memory.open_hypotheses else ""
         return prompts.planning_context(
             dataset=ctx.dataset, profile=ctx.profile, metric=ctx.metric, incumbent=inc,
-            table=memory.render_table(max_rows=10), coverage=memory.render_coverage(space_values),
-            open_hypotheses=opens + ("\n" + reflections if reflections else ""),
+            table=memory.render_table(max_rows=10), coverage=cov_text,
+            open_hypotheses="\n".join(x for x in (opens, reflections) if x),
             insights=insights_text, rules=transfer.lines[:8],
             last_diagnostics=last.summary() if last is not None else "",
             plateau=plateau,
@@ -593,6 +600,9 @@ class VirtualMLEAgent:
             result["applied"] += r.applied
             result["rejected"] += [f"{op.op} {op.id or ''}: {why}" for op, why in r.rejected]
         llm_ops = []
+        rule_op = self._rule_op(ctx, o, diag, reflection)
+        if rule_op is not None:
+            llm_ops.append(rule_op)
         for raw in (reflection or {}).get("llm_ops", []):
             try:
                 llm_ops.append(InsightOp(op=raw["op"], id=raw.get("insight_id") or None, text=raw.get("text") or None,
@@ -607,6 +617,37 @@ class VirtualMLEAgent:
         result["code_ops"] = len(code_ops)
         result["llm_ops"] = len(llm_ops)
         return result
+
+    def _rule_op(self, ctx: SearchContext, o: Observation, diag: Diagnostics,
+                 reflection: dict[str, Any] | None) -> Any:
+        """The reflection's generalised rule as an ADD of a long-term insight.
+
+        Its text is the LLM's; it carries a machine-actionable rule only when the trial's own
+        evidence backs it (the rule moves a parameter the trial changed, in the direction that
+        helped, and the change was beyond noise). An unsupported LLM rule stays text, so it can
+        inform a later prompt but never steer candidate generation or transfer.
+        """
+        from virtualmle.memory import Action, InsightOp, Rule, TrialRef, regime_condition
+
+        text = (reflection or {}).get("rule") or ""
+        if len(text.strip()) < 3:
+            return None
+        rule = None
+        ar = (reflection or {}).get("action_rule") or {}
+        action = ar.get("action") if isinstance(ar, dict) else None
+        if action and action.get("param") in diag.changed and diag.significance in ("better", "worse"):
+            old, new = diag.changed[action["param"]]
+            axis = self.view.axes.get(action["param"])
+            moved = "up" if axis is not None and axis.ordered and axis.position(new) > axis.position(old) else "down"
+            helped = diag.significance == "better"
+            if action.get("direction") == moved and helped:
+                rule = Rule(condition=regime_condition(ctx.profile), backbone=ctx.model,
+                            action=Action(param=action["param"], direction=moved))
+        try:
+            return InsightOp(op="ADD", text=f"reflection on trial {o.number}: {text}", rule=rule,
+                             evidence=[TrialRef(study=ctx.study_name, trial=o.number)])
+        except ValidationError:
+            return None
 
     def finish(self, ctx: SearchContext, extra: list[TrialRecord] | None = None) -> Path | None:
         """Distil the study into a cognition summary in the bank (once; no-op with memory off)."""

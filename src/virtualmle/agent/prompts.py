@@ -88,6 +88,25 @@ def render_rules(lines: Sequence[str]) -> str:
     ) + "\nTreat these as high-priority hypotheses to test, not as unconditional truths."
 
 
+def render_coverage(coverage: dict[str, list[Any]], axes: Sequence[Any], changed_counts: dict[str, int]) -> str:
+    """Per parameter: values tried, how often it was changed, values never tried (compact)."""
+    lines = []
+    for a in axes:
+        tried = coverage.get(a.name, [])
+        untried = [v for v in a.sorted_values() if not any(_same_value(v, t) for t in tried)]
+        lines.append(f"{a.name}: tried {', '.join(_fmt(v) for v in tried) or '-'}"
+                     f" (changed {changed_counts.get(a.name, 0)}x); untried {', '.join(_fmt(v) for v in untried[:6]) or '-'}")
+    return "\n".join(lines)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(float(a) - float(b)) <= 1e-12 + 1e-9 * abs(float(b))
+    return a == b
+
+
 def planning_context(
     *,
     dataset: str,
@@ -103,17 +122,22 @@ def planning_context(
     plateau: str,
 ) -> str:
     """The Plan step's context: everything memory knows, compactly, LLM text quoted."""
-    return "\n\n".join([
+    parts = [
         "## Dataset\n" + render_profile(dataset, profile),
         f"## Incumbent (best on validation {metric})\n{incumbent}",
         "## Trials so far (computed by code)\n" + table,
         "## Coverage per parameter (computed by code)\n" + coverage,
         "## Last trial diagnostics (computed by code)\n" + (last_diagnostics or "none"),
         "## Plateau / coverage rule\n" + plateau,
-        "## Open hypotheses\n" + open_hypotheses,
-        "## Insights for this dataset\n" + (insights or "none"),
-        "## Transferred and remembered rules\n" + render_rules(rules),
-    ])
+    ]
+    # empty sections are left out: every prompt token costs time on a CPU
+    if open_hypotheses and open_hypotheses != "none":
+        parts.append("## Open hypotheses and recent reflections\n" + open_hypotheses)
+    if insights:
+        parts.append("## Insights for this dataset\n" + insights)
+    if rules:
+        parts.append("## Transferred and remembered rules\n" + render_rules(rules))
+    return "\n\n".join(parts)
 
 
 def pick_messages(context: str, options: Sequence[tuple[str, str]], *, model: str, metric: str) -> list[dict]:

@@ -89,8 +89,8 @@ def reflection_schema(param_names: list[str], max_ops: int = 1) -> type[BaseMode
     rule = create_model(
         "RuleOut",
         __base__=_Strict,
-        text=(str, Field(max_length=SHORT)),
-        condition=(str, Field(max_length=60, description="when the rule applies")),
+        text=(str, Field(min_length=3, max_length=80)),
+        condition=(str, Field(max_length=40, description="when the rule applies")),
         param=(Literal[names], ...),  # type: ignore[valid-type]
         direction=(Literal[DIRECTIONS], ...),
     )
@@ -98,16 +98,16 @@ def reflection_schema(param_names: list[str], max_ops: int = 1) -> type[BaseMode
         "InsightOpOut",
         __base__=_Strict,
         op=(Literal[INSIGHT_OPS], ...),
-        insight_id=(str, Field(max_length=12, description="existing insight id, '' for ADD")),
-        text=(str, Field(max_length=SHORT)),
+        insight_id=(str, Field(max_length=8, description="existing insight id, '' for ADD")),
+        text=(str, Field(max_length=80)),
     )
     return create_model(
         "Reflection",
         __base__=_Strict,
         verdict=(Literal[VERDICTS], ...),
-        attribution=(str, Field(max_length=LONG)),
+        attribution=(str, Field(max_length=SHORT)),
         rule=(rule, ...),
-        next_direction=(str, Field(max_length=60)),
+        next_direction=(str, Field(max_length=40)),
         insight_ops=(list[op], Field(default_factory=list, max_length=max_ops)),  # type: ignore[valid-type]
     )
 
