@@ -55,13 +55,13 @@ class PopRec(nn.Module):
         self.register_buffer("pop", torch.tensor(counts + jitter, dtype=torch.float64))
 
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.ones(*items.shape, 1, dtype=torch.float64)
+        return torch.ones(*items.shape, 1, dtype=torch.float64, device=items.device)
 
     def output_embeddings(self) -> torch.Tensor:
         return self.pop[:, None]
 
-    def score_all(self, states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        return states @ table.T
+    def score_all(self, states: torch.Tensor, table: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.mm(states, table.T, out=out) if out is not None else states @ table.T
 
 
 def main() -> None:

@@ -135,10 +135,17 @@ class SequentialRecommender(nn.Module):
         w = self._table()(ids)
         return F.normalize(w, dim=-1) if self.cfg.l2_norm else w
 
-    def score_all(self, states: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, D) states -> (B, N + 1) logits over every item id (column 0 is padding)."""
+    def score_all(
+        self, states: torch.Tensor, table: torch.Tensor | None = None, *, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, D) states -> (B, N + 1) logits over every item id (column 0 is padding).
+
+        `out` is an optional (B, N + 1) buffer: evaluation reuses one, because allocating a fresh
+        ~100 MB matrix per batch costs as much in page faults as the matmul itself.
+        """
         table = self.output_embeddings() if table is None else table
-        return (states / self.cfg.temperature) @ table.T  # scale (B, D), not (B, N + 1)
+        scaled = states / self.cfg.temperature  # scale (B, D), not (B, N + 1)
+        return scaled @ table.T if out is None else torch.mm(scaled, table.T, out=out)
 
     def num_params(self) -> int:
         """Trainable parameter count."""

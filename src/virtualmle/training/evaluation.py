@@ -118,9 +118,11 @@ def evaluate(model: torch.nn.Module, batches: list[EvalBatch]) -> dict[str, floa
     model.eval()
     ranks = []
     item_table = model.output_embeddings()  # (N + 1, D), computed once for all batches
+    # One score buffer for all batches (see SequentialRecommender.score_all).
+    buf = item_table.new_empty(max(len(b.targets) for b in batches), item_table.size(0))
     for b in batches:
         states = model.encode(b.items, b.timestamps)[:, -1, :]  # (B, D): last position
-        scores = model.score_all(states, item_table)  # (B, N + 1)
+        scores = model.score_all(states, item_table, out=buf[: len(b.targets)])  # (B, N + 1)
         ranks.append(rank_targets(scores, b.targets, b.history_rows, b.history_items))
     model.train(was_training)
     return metrics_from_ranks(torch.cat(ranks).cpu())
