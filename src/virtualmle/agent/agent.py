@@ -492,7 +492,7 @@ class VirtualMLEAgent:
                     raise LLMUnavailableError(
                         f"LLM backend unavailable during {purpose} (tried {attempts}x): {str(exc)[:200]}; "
                         "the study stopped cleanly, run the same command again to resume") from None
-                logger.warning("LLM unavailable during %s, retrying: %s", purpose, exc)
+                logger.info("LLM unavailable during %s, retrying: %s", purpose, exc)
                 time.sleep(UNAVAILABLE_RETRY_S)
         raise AssertionError("unreachable")  # pragma: no cover
 
