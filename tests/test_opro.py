@@ -26,7 +26,7 @@ fixed: {max_len: 30, negatives: 32, batch_size: 256, patience: 1}
 constraints:
   - divisible: [hidden, heads]
 params:
-  hidden:  {type: categorical, choices: [16, 20, 32], default: 32, grid: [16, 20, 32]}
+  hidden:  {type: categorical, choices: [16, 18, 32], default: 32, grid: [16, 18, 32]}
   heads:   {type: categorical, choices: [1, 2, 4], default: 1, grid: [1, 2]}
   dropout: {type: float, low: 0.0, high: 0.5, default: 0.2, grid: [0.1, 0.2, 0.3]}
   lr:      {type: float, low: 1.0e-4, high: 1.0e-2, log: true, default: 1.0e-3, grid: [3.0e-4, 1.0e-3, 3.0e-3]}
@@ -40,16 +40,16 @@ def opro() -> OproMethod:
 
 
 def test_snap_clips_out_of_range_and_refuses_garbage(opro: OproMethod) -> None:
-    cfg, clipped = opro.snap({"hidden": "20", "heads": "2", "dropout": 0.9, "lr": 1.0, "tied": "true"})
-    assert cfg == {"hidden": 20, "heads": 2, "dropout": 0.5, "lr": 1e-2, "tied": True}
+    cfg, clipped = opro.snap({"hidden": "18", "heads": "2", "dropout": 0.9, "lr": 1.0, "tied": "true"})
+    assert cfg == {"hidden": 18, "heads": 2, "dropout": 0.5, "lr": 1e-2, "tied": True}
     assert sorted(clipped) == ["dropout", "lr"]
     with pytest.raises(ProposalRejected) as exc:
         opro.snap({"hidden": 32, "heads": 1, "dropout": "a lot", "lr": 1e-3, "tied": False})
     assert exc.value.reason == "garbage"
     with pytest.raises(ProposalRejected):
         opro.snap({"hidden": 32})  # a partial configuration is not a configuration
-    # a constraint breach is caught by the view (20 % 4 != 0), so it never runs
-    assert opro.view.violation({"hidden": 20, "heads": 4, "dropout": 0.2, "lr": 1e-3, "tied": False})
+    # a constraint breach is caught by the view (18 % 4 != 0), so it never runs
+    assert opro.view.violation({"hidden": 18, "heads": 4, "dropout": 0.2, "lr": 1e-3, "tied": False})
 
 
 def test_schema_enumerates_categories(opro: OproMethod) -> None:
