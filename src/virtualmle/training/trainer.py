@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from virtualmle.data import SequenceData, profile_dataset
-from virtualmle.errors import DivergedError
+from virtualmle.errors import DataError, DivergedError
 from virtualmle.models import ModelConfig, SequentialRecommender, build_model
 from virtualmle.training.batching import TrainBatches
 from virtualmle.training.config import TrainConfig
@@ -149,6 +149,8 @@ def train(
         data, config.train_window, config.batch_size,
         last_only=config.train_targets == "last", device=dev,
     )
+    if batches.num_samples == 0:
+        raise DataError(f"{data.name}: no user has the 4+ items a training sample needs")
     valid_batches = build_eval_batches(data, "valid", config.max_len, dev)
     model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items)).to(dev)
     optimizer = _make_optimizer(config, model)
