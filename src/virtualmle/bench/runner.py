@@ -1,0 +1,402 @@
+"""`virtualmle bench`: budget-matched, multi-seed comparisons of search methods.
+
+Each (method, seed) is its own Optuna study, run by the one search loop (`run_search`) through
+one executor into one storage, so every method gets the same budget, the same trials and the same
+accounting; running the bench again resumes every study. With a trial table (`--table`), the
+executor is a `virtualmle.bench.table.TableExecutor` and the space is exactly the table's points,
+so dozens of seeds take minutes.
+
+The report is read back from storage (never from memory), so a resumed or re-run bench reports
+the same numbers: per method, the best validation metric after n trials (mean and standard error
+over seeds), the test metric of the configuration each run chose by validation, the trials and
+compute seconds each run needed to reach a target (default 97 % of the best validation value any
+run found), snaps to the table, and LLM calls, tokens and cost from each study's LLM call log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from virtualmle.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+LLM_METHODS = ("agent", "opro")  # methods that take llm= and write llm_log.jsonl
+
+
+@dataclass
+class BenchOptions:
+    """What to compare.
+
+    Attributes:
+        methods: registered method names.
+        data / model: dataset and backbone (taken from the table with ``table``).
+        trials: budget per run.
+        seeds: runs per method (seeds ``seed0 .. seed0 + seeds - 1``).
+        out: output directory (CSV, Markdown, PNG; default storage and run directories).
+        storage: Optuna storage URL (default ``sqlite:///<out>/bench.db``).
+        table: a trial table CSV: replay it instead of training.
+        table_space: ``grid`` (search exactly the table's points) or ``full`` (the shipped space;
+            off-table proposals snap).
+        max_epochs / slice_users: fidelity of real runs.
+        workers: trials at once per run.
+        target_frac: target = this fraction of the best validation value any run found.
+        metric: validation metric.
+        llm: ``--llm`` spec for LLM methods (None: ``$VIRTUALMLE_LLM`` or the embedded model).
+        agent_options: extra options for the agent (e.g. ``{"transfer": "none"}``).
+        seed0: first seed.
+        device, timeout_per_trial: as in `virtualmle search`.
+        progress: per-run progress line (rich).
+    """
+
+    methods: list[str]
+    data: str | None = None
+    model: str | None = None
+    trials: int = 30
+    seeds: int = 3
+    out: Path = Path("bench-out")
+    storage: str | None = None
+    table: Path | None = None
+    table_space: str = "grid"
+    max_epochs: int | None = None
+    slice_users: int | None = None
+    workers: int = 1
+    target_frac: float = 0.97
+    metric: str = "ndcg@10"
+    llm: str | None = None
+    agent_options: dict[str, Any] = field(default_factory=dict)
+    seed0: int = 0
+    device: str = "auto"
+    timeout_per_trial: float | None = None
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    """One (method, seed) study, read back from storage."""
+
+    method: str
+    seed: int
+    study: str
+    trials: int
+    values: list[float | None]  # validation metric per counted trial, in trial order (None: failed)
+    seconds: list[float]  # seconds per counted trial
+    best_value: float | None
+    best_test: dict[str, float]
+    best_params: dict[str, Any]
+    outcomes: dict[str, int]
+    snaps: int | None = None  # table mode: trials answered by a snapped lookup
+    llm: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    run_dir: str = ""
+
+    def best_curve(self) -> list[float | None]:
+        """Best validation value after 1..n trials (None until a trial completes)."""
+        out, best = [], None
+        for v in self.values:
+            if v is not None and math.isfinite(v) and (best is None or v > best):
+                best = v
+            out.append(best)
+        return out
+
+    def to_reach(self, target: float) -> tuple[int | None, float | None]:
+        """Trials and cumulative compute seconds until the best value first reaches ``target``."""
+        total = 0.0
+        for i, (v, s) in enumerate(zip(self.values, self.seconds)):
+            total += s
+            if v is not None and v >= target:
+                return i + 1, total
+        return None, None
+
+
+@dataclass
+class BenchResult:
+    """Every run of a bench plus the target it is measured against."""
+
+    options: dict[str, Any]
+    runs: list[RunResult]
+    target: float | None
+    best_any: float | None
+    table_best: float | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def methods(self) -> list[str]:
+        seen: list[str] = []
+        for r in self.runs:
+            if r.method not in seen:
+                seen.append(r.method)
+        return seen
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per-method rows: the numbers of the Markdown table."""
+        rows = []
+        for m in self.methods():
+            runs = [r for r in self.runs if r.method == m]
+            metric = self.options.get("metric", "ndcg@10")
+            bests = [r.best_value for r in runs if r.best_value is not None]
+            tests = [r.best_test.get(metric) for r in runs if r.best_test.get(metric) is not None]
+            reach = [r.to_reach(self.target) if self.target is not None else (None, None) for r in runs]
+            trials_to = [t for t, _ in reach if t is not None]
+            secs_to = [s for _, s in reach if s is not None]
+            snaps = [r.snaps for r in runs if r.snaps is not None]
+            ntrials = sum(r.trials for r in runs)
+            row = {
+                "method": m,
+                "runs": len(runs),
+                "trials": ntrials / max(1, len(runs)),
+                "best_valid_mean": _mean(bests), "best_valid_se": _se(bests),
+                "test_of_best_mean": _mean(tests), "test_of_best_se": _se(tests),
+                "reached": len(trials_to),
+                "trials_to_target_mean": _mean(trials_to), "trials_to_target_median": _median(trials_to),
+                "seconds_to_target_mean": _mean(secs_to),
+                "compute_seconds_mean": _mean([sum(r.seconds) for r in runs]),
+                "snap_rate": (sum(snaps) / ntrials) if snaps and ntrials else None,
+                "llm_calls": sum(int(r.llm.get("calls", 0)) for r in runs) / max(1, len(runs)),
+                "llm_tokens": sum(int(r.llm.get("tokens", 0)) for r in runs) / max(1, len(runs)),
+                "llm_cost_usd": sum(float(r.llm.get("cost_usd", 0.0)) for r in runs) / max(1, len(runs)),
+                "llm_seconds": sum(float(r.llm.get("seconds", 0.0)) for r in runs) / max(1, len(runs)),
+                "wall_seconds_mean": _mean([r.wall_seconds for r in runs]),
+            }
+            rows.append(row)
+        return rows
+
+    def curves(self) -> dict[str, dict[str, list[float | None]]]:
+        """Method -> ``mean`` / ``se`` of the best-so-far validation value per trial count."""
+        out: dict[str, dict[str, list[float | None]]] = {}
+        for m in self.methods():
+            runs = [r.best_curve() for r in self.runs if r.method == m]
+            n = max((len(c) for c in runs), default=0)
+            mean, se = [], []
+            for i in range(n):
+                # A run that stopped early (grid exhausted) keeps its last best value.
+                col = [c[min(i, len(c) - 1)] for c in runs if c and c[min(i, len(c) - 1)] is not None]
+                mean.append(_mean(col))
+                se.append(_se(col))
+            out[m] = {"mean": mean, "se": se}
+        return out
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _se(xs: list[float]) -> float | None:
+    if len(xs) < 2:
+        return 0.0 if xs else None
+    m = sum(xs) / len(xs)
+    var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+    return math.sqrt(var / len(xs))
+
+
+def _median(xs: list[float]) -> float | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    k = len(s) // 2
+    return float(s[k]) if len(s) % 2 else (s[k - 1] + s[k]) / 2
+
+
+def study_name(method: str, seed: int, *, data: str, model: str, table: bool) -> str:
+    """``bench-<data>-<model>-<method>-s<seed>`` (``bench-table-...`` when replaying a table)."""
+    return f"bench-{'table-' if table else ''}{data}-{model}-{method}-s{seed}"
+
+
+def check_methods(names: list[str]) -> list[str]:
+    """The method names, validated against the registry before any work.
+
+    Raises:
+        ConfigError: an empty list, a duplicate or an unknown name.
+    """
+    from virtualmle.search.methods import method_names
+
+    known = method_names()
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise ConfigError("--methods: name at least one method")
+    for n in names:
+        if n not in known:
+            raise ConfigError(f"--methods: unknown method {n!r}: use one of {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise ConfigError("--methods: a method is listed twice")
+    return names
+
+
+def make_method(name: str, space: Any, seed: int, opts: BenchOptions, memory_dir: Path) -> Any:
+    """Build a method for one run; LLM methods get the bench's LLM, the agent its own memory
+    bank per run (so seeds never learn from each other) and transfer off unless asked."""
+    from virtualmle.search.methods import get_method
+
+    extra: dict[str, Any] = {}
+    if name in LLM_METHODS:
+        extra["llm"] = opts.llm
+    if name == "agent":
+        extra.update({"memory_dir": memory_dir, "transfer": "none", "display": False})
+        extra.update(opts.agent_options)
+    return get_method(name, space=space, seed=seed, **extra)
+
+
+def _table_space(table: Any) -> Any:
+    from virtualmle.search.space import load_space, parse_space
+
+    shipped = load_space(table.backbone)
+    doc = table.space_yaml(shipped.defaults())
+    # Keep the shipped constraints that the table's parameters can still break.
+    names = set(doc["params"]) | set(doc["fixed"])
+    doc["constraints"] = [{c.kind: [c.left, c.right]} for c in shipped.constraints
+                          if c.left in names and c.right in names]
+    return parse_space(doc, source=f"table {table.path.name}")
+
+
+def llm_usage(run_dir: Path) -> dict[str, Any]:
+    """Calls, tokens, seconds and cost from a study's ``llm_log.jsonl`` (zeros without one)."""
+    from virtualmle.llm import read_log
+    from virtualmle.llm.log import LOG_NAME
+
+    entries = read_log(run_dir / LOG_NAME)
+    if not entries:
+        return {"calls": 0, "tokens": 0, "seconds": 0.0, "cost_usd": 0.0, "cache_hits": 0, "logged": False}
+    return {
+        "calls": len({e.get("call_id") for e in entries}),
+        "tokens": sum(int(e.get("prompt_tokens") or 0) + int(e.get("completion_tokens") or 0) for e in entries),
+        "seconds": round(sum(float(e.get("latency_s") or 0.0) for e in entries), 3),
+        "cost_usd": sum(float(e.get("cost_usd") or 0.0) for e in entries),
+        "cache_hits": sum(1 for e in entries if e.get("cache_hit")),
+        "logged": True,
+    }
+
+
+def read_run(study: Any, method: str, seed: int, run_dir: Path, table: Any = None) -> RunResult:
+    """A stored study as a `RunResult` (counted trials in trial-number order)."""
+    from virtualmle.search.loop import _counts, summarize
+
+    trials = sorted((t for t in study.get_trials(deepcopy=False) if _counts(t)), key=lambda t: t.number)
+    values: list[float | None] = []
+    seconds: list[float] = []
+    snaps = 0
+    for t in trials:
+        ok = t.user_attrs.get("outcome") == "complete" and t.value is not None
+        values.append(float(t.value) if ok else None)
+        seconds.append(float(t.user_attrs.get("seconds") or 0.0))
+        if table is not None and t.user_attrs.get("outcome") != "invalid":
+            params = {**t.params, **t.user_attrs.get("extra_params", {})}
+            if table.lookup(params).snapped:
+                snaps += 1
+    s = summarize(study, method, study.user_attrs.get("metric", "ndcg@10"), len(trials))
+    return RunResult(
+        method=method, seed=seed, study=study.study_name, trials=len(trials), values=values,
+        seconds=seconds, best_value=s.best_value, best_test=s.best_test, best_params=s.best_params,
+        outcomes=s.outcomes, snaps=snaps if table is not None else None, llm=llm_usage(run_dir),
+        wall_seconds=float(study.user_attrs.get("bench_wall_seconds", 0.0)), run_dir=str(run_dir),
+    )
+
+
+def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None] | None = None) -> BenchResult:
+    """Run (or resume) every (method, seed) study, then read them back and write the report.
+
+    Args:
+        opts: what to compare.
+        on_run: called as ``on_run(method, seed, index, total)`` before each run (progress).
+
+    Raises:
+        ConfigError: bad options or method names (before any work).
+        StorageError / DataError: as `run_search` and `TrialTable.load`.
+    """
+    import optuna
+
+    from virtualmle.search.loop import SearchOptions, run_search
+    from virtualmle.search.space import load_space
+    from virtualmle.search.storage import open_storage
+
+    methods = check_methods(opts.methods)
+    if opts.trials < 1:
+        raise ConfigError(f"--trials must be >= 1 (got {opts.trials})")
+    if opts.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1 (got {opts.seeds})")
+    if opts.workers < 1:
+        raise ConfigError(f"--workers must be >= 1 (got {opts.workers})")
+    if not (0.0 < opts.target_frac <= 1.0):
+        raise ConfigError(f"--target-frac must be in (0, 1] (got {opts.target_frac})")
+    if opts.table_space not in ("grid", "full"):
+        raise ConfigError(f"--table-space must be grid or full (got {opts.table_space!r})")
+    table = None
+    if opts.table is not None:
+        from virtualmle.bench.table import TrialTable
+
+        table = TrialTable.load(opts.table)
+        for name, given, have in (("--data", opts.data, table.dataset), ("--model", opts.model, table.backbone)):
+            if given is not None and given != have:
+                raise ConfigError(f"{name} {given!r} does not match the table {opts.table} ({have!r})")
+        if opts.max_epochs is not None or opts.slice_users is not None:
+            raise ConfigError("--max-epochs / --slice-users: the table fixes the fidelity; leave them out with --table")
+        if opts.metric != table.metric:
+            raise ConfigError(f"--metric {opts.metric!r}: the table {opts.table} was built for {table.metric!r}")
+        data, model = table.dataset, table.backbone
+        slice_users = table.fidelity.get("slice_users")
+        max_epochs = table.fidelity.get("max_epochs")
+        space = _table_space(table) if opts.table_space == "grid" else load_space(model)
+    else:
+        if not opts.data:
+            raise ConfigError("--data is required without --table")
+        data, model = opts.data, opts.model or "sasrec"
+        slice_users, max_epochs = opts.slice_users, opts.max_epochs
+        space = load_space(model)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage_url = opts.storage or f"sqlite:///{(out / 'bench.db').resolve()}"
+    storage = open_storage(storage_url)
+    from virtualmle.data import load_dataset
+
+    data_name = load_dataset(data, slice_users=slice_users).name  # fails fast on a bad dataset
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+
+    jobs = [(m, opts.seed0 + k) for k in range(opts.seeds) for m in methods]
+    runs: list[RunResult] = []
+    for i, (m, seed) in enumerate(jobs):
+        name = study_name(m, seed, data=data_name, model=model, table=table is not None)
+        run_dir = (out / "runs" / name).resolve()
+        if on_run is not None:
+            on_run(m, seed, i, len(jobs))
+        method = make_method(m, space, seed, opts, run_dir / "memory")
+        executor = None
+        if table is not None:
+            from virtualmle.bench.table import TableExecutor
+
+            executor = TableExecutor(table, workers=opts.workers)
+        so = SearchOptions(data=data, model=model, trials=opts.trials, seed=seed, metric=opts.metric,
+                           study_name=name, space=space, max_epochs=max_epochs, slice_users=slice_users,
+                           timeout_per_trial=opts.timeout_per_trial, run_dir=run_dir, device=opts.device,
+                           workers=opts.workers, progress=False)
+        t0 = time.monotonic()
+        summary = run_search(method, so, executor=executor, storage=storage)
+        wall = time.monotonic() - t0
+        study = optuna.load_study(study_name=name, storage=storage)
+        # Wall time of the method (LLM calls, surrogate fitting) plus trials, summed over resumes.
+        study.set_user_attr("bench_wall_seconds", float(study.user_attrs.get("bench_wall_seconds", 0.0)) + wall)
+        study.set_user_attr("bench", {"methods": methods, "trials": opts.trials, "table": str(opts.table or "")})
+        runs.append(read_run(study, m, seed, run_dir, table))
+        logger.info("bench run %s: best %s after %d trials", name, summary.best_value, summary.trials_used)
+
+    best_any = max((r.best_value for r in runs if r.best_value is not None), default=None)
+    target = best_any * opts.target_frac if best_any is not None else None
+    result = BenchResult(
+        options={**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+                 "data": data_name, "model": model, "slice_users": slice_users, "max_epochs": max_epochs,
+                 "storage": storage_url, "methods": methods},
+        runs=runs, target=target, best_any=best_any,
+        table_best=(table.best.valid.get(table.metric) if table is not None and table.best else None),
+    )
+    from virtualmle.bench.report import write_report
+
+    result.files = write_report(result, out)
+    return result
+
+
+__all__ = ["BenchOptions", "BenchResult", "RunResult", "check_methods", "llm_usage", "read_run", "run_bench",
+           "study_name"]

@@ -1,0 +1,110 @@
+"""`virtualmle bench`: compare search methods with the same budget over seeds (real or tabular)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `bench` command."""
+    p = subparsers.add_parser(
+        "bench",
+        help="budget-matched, multi-seed comparison of methods (real training or a trial table)",
+        description=(
+            "Run every method x seed as its own study through the same search loop, executor and\n"
+            "storage, then report per method: best validation metric after n trials (mean and\n"
+            "standard error over seeds), the test metric of the configuration each run chose by\n"
+            "validation, trials and compute seconds to reach a target (default 97%% of the best\n"
+            "validation value any run found), and LLM calls / tokens / cost. Writes runs.csv,\n"
+            "summary.csv, curves.csv, bench.md, bench.json and PNG plots into --out. Running the\n"
+            "same command again resumes every study (a larger --trials or --seeds extends it).\n\n"
+            "With --table FILE the trials are not trained: they are looked up in a CSV of real,\n"
+            "already-trained grid trials (benchmarks/tables/), a proposal off the table snaps to the\n"
+            "nearest point (counted), and the stored seconds drive the compute curves, so many\n"
+            "seeds take minutes. --transfer-experiment runs the transfer experiment instead."
+        ),
+        epilog=(
+            "examples:\n"
+            "  virtualmle bench --table benchmarks/tables/beauty_sasrec_grid729.csv \\\n"
+            "      --methods agent,opro,tpe,random,grid,default --trials 30 --seeds 10 --out bench-tab/\n"
+            "  virtualmle bench --data beauty --model sasrec --methods tpe,random,default --trials 20 \\\n"
+            "      --seeds 3 --slice-users 2000 --max-epochs 3 --workers 2 --out bench-real/\n"
+            "  virtualmle bench --transfer-experiment --sources baby,toys --data beauty \\\n"
+            "      --table benchmarks/tables/beauty_sasrec_grid729.csv --trials 15 --seeds 3 --out bench-transfer/\n"
+            "storage: default sqlite:///<out>/bench.db; studies are named bench-<data>-<model>-<method>-s<seed>\n"
+            "(bench-table-... for table replays) and can be browsed with optuna-dashboard or virtualmle report."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", default=None, metavar="NAME_OR_PATH", help="dataset (required without --table; the table's otherwise)")
+    p.add_argument("--model", default=None, metavar="NAME", help="backbone: sasrec or hstu (default sasrec, or the table's)")
+    p.add_argument("--methods", default="agent,opro,tpe,random,grid,default", metavar="A,B,...",
+                   help="registered methods to compare (default agent,opro,tpe,random,grid,default)")
+    p.add_argument("--trials", type=int, default=30, metavar="N", help="budget per run (default 30)")
+    p.add_argument("--seeds", type=int, default=3, metavar="S", help="runs per method (default 3)")
+    p.add_argument("--seed", type=int, default=0, metavar="S0", help="first seed (default 0): seeds S0..S0+S-1")
+    p.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL (default sqlite:///<out>/bench.db)")
+    p.add_argument("--out", default="bench-out", metavar="DIR", help="output directory (default bench-out)")
+    p.add_argument("--table", default=None, metavar="FILE", help="replay this trial table instead of training")
+    p.add_argument("--table-space", default="grid", choices=("grid", "full"),
+                   help="with --table: search exactly the table's points (grid, default) or the shipped space "
+                        "with off-table proposals snapped (full)")
+    p.add_argument("--max-epochs", type=int, default=None, metavar="E", help="fidelity of real runs: cap every trial's epochs")
+    p.add_argument("--slice-users", type=int, default=None, metavar="N", help="fidelity of real runs: first N users")
+    p.add_argument("--workers", type=int, default=1, metavar="K", help="trials at once per run (default 1)")
+    p.add_argument("--target-frac", type=float, default=0.97, metavar="F",
+                   help="target = F x the best validation value any run found (default 0.97)")
+    p.add_argument("--metric", default="ndcg@10", metavar="NAME", help="validation metric (default ndcg@10)")
+    p.add_argument("--llm", default=None, metavar="SPEC", help="LLM for agent / opro (default $VIRTUALMLE_LLM or the embedded model)")
+    p.add_argument("--agent-transfer", default="none", metavar="auto|none|NAMES",
+                   help="the agent's --transfer in a bench (default none: each run starts from an empty bank)")
+    p.add_argument("--timeout-per-trial", type=float, default=None, metavar="S", help="real runs: kill a trial after S seconds")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where real trials train")
+    p.add_argument("--transfer-experiment", action="store_true",
+                   help="run the transfer experiment: distil --sources, then tune --data with transfer auto and none")
+    p.add_argument("--sources", default="baby,toys", metavar="A,B",
+                   help="transfer experiment: datasets whose studies are distilled (default baby,toys)")
+    p.add_argument("--source-trials", type=int, default=10, metavar="N",
+                   help="transfer experiment: agent trials per source dataset (default 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run (or resume) the bench and print the Markdown table."""
+    from rich.console import Console
+
+    from virtualmle.bench.runner import BenchOptions, check_methods
+
+    console = Console(stderr=True, highlight=False)
+    methods = check_methods(args.methods.split(","))  # before any work
+
+    def on_run(method: str, seed: int, i: int, total: int) -> None:
+        if not args.quiet:
+            console.print(f"[{i + 1}/{total}] {method} seed {seed}")
+
+    opts = BenchOptions(
+        methods=methods, data=args.data, model=args.model, trials=args.trials, seeds=args.seeds,
+        out=Path(args.out), storage=args.storage, table=Path(args.table) if args.table else None,
+        table_space=args.table_space, max_epochs=args.max_epochs, slice_users=args.slice_users,
+        workers=args.workers, target_frac=args.target_frac, metric=args.metric, llm=args.llm,
+        agent_options={"transfer": args.agent_transfer}, seed0=args.seed, device=args.device,
+        timeout_per_trial=args.timeout_per_trial, progress=not args.quiet,
+    )
+    if args.transfer_experiment:
+        from virtualmle.bench.transfer import run_transfer
+
+        res = run_transfer(opts, sources=[s.strip() for s in args.sources.split(",") if s.strip()],
+                           source_trials=args.source_trials, on_run=on_run)
+        print(res.markdown())
+        return 0
+    from virtualmle.bench.report import describe, markdown_table
+    from virtualmle.bench.runner import run_bench
+
+    result = run_bench(opts, on_run=on_run)
+    print(describe(result))
+    print()
+    print(markdown_table(result))
+    print(f"files: {', '.join(sorted(result.files))} in {args.out}")
+    return 0
