@@ -161,16 +161,18 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
 
+    from virtualmle.data import load_dataset
+
+    data = load_dataset(args.data, slice_users=args.slice_users)  # a bad file fails before torch loads
+
     import torch
 
-    from virtualmle.data import load_dataset
     from virtualmle.training.trainer import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
-    data = load_dataset(args.data, slice_users=args.slice_users)
     result = train(data, config, device=args.device, progress=not args.quiet)
     doc = result.to_json()
     doc["data"] = {"spec": args.data, "name": data.name, "slice_users": args.slice_users}
