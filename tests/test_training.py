@@ -50,6 +50,9 @@ def test_defaults_follow_the_released_code():
     assert (hstu.linear_dim, hstu.attn_dim) == (16, 16)
     # Missing parameters come from the chosen model, however the config is built.
     assert TrainConfig(model="hstu").to_params() == default_params("hstu")
+    from virtualmle.training.config import PARAM_HELP, PARAM_NAMES
+
+    assert set(PARAM_HELP) == set(PARAM_NAMES)  # --help explains every parameter
 
 
 def test_bce_defaults_to_one_negative_unless_given():

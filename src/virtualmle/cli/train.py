@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from virtualmle.errors import ConfigError
-from virtualmle.training.config import PARAM_NAMES, TrainConfig, coerce_params, default_params
+from virtualmle.training.config import PARAM_HELP, PARAM_NAMES, TrainConfig, coerce_params, default_params
 
 
 def _epilog() -> str:
@@ -23,7 +23,8 @@ def _epilog() -> str:
     ]
     for name in PARAM_NAMES:
         a, b = sas[name], hstu[name]
-        lines.append(f"  {name:<{width}}  {a}" + ("" if a == b else f" | {b}"))
+        default = f"{a}" + ("" if a == b else f" | {b}")
+        lines.append(f"  {name:<{width}}  {default:<17}  {PARAM_HELP[name]}")
     lines += [
         "  (loss=bce without negatives= uses 1 negative per position, as the original SASRec)",
         "",

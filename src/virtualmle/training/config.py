@@ -170,6 +170,36 @@ class TrainConfig(BaseModel):
 
 PARAM_NAMES: tuple[str, ...] = tuple(TrainConfig.model_fields)
 
+# One line per parameter, for --help and documentation.
+PARAM_HELP: dict[str, str] = {
+    "model": "backbone: sasrec or hstu",
+    "hidden": "embedding / hidden size",
+    "blocks": "encoder blocks",
+    "heads": "attention heads (sasrec: must divide hidden)",
+    "dropout": "embedding and residual dropout",
+    "attn_dropout": "dropout on attention weights",
+    "max_len": "longest history the model sees",
+    "window": "training history window, 0 = max_len",
+    "tied": "score with the input item embeddings",
+    "norm_first": "sasrec: pre-LayerNorm (true) or post-LayerNorm (false)",
+    "linear_dim": "hstu: per-head U/V size",
+    "attn_dim": "hstu: per-head Q/K size",
+    "l2_norm": "L2-normalise user states and item vectors",
+    "temperature": "logits are divided by it",
+    "loss": "bce | sampled_softmax | softmax (full)",
+    "negatives": "uniform negatives per positive (bce, sampled_softmax)",
+    "train_targets": "supervise all positions or the last one",
+    "optimizer": "adam | adamw",
+    "lr": "learning rate",
+    "weight_decay": "weight decay (L2 for adam, decoupled for adamw)",
+    "batch_size": "users per training batch",
+    "grad_clip": "max gradient norm, 0 = off",
+    "max_epochs": "epochs at most",
+    "patience": "epochs without validation improvement before stopping, 0 = never",
+    "metric": "validation metric for early stopping: hr@5/10/20, ndcg@5/10/20, mrr",
+    "seed": "seed for init, dropout, batching and negatives",
+}
+
 
 def _allowed(name: str) -> str:
     """Human description of what a field accepts, from its annotation and constraints."""
