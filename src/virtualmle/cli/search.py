@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from virtualmle.errors import ConfigError
+from virtualmle.search.executors import add_executor_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "  virtualmle search --method grid --data baby --model hstu --trials 729 --workers 4\n"
             "  virtualmle search --method random --data beauty --trials 20 --max-epochs 3 --slice-users 2000\n"
             "  virtualmle search --method tpe --data beauty --storage journal:///tmp/studies.log --prune\n"
+            "  virtualmle search --method tpe --data beauty --workers 8 --executor ray --ray-address head:6379 \\\n"
+            "      --storage journal:///shared/studies.log   (trials as Ray tasks; docs/ray.md)\n"
             "browse: optuna-dashboard sqlite:///virtualmle.db   or   virtualmle report --out report/"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -55,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE", help="hold a parameter that is not searched at a value in every trial (repeatable), e.g. --set patience=2")
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="also write the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    add_executor_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -62,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the search and print the summary."""
     import optuna
 
+    from virtualmle.search.executors import make_executor
     from virtualmle.search.loop import SearchOptions, run_search
     from virtualmle.search.methods import get_method
     from virtualmle.search.space import load_space
@@ -96,7 +101,11 @@ def run(args: argparse.Namespace) -> int:
         run_dir=Path(args.run_dir) if args.run_dir else None, device=args.device,
         workers=args.workers, fixed=fixed, progress=not args.quiet,
     )
-    summary = run_search(method, options, storage=storage)
+    executor = make_executor(args)  # after the storage: --executor ray refuses SQLite on many nodes
+    try:
+        summary = run_search(method, options, storage=storage, executor=executor)
+    finally:
+        executor.shutdown()
     _print_summary(summary)
     if args.json_out:
         from virtualmle.search.report import write_atomic

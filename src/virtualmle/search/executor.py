@@ -86,6 +86,9 @@ class TrialOutcome:
         log_path: the worker's stderr log.
         timings: worker-side timings (``import``, ``load``, ``build`` seconds) and the resources
             it was given (``threads``, ``gpu``, ``device``).
+        requeue: with outcome ``interrupted``: the trial was lost to an infrastructure fault (a
+            Ray worker or node died), not to Ctrl-C; the loop runs its configuration again at
+            once. `LocalExecutor` never sets it.
     """
 
     number: int
@@ -98,6 +101,7 @@ class TrialOutcome:
     returncode: int | None = None
     log_path: str | None = None
     timings: dict[str, Any] = field(default_factory=dict)
+    requeue: bool = False
 
 
 class TrialExecutor(Protocol):

@@ -381,6 +381,11 @@ class _Search:
         if out.outcome is Outcome.INTERRUPTED:
             # Ctrl-C: leave it for the next run to do again; methods never see it.
             self.study.tell(trial, state=TrialState.FAIL)
+            if out.requeue:
+                # Lost with its worker or node (Ray executor): run the same configuration again
+                # now, as a resume would, with ``rerun_of`` pointing at the lost trial.
+                attrs = {**_method_attrs(trial), "rerun_of": trial.number}
+                self.reruns.append(Proposal(params=dict(run.params), user_attrs=attrs))
             self._sync_pending()
             return
         self._observe(trial, record)
