@@ -93,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
         if name in ("model", "metric", "max_epochs"):
             raise ConfigError(f"--set {name}: use --{name.replace('_', '-')} instead")
     method = get_method(args.method, space=space, seed=args.seed)
-    storage = open_storage(args.storage)  # before any work: a bad URL fails fast
     options = SearchOptions(
         data=args.data, model=args.model, trials=args.trials, seed=args.seed, metric=args.metric,
         study_name=args.study, space=space, max_epochs=args.max_epochs, slice_users=args.slice_users,
@@ -101,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
         run_dir=Path(args.run_dir) if args.run_dir else None, device=args.device,
         workers=args.workers, fixed=fixed, progress=not args.quiet,
     )
-    executor = make_executor(args)  # after the storage: --executor ray refuses SQLite on many nodes
+    # The executor first: on a multi-node Ray cluster a SQLite URL is refused before the file exists.
+    executor = make_executor(args)
     try:
+        storage = open_storage(args.storage)  # before any work: a bad URL fails fast
         summary = run_search(method, options, storage=storage, executor=executor)
     finally:
         executor.shutdown()
