@@ -98,6 +98,10 @@ class AgentConfig:
         kappa: exploration weight of the surrogate's uncertainty.
         reasks: pure-LLM mode: re-asks after a refused proposal before falling back.
         unavailable_retries: a step is retried this often when the backend is unreachable.
+        context: what the LLM is sent: ``full`` (the whole planning context), ``compact``
+            (profile, incumbent, diagnostics, plateau, rules: a fraction of the tokens) or
+            ``auto`` (compact for local models, which process prompts slowly on CPUs; full for
+            HTTP endpoints). The full context is stored with every trial either way.
         display: print the hypothesis and verdict of each trial (the CLI's progress display).
     """
 
@@ -114,6 +118,7 @@ class AgentConfig:
     kappa: float = 0.5
     reasks: int = 2
     unavailable_retries: int = 1
+    context: Literal["auto", "compact", "full"] = "auto"
     display: bool = False
 
 
@@ -321,7 +326,8 @@ class VirtualMLEAgent:
         surrogate = Surrogate(self.view).fit([o.params for o in obs], [o.value for o in obs], prior=transfer.prior)
         ranked = rank_candidates(cset.candidates, surrogate, kappa=self.cfg.kappa, rng=rng)
         memory = self._memory(ctx)
-        context = self._context(ctx, memory, incumbent, last, cset, insights_text, transfer)
+        context, compact = self._context(ctx, memory, incumbent, last, cset, insights_text, transfer)
+        prompt_context = compact if self._compact(ctx) else context
         t_plan = time.perf_counter() - t0
         step: dict[str, Any] = {"mode": self.cfg.mode, "plateau": cset.plateau, "stale": cset.stale_params,
                                 "n_candidates": len(ranked), "fallback": None, "injection_flags": []}
@@ -337,9 +343,9 @@ class VirtualMLEAgent:
                                      if v != incumbent.params.get(k)}, "random", "space exhausted locally")
             hyp = _code_hypothesis(chosen)
         elif self.cfg.mode == "llm":
-            chosen, hyp = self._act_llm(ctx, context, incumbent, obs, ranked, step)
+            chosen, hyp = self._act_llm(ctx, prompt_context, incumbent, obs, ranked, step)
         else:
-            chosen, hyp = self._act_hybrid(ctx, context, ranked, step, rng)
+            chosen, hyp = self._act_hybrid(ctx, prompt_context, ranked, step, rng)
         llm_s = step.pop("_llm_s", 0.0)
         step.update(source=chosen.source, sources=chosen.sources or [chosen.source], reason=chosen.reason,
                     score=None if chosen.score is None else round(chosen.score, 4),
@@ -364,8 +370,19 @@ class VirtualMLEAgent:
         before = obs[:-1]
         return diagnose(last, before, best_of(before), eval_users=self._eval_users)
 
+    def _compact(self, ctx: SearchContext) -> bool:
+        if self.cfg.context != "auto":
+            return self.cfg.context == "compact"
+        spec = getattr(self._llm, "spec", None)
+        if spec is None and self._llm is None:
+            from virtualmle.llm import parse_spec
+
+            spec = parse_spec(self._llm_spec or os.environ.get("VIRTUALMLE_LLM") or None)
+        return bool(getattr(spec, "local", True))
+
     def _context(self, ctx: SearchContext, memory: Any, incumbent: Observation, last: Diagnostics | None,
-                 cset: Any, insights_text: str, transfer: _Transfer) -> str:
+                 cset: Any, insights_text: str, transfer: _Transfer) -> tuple[str, str]:
+        """(full planning context, compact form for small local models)."""
         if incumbent.number >= 0 and incumbent.value is not None:
             inc = (f"trial {incumbent.number}: {ctx.metric} {incumbent.value:.6f}; configuration "
                    + ", ".join(f"{k}={_fmt(v)}" for k, v in incumbent.params.items()))
@@ -387,14 +404,20 @@ class VirtualMLEAgent:
         cov_text = prompts.render_coverage(coverage_of(obs, self.view), list(self.view.axes.values()), changed_counts)
         reflections = memory.render_reflections(k=3) if memory.reflections else ""
         opens = memory.render_open_hypotheses(k=4) if memory.open_hypotheses else ""
-        return prompts.planning_context(
+        diag_text = last.summary() if last is not None else ""
+        full = prompts.planning_context(
             dataset=ctx.dataset, profile=ctx.profile, metric=ctx.metric, incumbent=inc,
             table=memory.render_table(max_rows=10), coverage=cov_text,
             open_hypotheses="\n".join(x for x in (opens, reflections) if x),
             insights=insights_text, rules=transfer.lines[:8],
-            last_diagnostics=last.summary() if last is not None else "",
-            plateau=plateau,
+            last_diagnostics=diag_text, plateau=plateau,
         )
+        short_inc = (f"trial {incumbent.number}: {ctx.metric} {incumbent.value:.6f}"
+                     if incumbent.number >= 0 and incumbent.value is not None else inc)
+        compact = prompts.compact_context(dataset=ctx.dataset, profile=ctx.profile, metric=ctx.metric,
+                                          incumbent=short_inc, last_diagnostics=diag_text, plateau=plateau,
+                                          rules=transfer.lines)
+        return full, compact
 
     def _act_hybrid(self, ctx: SearchContext, context: str, ranked: list[Candidate], step: dict[str, Any],
                     rng: np.random.Generator) -> tuple[Candidate, dict[str, Any]]:
@@ -543,7 +566,10 @@ class VirtualMLEAgent:
         hyp_text = hyp.get("text", "") if isinstance(hyp, dict) else str(hyp)
         change = ", ".join(f"{k} {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in diag.changed.items()) or "(none)"
         _, insights_text = self._insight_hints(ctx)
-        context = "## Trials so far (computed by code)\n" + memory.render_table(max_rows=8)
+        if self._compact(ctx):  # small local model: the trial itself is what it reflects on
+            context, insights_text = "", ""
+        else:
+            context = "## Trials so far (computed by code)\n" + memory.render_table(max_rows=8)
         messages = prompts.reflection_messages(context=context, change=change, hypothesis=hyp_text,
                                                diagnostics=diag.summary(), code_verdict=diag.code_verdict,
                                                insights=insights_text, model=ctx.model, metric=ctx.metric)
@@ -575,6 +601,7 @@ class VirtualMLEAgent:
         flags = [k for k in ("attribution", "rule", "next_direction") if prompts.looks_like_instruction(out[k])]
         if flags:
             out["injection_flags"] = flags
+        out["degenerate"] = [k for k in ("attribution", "rule") if prompts.degenerate(out[k])]
         attrs[A_REFLECTION] = out
         return out
 
@@ -604,6 +631,9 @@ class VirtualMLEAgent:
         if rule_op is not None:
             llm_ops.append(rule_op)
         for raw in (reflection or {}).get("llm_ops", []):
+            if raw.get("op") in ("ADD", "EDIT") and prompts.degenerate(raw.get("text") or ""):
+                result["rejected"].append(f"{raw.get('op')}: degenerate text")
+                continue
             try:
                 llm_ops.append(InsightOp(op=raw["op"], id=raw.get("insight_id") or None, text=raw.get("text") or None,
                                          evidence=[TrialRef(study=ctx.study_name, trial=o.number)]))
@@ -630,7 +660,7 @@ class VirtualMLEAgent:
         from virtualmle.memory import Action, InsightOp, Rule, TrialRef, regime_condition
 
         text = (reflection or {}).get("rule") or ""
-        if len(text.strip()) < 3:
+        if prompts.degenerate(text):
             return None
         rule = None
         ar = (reflection or {}).get("action_rule") or {}

@@ -50,6 +50,23 @@ def looks_like_instruction(text: str) -> bool:
     return bool(_INJECTION.search(str(text or "")))
 
 
+def degenerate(text: str) -> bool:
+    """True for text a small model produced by looping (``davide_davide_davide...``, ``1.1.1.1``).
+
+    Such text says nothing and would only cost prompt tokens in every later step, so it is kept
+    in the trial's attrs (for the record) but not written to long-term memory.
+    """
+    import zlib
+
+    s = str(text or "").strip()
+    if len(s) < 3:
+        return True
+    if len(s) < 40:
+        return False
+    ratio = len(zlib.compress(s.encode())) / len(s.encode())
+    return ratio < 0.35
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -140,6 +157,22 @@ def planning_context(
     return "\n\n".join(parts)
 
 
+def compact_context(*, dataset: str, profile: dict[str, Any], metric: str, incumbent: str,
+                    last_diagnostics: str, plateau: str, rules: Sequence[str]) -> str:
+    """The short form of the planning context for small local models (4k context, slow prompt
+    processing on CPUs): what the choice among candidates depends on, nothing else. The full
+    context is still stored with the trial."""
+    parts = [
+        "## Dataset\n" + render_profile(dataset, profile),
+        f"## Incumbent (best on validation {metric})\n{incumbent}",
+        "## Last trial diagnostics (computed by code)\n" + (last_diagnostics or "none"),
+        "## Plateau / coverage rule\n" + plateau,
+    ]
+    if rules:
+        parts.append("## Transferred and remembered rules\n" + render_rules(list(rules)[:4]))
+    return "\n\n".join(parts)
+
+
 def pick_messages(context: str, options: Sequence[tuple[str, str]], *, model: str, metric: str) -> list[dict]:
     """Hybrid mode: choose one of the labelled candidate changes and state the hypothesis."""
     listing = "\n".join(f"{label}. {text}" for label, text in options)
@@ -174,13 +207,13 @@ def reflection_messages(*, context: str, change: str, hypothesis: str, diagnosti
                         code_verdict: str, insights: str, model: str, metric: str) -> list[dict]:
     """Reflect on a finished trial: verdict, attribution, a generalised rule, the next direction."""
     user = (
-        f"{context}\n\n## The trial just finished\nchange: {change}\n"
+        (f"{context}\n\n" if context else "") + f"## The trial just finished\nchange: {change}\n"
         f"hypothesis (data): {quote(hypothesis)}\ndiagnostics (computed by code): {diagnostics}\n"
         f"keep/discard by validation metric (decided by code): {code_verdict}\n\n"
-        f"## Current insights\n{insights or 'none'}\n\n"
-        "Reflect: give your verdict (keep, discard or inconclusive), an attribution (why it happened), "
+        + (f"## Current insights\n{insights}\n\n" if insights else "\n")
+        + "Reflect: give your verdict (keep, discard or inconclusive), an attribution (why it happened), "
         "one generalised rule with the condition under which it holds (parameter and direction up/down, "
-        "or none), the next direction to try, and at most two edits of the insights (ADD a new one, or "
+        "or none), the next direction to try, and at most one edit of the insights (ADD a new one, or "
         "UPVOTE / DOWNVOTE / EDIT / REMOVE an existing one by its id)."
     )
     return [{"role": "system", "content": SYSTEM_AGENT.format(model=model, metric=metric)},

@@ -188,6 +188,15 @@ class _LazyLLM:
         return self.client.structured(*a, **kw)
 
     @property
+    def spec(self):  # noqa: ANN201 - the parsed --llm spec, without loading the model
+        import os
+
+        from virtualmle.llm import parse_spec
+        from virtualmle.llm.cli_args import LLM_ENV
+
+        return parse_spec(getattr(self.args, "llm", None) or os.environ.get(LLM_ENV) or None)
+
+    @property
     def usage(self):  # noqa: ANN201
         return self.client.usage if self.client is not None else None
 
