@@ -359,7 +359,9 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
     jobs = [(m, opts.seed0 + k) for k in range(opts.seeds) for m in methods]
     runs: list[RunResult] = []
     for i, (m, seed) in enumerate(jobs):
-        name = study_name(m, seed, data=data_name, model=model, table=table is not None)
+        # An agent ablation is another method as far as storage and the report are concerned.
+        label = m + ("-norefl" if m == "agent" and opts.agent_options.get("reflection") is False else "")
+        name = study_name(label, seed, data=data_name, model=model, table=table is not None)
         run_dir = (out / "runs" / name).resolve()
         if on_run is not None:
             on_run(m, seed, i, len(jobs))
@@ -380,7 +382,7 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
         # Wall time of the method (LLM calls, surrogate fitting) plus trials, summed over resumes.
         study.set_user_attr("bench_wall_seconds", float(study.user_attrs.get("bench_wall_seconds", 0.0)) + wall)
         study.set_user_attr("bench", {"methods": methods, "trials": opts.trials, "table": str(opts.table or "")})
-        runs.append(read_run(study, m, seed, run_dir, table))
+        runs.append(read_run(study, label, seed, run_dir, table))
         logger.info("bench run %s: best %s after %d trials", name, summary.best_value, summary.trials_used)
 
     best_any = max((r.best_value for r in runs if r.best_value is not None), default=None)

@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--llm", default=None, metavar="SPEC", help="LLM for agent / opro (default $VIRTUALMLE_LLM or the embedded model)")
     p.add_argument("--agent-transfer", default="none", metavar="auto|none|NAMES",
                    help="the agent's --transfer in a bench (default none: each run starts from an empty bank)")
+    p.add_argument("--agent-no-reflection", action="store_true",
+                   help="ablation: the agent without its Reflect step (fewer LLM calls; reported as agent-norefl)")
     p.add_argument("--timeout-per-trial", type=float, default=None, metavar="S", help="real runs: kill a trial after S seconds")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where real trials train")
     p.add_argument("--transfer-experiment", action="store_true",
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         out=Path(args.out), storage=args.storage, table=Path(args.table) if args.table else None,
         table_space=args.table_space, max_epochs=args.max_epochs, slice_users=args.slice_users,
         workers=args.workers, target_frac=args.target_frac, metric=args.metric, llm=args.llm,
-        agent_options={"transfer": args.agent_transfer}, seed0=args.seed, device=args.device,
+        agent_options={"transfer": args.agent_transfer, **({"reflection": False} if args.agent_no_reflection else {})}, seed0=args.seed, device=args.device,
         timeout_per_trial=args.timeout_per_trial, progress=not args.quiet,
     )
     if args.transfer_experiment:

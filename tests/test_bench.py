@@ -1,0 +1,186 @@
+"""`virtualmle bench` and the tabular benchmark, on the committed Grid-729 table of real Beauty trials."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from virtualmle.bench.table import TableExecutor, TrialTable
+from virtualmle.errors import DataError
+from virtualmle.search.executor import TrialSpec
+from virtualmle.search.method import Outcome
+from virtualmle.search.storage import open_storage
+
+TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "tables" / "beauty_sasrec_grid729.csv"
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch, tmp_path):
+    if not os.environ.get("VIRTUALMLE_DATA_DIR"):
+        monkeypatch.setenv("VIRTUALMLE_DATA_DIR", "/work/shared/data")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def table() -> TrialTable:
+    return TrialTable.load(TABLE)
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "virtualmle", *args], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def spec_for(number: int, config: dict, tmp_path: Path) -> TrialSpec:
+    return TrialSpec(number=number, data="beauty", config=config, trial_dir=str(tmp_path / f"t{number}"))
+
+
+def test_committed_table_header_and_rows(table):
+    assert table.dataset == "beauty" and table.backbone == "sasrec" and table.metric == "ndcg@10"
+    assert table.axes == ["hidden", "blocks", "dropout", "lr", "weight_decay", "batch_size"]
+    for key in ("machine", "date", "points"):
+        assert table.meta.get(key), key
+    assert table.fidelity["slice_users"] and table.fidelity["max_epochs"]
+    assert len(table.rows) >= 100
+    assert len({table.key(r.params) for r in table.rows}) == len(table.rows)  # one row per grid point
+    done = [r for r in table.rows if r.outcome is Outcome.COMPLETE]
+    assert done and all(0.0 <= r.valid["ndcg@10"] <= 1.0 and r.seconds > 0 for r in done)
+
+
+def test_lookup_of_a_table_point_returns_its_stored_metrics(table, tmp_path):
+    row = next(r for r in table.rows if r.outcome is Outcome.COMPLETE)
+    ex = TableExecutor(table)
+    config = {**table.constants, **row.params, "seed": 7, "model": "sasrec", "metric": "ndcg@10", "max_epochs": 3}
+    out = ex.run(spec_for(0, config, tmp_path))
+    assert out.outcome is Outcome.COMPLETE
+    assert out.result["valid"] == row.valid and out.result["test"] == row.test
+    assert out.seconds == row.seconds and len(out.epochs) == len(row.epochs)
+    assert ex.snaps[0].snapped is False and ex.snaps[0].distance == 0.0
+
+
+def test_off_table_proposal_snaps_to_the_nearest_point_and_is_counted(table, tmp_path):
+    ex = TableExecutor(table)
+    base = next(r for r in table.rows if r.outcome is Outcome.COMPLETE)
+    top_lr = max(table.axis_values()["lr"])
+    config = {**table.constants, **base.params, "lr": top_lr * 5, "loss": "bce"}
+    out = ex.run(spec_for(1, config, tmp_path))
+    snap = ex.snaps[1]
+    assert snap.snapped and snap.moved["loss"] == ("bce", table.constants["loss"])
+    assert snap.moved["lr"][0] == top_lr * 5
+    # The answer is a real row: the nearest one on the normalised axes.
+    assert snap.row.params["lr"] == top_lr or table.key({**base.params, "lr": top_lr}) not in table._index
+    assert out.result is None or out.result["valid"] == snap.row.valid
+    exact = {**table.constants, **base.params}
+    ex.run(spec_for(2, exact, tmp_path))
+    assert sum(s.snapped for s in ex.snaps.values()) == 1
+
+
+def test_broken_tables_name_the_file_and_line(tmp_path):
+    text = TABLE.read_text().splitlines()
+    no_axes = tmp_path / "no_axes.csv"
+    no_axes.write_text("\n".join(line for line in text if not line.startswith("# axes:")) + "\n")
+    with pytest.raises(DataError, match=r"no_axes\.csv: header line '# axes: \.\.\.' is missing"):
+        TrialTable.load(no_axes)
+    header_lines = sum(1 for line in text if line.startswith("#"))
+    bad = list(text)
+    bad[header_lines + 2] = bad[header_lines + 2].replace("complete", "exploded", 1)
+    bad_row = tmp_path / "bad_row.csv"
+    bad_row.write_text("\n".join(bad) + "\n")
+    with pytest.raises(DataError, match=rf"bad_row\.csv: line {header_lines + 3}:"):
+        TrialTable.load(bad_row)
+    r = cli("bench", "--table", str(bad_row), "--methods", "random", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "bad_row.csv: line" in r.stderr
+
+
+def test_bad_method_name_is_one_line_exit_2(tmp_path):
+    out = tmp_path / "o"
+    r = cli("bench", "--table", str(TABLE), "--methods", "tpe,hyperband", "--out", str(out))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0
+    assert "unknown method 'hyperband'" in r.stderr and "tpe" in r.stderr
+    assert not out.exists()  # nothing was started
+
+
+@pytest.mark.slow
+def test_tabular_bench_cli_writes_reports_and_resumes(table, tmp_path):
+    out = tmp_path / "bench"
+    args = ["bench", "--table", str(TABLE), "--methods", "random,tpe,default", "--seeds", "2",
+            "--out", str(out), "--quiet"]
+    r = cli(*args, "--trials", "5")
+    assert r.returncode == 0, r.stderr
+    for name in ("runs.csv", "summary.csv", "curves.csv", "bench.md", "bench.json", "best_vs_trials.png",
+                 "best_vs_seconds.png"):
+        assert (out / name).is_file(), name
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    runs = read_csv(out / "runs.csv")
+    assert sorted((r["method"], r["seed"]) for r in runs) == sorted(
+        (m, s) for m in ("random", "tpe", "default") for s in ("0", "1"))
+    assert all(r["trials"] == "5" for r in runs)
+    md = (out / "bench.md").read_text()
+    assert all(f"| {m} |" in md for m in ("random", "tpe", "default")) and "snapped trials" in md
+
+    # Every number traces back to the table: the chosen configuration's test metric is the
+    # table's test metric of that point, and a run's compute seconds are the table's seconds.
+    storage = open_storage(f"sqlite:///{out / 'bench.db'}")
+    for run in runs:
+        study = optuna.load_study(study_name=run["study"], storage=storage)
+        best = json.loads(run["best_params"])
+        snap = table.lookup(best)
+        assert float(run["test_of_best"]) == pytest.approx(snap.row.test["ndcg@10"])
+        seconds = sum(table.lookup({**t.params}).row.seconds for t in study.trials)
+        assert float(run["compute_seconds"]) == pytest.approx(seconds, rel=1e-6)
+        snapped = sum(table.lookup({**t.params}).snapped for t in study.trials)
+        assert int(run["snapped"]) == snapped
+    default_key = table.key({"hidden": 128, "blocks": 1, "dropout": 0.2, "lr": 3e-4, "weight_decay": 1e-5,
+                             "batch_size": 256})
+    expect = 0 if default_key in table._index else 5
+    assert all(int(r["snapped"]) == expect for r in runs if r["method"] == "default")
+
+    # Resume: the same command with a larger budget continues each study; nothing is redone.
+    first = {r["study"]: [t.params for t in optuna.load_study(study_name=r["study"], storage=storage).trials]
+             for r in runs}
+    r = cli(*args, "--trials", "7")
+    assert r.returncode == 0, r.stderr
+    runs2 = read_csv(out / "runs.csv")
+    assert all(r["trials"] == "7" for r in runs2)
+    for name, params in first.items():
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        assert len(trials) == 7 and [t.params for t in trials[:5]] == params
+    # Again with the same budget: no new trials.
+    r = cli(*args, "--trials", "7")
+    assert r.returncode == 0, r.stderr
+    assert all(len(optuna.load_study(study_name=n, storage=storage).trials) == 7 for n in first)
+
+
+@pytest.mark.slow
+def test_tabular_bench_with_the_agent_counts_llm_usage(tmp_path):
+    from virtualmle.llm import log_summary, read_log
+    from virtualmle.search.methods import method_names
+
+    if "agent" not in method_names():
+        pytest.fail("the agent method is not registered")
+    out = tmp_path / "bench"
+    r = cli("bench", "--table", str(TABLE), "--methods", "agent,random", "--trials", "3", "--seeds", "1",
+            "--agent-no-reflection", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    runs = {row["method"]: row for row in read_csv(out / "runs.csv")}
+    assert set(runs) == {"agent-norefl", "random"} and runs["agent-norefl"]["trials"] == "3"
+    log = read_log(Path(runs["agent-norefl"]["study"] and out / "runs" / runs["agent-norefl"]["study"] / "llm_log.jsonl"))
+    s = log_summary(log) if log else {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    assert int(runs["agent-norefl"]["llm_calls"]) == s["calls"]
+    assert int(runs["agent-norefl"]["llm_tokens"]) == s["prompt_tokens"] + s["completion_tokens"]
+    assert runs["random"]["llm_calls"] == "0"
