@@ -27,6 +27,7 @@ def main() -> int:
     ap.add_argument("--slice-users", type=int, default=4000, help="0 = all users")
     ap.add_argument("--max-epochs", type=int, default=3)
     ap.add_argument("--llm", default=None, help="--llm spec (default: the embedded SmolLM2)")
+    ap.add_argument("--llm-threads", type=int, default=None, help="CPU threads of a local model (default llama.cpp's)")
     ap.add_argument("--mode", default="hybrid", choices=("hybrid", "llm"))
     ap.add_argument("--out", default=None, help="working directory (default: a temporary one)")
     args = ap.parse_args()
@@ -43,7 +44,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{work / 'bench.db'}"
     space = load_space(args.model)
-    llm = make_llm(args.llm or os.environ.get("VIRTUALMLE_LLM"), run_dir=work / "run", max_tokens_budget=None)
+    llm = make_llm(args.llm or os.environ.get("VIRTUALMLE_LLM"), run_dir=work / "run", max_tokens_budget=None,
+                   n_threads=args.llm_threads)
     agent = VirtualMLEAgent(space=space, seed=0, llm=llm,
                             config=AgentConfig(mode=args.mode, memory_dir=work / "memory", transfer="none"))
     options = SearchOptions(data=args.data, model=args.model, trials=args.trials, seed=0,
@@ -55,7 +57,8 @@ def main() -> int:
     trials = sorted(optuna.load_study(study_name="bench", storage=storage).trials, key=lambda t: t.number)
 
     print(f"agent overhead: {args.data}/{args.model}, {args.trials} trials, slice {args.slice_users or 'all'} users, "
-          f"{args.max_epochs} epochs, llm {llm.model} ({llm.dialect}), mode {args.mode}")
+          f"{args.max_epochs} epochs, llm {llm.model} ({llm.dialect}, threads {args.llm_threads or 'default'}), "
+          f"mode {args.mode}")
     print(f"{'trial':>5} {'train s':>8} {'plan s':>7} {'pick llm s':>10} {'reflect s':>9} {'memory s':>8} "
           f"{'agent s':>8} {'overhead':>8}")
     tot_train = tot_agent = 0.0

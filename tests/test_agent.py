@@ -161,8 +161,9 @@ def test_unreachable_backend_stops_cleanly_and_resumes(workdir: Path) -> None:
     assert "Traceback" not in dead.stderr
     trials = _trials(workdir, "dies")
     assert [t.state.name for t in trials] == ["COMPLETE"]  # the default ran; nothing half-started
-    # resume (here with the embedded model; the same command against a revived server works alike)
-    resumed = _tune(workdir, "--no-reflection", trials=2, study="dies", run="run-dies")
+    # resume with a working backend (here the embedded model; --shortlist 1 so this test spends no
+    # time on an LLM pick: resuming is what it checks, the picks are checked above)
+    resumed = _tune(workdir, "--no-reflection", "--shortlist", "1", trials=2, study="dies", run="run-dies")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     trials = _trials(workdir, "dies")
     assert [t.number for t in trials] == [0, 1] and all(t.state.name == "COMPLETE" for t in trials)
@@ -215,9 +216,7 @@ def test_injection_in_dataset_name_and_reflection_is_quoted_data(workdir: Path) 
     """End to end through propose with the real embedded model: the injected text reaches the
     prompt only JSON-quoted inside a data block, is flagged, and the proposal stays legal."""
     space = parse_space(yaml.safe_load(SMALL_SPACE), source="small.yaml")
-    # the full context (the one a strong HTTP model gets), so the reflection reaches the prompt
-    agent = VirtualMLEAgent(space=space, seed=3, memory=False, mode="hybrid", shortlist=3, pick_margin=10.0,
-                            context="full")
+    agent = VirtualMLEAgent(space=space, seed=3, memory=False, mode="hybrid", shortlist=3, pick_margin=10.0)
     base = space.defaults()
     refl = {"verdict": "keep", "attribution": INJECTION, "rule": INJECTION, "next_direction": "up"}
     history = [
@@ -232,7 +231,7 @@ def test_injection_in_dataset_name_and_reflection_is_quoted_data(workdir: Path) 
     proposal = agent.propose(ctx)
     context = proposal.user_attrs["planning_context"]
     hits = [line for line in context.splitlines() if "IGNORE ALL" in line]
-    assert len(hits) >= 2  # the dataset name and the earlier reflection
+    assert len(hits) >= 2  # the dataset name and the earlier reflection (stored full context)
     for line in hits:  # each one is a single JSON string: data, not a line of instructions
         body = line.split("dataset (data): ", 1)[1] if line.startswith("dataset (data): ") else line.removeprefix("- ")
         assert INJECTION in json.loads(body), line
@@ -244,4 +243,8 @@ def test_injection_in_dataset_name_and_reflection_is_quoted_data(workdir: Path) 
     assert 1 <= len(proposal.user_attrs["changed"]) <= 2
     log = [json.loads(x) for x in (workdir / "run-inj" / "llm_log.jsonl").read_text().splitlines()]
     user_prompt = next(m["content"] for m in log[-1]["messages"] if m["role"] == "user")
-    assert all(line in user_prompt for line in hits)
+    sent = [line for line in user_prompt.splitlines() if "IGNORE ALL" in line]
+    assert sent and all(line in hits for line in sent)  # what the model got is the same quoted data
+    # a strong model gets the full context: the reflection is in it, quoted the same way
+    full = VirtualMLEAgent(space=space, seed=3, memory=False, context="full", shortlist=1)
+    assert full.propose(ctx).user_attrs["planning_context"] == context
