@@ -248,3 +248,27 @@ def test_injection_in_dataset_name_and_reflection_is_quoted_data(workdir: Path) 
     # a strong model gets the full context: the reflection is in it, quoted the same way
     full = VirtualMLEAgent(space=space, seed=3, memory=False, context="full", shortlist=1)
     assert full.propose(ctx).user_attrs["planning_context"] == context
+
+
+def test_parallel_workers_get_distinct_proposals(workdir: Path) -> None:
+    """With two workers the second proposal comes while the default is still running: it is a
+    change of the default, never the default again."""
+    space = parse_space(yaml.safe_load(SMALL_SPACE), source="small.yaml")
+    agent = VirtualMLEAgent(space=space, seed=0, memory=False, shortlist=1)
+    ctx = SearchContext(space=space, dataset="beauty", profile={"users": 800}, model="sasrec", seed=0,
+                        metric="ndcg@10", budget=4, study_name="par", run_dir=workdir / "run-par")
+    first = agent.propose(ctx)
+    assert first.params == space.defaults()
+    ctx.pending.append(dict(first.params))
+    second = agent.propose(ctx)
+    assert second.params != first.params and 1 <= len(second.user_attrs["changed"]) <= 2
+    ctx.pending.append(dict(second.params))
+    third = agent.propose(ctx)
+    assert third.params not in (first.params, second.params)
+
+
+def test_unknown_transfer_name_fails_before_any_trial(workdir: Path) -> None:
+    proc = _tune(workdir, "--transfer", "no_such_dataset", trials=1, study="bad-transfer", run="run-bad")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("virtualmle: error:") and "no_such_dataset" in proc.stderr
+    assert not (workdir / "run-bad" / "trials").exists()

@@ -134,7 +134,10 @@ def run(args: argparse.Namespace) -> int:
     if config.memory:
         from virtualmle.memory import MemoryBank
 
-        MemoryBank(config.memory_dir)  # an unusable bank fails before any work
+        bank = MemoryBank(config.memory_dir)  # an unusable bank fails before any work
+        names = [n.strip() for n in config.transfer.split(",") if n.strip()]
+        if names and names[0].lower() not in ("auto", "none"):
+            bank.get_summaries(names, args.model)  # an unknown --transfer name fails now, not after trial 1
     options = SearchOptions(
         data=args.data, model=args.model, trials=args.trials, seed=args.seed, metric=args.metric,
         study_name=study, space=space, max_epochs=args.max_epochs, slice_users=args.slice_users,
