@@ -190,3 +190,22 @@ def test_four_trials_two_at_once_and_a_killed_worker_is_requeued(cluster, tmp_pa
     # Two at once: some pair of trials overlapped in time.
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+
+
+def test_ray_options_need_the_ray_executor():
+    import argparse
+
+    from virtualmle.errors import ConfigError
+    from virtualmle.search.executors import add_executor_arguments, make_executor
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    add_executor_arguments(parser)
+    with pytest.raises(ConfigError, match="--ray-address needs --executor ray"):
+        make_executor(parser.parse_args(["--ray-address", "127.0.0.1:1"]))
+    with pytest.raises(ConfigError, match="--cpus-per-trial must be > 0"):
+        make_executor(parser.parse_args(["--executor", "ray", "--cpus-per-trial", "0"]))
+    local = make_executor(parser.parse_args(["--workers", "3"]))
+    assert type(local).__name__ == "LocalExecutor" and local.workers == 3
+    local.shutdown()

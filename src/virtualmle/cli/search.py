@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the search and print the summary."""
     import optuna
 
-    from virtualmle.search.executors import make_executor
+    from virtualmle.search.executors import close_executor, make_executor
     from virtualmle.search.loop import SearchOptions, run_search
     from virtualmle.search.methods import get_method
     from virtualmle.search.space import load_space
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         storage = open_storage(args.storage)  # before any work: a bad URL fails fast
         summary = run_search(method, options, storage=storage, executor=executor)
     finally:
-        executor.shutdown()
+        close_executor(executor)
     _print_summary(summary)
     if args.json_out:
         from virtualmle.search.report import write_atomic

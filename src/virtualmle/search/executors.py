@@ -1,8 +1,9 @@
 """Choosing an executor from the command line: ``--executor local|ray`` and its options.
 
 Every command that runs trials (``search``, ``tune``, ``bench``) calls `add_executor_arguments` on
-its parser and `make_executor` after opening the storage, then passes the executor to
-`virtualmle.search.loop.run_search`.
+its parser, `make_executor(args)` before opening the storage (a refused SQLite file is then never
+created), passes the executor to `virtualmle.search.loop.run_search` (one executor may serve
+several searches) and `close_executor` at the end.
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ def make_executor(args: Any, *, storage: str | None = None) -> TrialExecutor:
     try:
         executor.check_storage(storage if storage is not None else getattr(args, "storage", None))
     except Exception:
-        executor.shutdown()
+        executor.close()
         raise
     return executor
+
+
+def close_executor(executor: TrialExecutor) -> None:
+    """End an executor from `make_executor` once every search using it is done.
+
+    `run_search` only calls ``shutdown()`` (a Ray executor stays connected, so one executor can
+    serve several searches); this also disconnects from Ray.
+    """
+    close = getattr(executor, "close", None)
+    if close is not None:
+        close()
+    else:
+        executor.shutdown()

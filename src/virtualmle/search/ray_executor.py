@@ -34,6 +34,7 @@ Faults:
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -208,7 +209,7 @@ class RayExecutor:
         if device == "cpu":
             gpus_per_trial = 0.0
         if gpus_per_trial > 0 and total_gpus == 0:
-            self.shutdown()
+            self.close()
             raise ConfigError(f"--device cuda: the Ray cluster at {self.address} has no GPU")
         self.cpus_per_trial = float(cpus_per_trial)
         self.gpus_per_trial = float(gpus_per_trial)
@@ -236,6 +237,8 @@ class RayExecutor:
             if temp_dir is None:
                 self._temp_dir = Path(tempfile.mkdtemp(prefix="virtualmle-ray-"))
                 temp_dir = self._temp_dir
+                # Registered before ray.init, so it runs after Ray's own exit hook has stopped Ray.
+                atexit.register(self._cleanup_temp)
             kwargs.update(include_dashboard=False, _temp_dir=str(Path(temp_dir).resolve()))
         try:
             ray.init(address=address, **kwargs)
@@ -284,9 +287,14 @@ class RayExecutor:
                 logger.debug("cancel: %s", exc)
 
     def shutdown(self) -> None:
-        """Wait for the result threads; disconnect from (or stop the local) Ray if started here."""
+        """Wait for the result threads. The executor stays usable: `run_search` calls this at
+        the end of every search, and one executor may serve several (``bench``); `close` ends it."""
         for thread in list(getattr(self, "_threads", [])):
             thread.join(timeout=60)
+
+    def close(self) -> None:
+        """`shutdown`, then disconnect from Ray (stopping the local instance if started here)."""
+        self.shutdown()
         if self._owns_ray:
             try:
                 self._ray.shutdown()
@@ -310,6 +318,12 @@ class RayExecutor:
                 "nodes; use a PostgreSQL URL (postgresql://user:pass@host/db) or an Optuna journal file "
                 "on a shared filesystem (journal:///shared/path/studies.log)"
             )
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- internals --------------------------------------------------------------------------
     def _portable(self, spec: TrialSpec) -> TrialSpec:
