@@ -14,6 +14,8 @@ else
 VIRTUALMLE_DATA_DIR ?= $(SHARED_DATA)
 endif
 export VIRTUALMLE_DATA_DIR
+# Oversubscribed cores (parallel tests, several workers) are several times slower with spinning OpenMP threads.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 DEMO_DIR ?= demo-output
 
