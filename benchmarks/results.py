@@ -166,6 +166,16 @@ def write_page(args, classic, llm, transfer, peer):
           "trials answered by a snapped lookup; LLM calls, tokens and cost from each study's "
           "`llm_log.jsonl` (cost 0: a local model); wall seconds per run (in table mode that is the method's "
           "own time plus storage).", ""]
+    rows = res.summary()
+    by_valid = max((r for r in rows if r["best_valid_mean"] is not None), key=lambda r: r["best_valid_mean"], default=None)
+    by_test = max((r for r in rows if r["test_of_best_mean"] is not None), key=lambda r: r["test_of_best_mean"], default=None)
+    if by_valid and by_test and by_valid["method"] != by_test["method"]:
+        L += [f"Validation is not test at this fidelity: **{by_valid['method']}** finds the best validation value "
+              f"({fmt(by_valid['best_valid_mean'])}), but the configurations it chooses score "
+              f"{fmt(by_valid['test_of_best_mean'])} on test, below **{by_test['method']}**'s "
+              f"{fmt(by_test['test_of_best_mean'])}. With 1000 validation users, the highest validation values "
+              "are partly luck (winner's curse), so pushing validation further is partly fitting noise; "
+              "a larger user slice or averaging over seeds per point would fix the table, not the methods.", ""]
     L += ["### How the agent compares", ""]
     verdicts = _verdicts(res)
     L += verdicts or ["- The LLM methods were not run for this version of the page."]
@@ -218,7 +228,7 @@ def write_page(args, classic, llm, transfer, peer):
               "measured back to back, is the number to read."]
     else:
         L += ["Not measured for this version (run `benchmarks/peer_speed.py --json FILE`, pass `--peer-json FILE`)."]
-    text = "\n".join(L) + "\n"
+    text = ("\n".join(L) + "\n").replace(str(ROOT) + "/", "")
     path = ROOT / "docs" / "results.md"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

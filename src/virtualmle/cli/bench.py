@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run every method x seed as its own study through the same search loop, executor and\n"
             "storage, then report per method: best validation metric after n trials (mean and\n"
             "standard error over seeds), the test metric of the configuration each run chose by\n"
-            "validation, trials and compute seconds to reach a target (default 97%% of the best\n"
+            "validation, trials and compute seconds to reach a target (default 97% of the best\n"
             "validation value any run found), and LLM calls / tokens / cost. Writes runs.csv,\n"
             "summary.csv, curves.csv, bench.md, bench.json and PNG plots into --out. Running the\n"
             "same command again resumes every study (a larger --trials or --seeds extends it).\n\n"
