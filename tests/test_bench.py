@@ -117,7 +117,7 @@ def test_bad_method_name_is_one_line_exit_2(tmp_path):
 @pytest.mark.slow
 def test_tabular_bench_cli_writes_reports_and_resumes(table, tmp_path):
     out = tmp_path / "bench"
-    args = ["bench", "--table", str(TABLE), "--methods", "random,tpe,default", "--seeds", "2",
+    args = ["bench", "--table", str(TABLE), "--methods", "tpe,default", "--seeds", "2",
             "--out", str(out), "--quiet"]
     r = cli(*args, "--trials", "5")
     assert r.returncode == 0, r.stderr
@@ -128,10 +128,10 @@ def test_tabular_bench_cli_writes_reports_and_resumes(table, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     runs = read_csv(out / "runs.csv")
     assert sorted((r["method"], r["seed"]) for r in runs) == sorted(
-        (m, s) for m in ("random", "tpe", "default") for s in ("0", "1"))
+        (m, s) for m in ("tpe", "default") for s in ("0", "1"))
     assert all(r["trials"] == "5" for r in runs)
     md = (out / "bench.md").read_text()
-    assert all(f"| {m} |" in md for m in ("random", "tpe", "default")) and "snapped trials" in md
+    assert all(f"| {m} |" in md for m in ("tpe", "default")) and "snapped trials" in md
 
     # Every number traces back to the table: the chosen configuration's test metric is the
     # table's test metric of that point, and a run's compute seconds are the table's seconds.
