@@ -179,7 +179,7 @@ def test_tabular_bench_with_the_agent_counts_llm_usage(tmp_path):
     assert r.returncode == 0, r.stderr
     runs = {row["method"]: row for row in read_csv(out / "runs.csv")}
     assert set(runs) == {"agent-norefl", "random"} and runs["agent-norefl"]["trials"] == "3"
-    log = read_log(Path(runs["agent-norefl"]["study"] and out / "runs" / runs["agent-norefl"]["study"] / "llm_log.jsonl"))
+    log = read_log(out / "runs" / runs["agent-norefl"]["study"] / "llm_log.jsonl")
     s = log_summary(log) if log else {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
     assert int(runs["agent-norefl"]["llm_calls"]) == s["calls"]
     assert int(runs["agent-norefl"]["llm_tokens"]) == s["prompt_tokens"] + s["completion_tokens"]
