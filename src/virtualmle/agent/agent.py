@@ -102,6 +102,8 @@ class AgentConfig:
             (profile, incumbent, diagnostics, plateau, rules: a fraction of the tokens) or
             ``auto`` (compact for local models, which process prompts slowly on CPUs; full for
             HTTP endpoints). The full context is stored with every trial either way.
+        explore: on a plateau, this many configurations drawn from the whole space join the
+            candidates (ranked by the surrogate like the local ones).
         display: print the hypothesis and verdict of each trial (the CLI's progress display).
     """
 
@@ -119,6 +121,7 @@ class AgentConfig:
     reasks: int = 2
     unavailable_retries: int = 1
     context: Literal["auto", "compact", "full"] = "auto"
+    explore: int = 64
     display: bool = False
 
 
@@ -323,6 +326,19 @@ class VirtualMLEAgent:
         cset = generate_candidates(self.view, incumbent, obs, last=last, hints=transfer.hints + mem_hints,
                                    pending=ctx.pending, plateau_k=self.cfg.plateau_k,
                                    max_changes=self.cfg.max_changes)
+        if cset.plateau or not cset.candidates:
+            # plateau (or nothing left nearby): also consider configurations drawn from the whole
+            # space, ranked by the same surrogate (a Bayesian-optimisation step next to the local moves)
+            tried = {self.view.key(o.params) for o in obs} | pending_keys
+            draw = random.Random(int(rng.integers(1 << 30)))
+            for _ in range(self.cfg.explore):
+                cfg = random_config(self.view, draw, tried)
+                if cfg is None:
+                    break
+                tried.add(self.view.key(cfg))
+                cset.candidates.append(Candidate(
+                    cfg, {k: [incumbent.params.get(k), v] for k, v in cfg.items() if v != incumbent.params.get(k)},
+                    "explore", "a draw from the whole space (plateau)", 0.0, ["explore"]))
         surrogate = Surrogate(self.view).fit([o.params for o in obs], [o.value for o in obs], prior=transfer.prior)
         ranked = rank_candidates(cset.candidates, surrogate, kappa=self.cfg.kappa, rng=rng)
         memory = self._memory(ctx)

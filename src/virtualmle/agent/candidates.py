@@ -403,9 +403,11 @@ def generate_candidates(
     pending: list[dict[str, Any]] | None = None,
     plateau_k: int = 3,
     max_changes: int = 2,
+    min_pool: int = 0,
 ) -> CandidateSet:
     """All candidate changes of the incumbent, merged by configuration, illegal and tried ones
-    removed, with a prior bonus per source (see `SOURCE_PRIOR`)."""
+    removed, with a prior bonus per source (see `SOURCE_PRIOR`). When fewer than `min_pool`
+    remain, pairs of neighbour moves are added (a wider step)."""
     base = {n: incumbent.params.get(n) for n in space.axes}
     tried = {space.key(o.params) for o in history} | {space.key(p) for p in pending or []}
     pool: dict[str, Candidate] = {}
@@ -520,6 +522,15 @@ def generate_candidates(
                 h.direction is None and _same(new, h.value))
             if hit:
                 cand.prior -= AVOID_PENALTY * max(0.0, min(1.0, h.confidence))
+
+    # 7. a wider step when the one-step neighbourhood is (almost) used up: pairs of neighbour moves
+    if len(pool) < min_pool and max_changes >= 2:
+        singles = [(n, v) for n, axis in space.axes.items() for v in axis.neighbours(base[n])]
+        for i, (n1, v1) in enumerate(singles):
+            for n2, v2 in singles[i + 1:]:
+                if n1 != n2:
+                    add([(n1, v1), (n2, v2)], "neighbour", f"wider step on {n1} and {n2}",
+                        SOURCE_PRIOR["neighbour"] - 0.05)
 
     plateau, stale = plateau_state(history, plateau_k)
     cands = list(pool.values())
