@@ -38,7 +38,8 @@ system-deps:
 	fi
 
 demo: install
-	$(VENV)/bin/virtualmle tune --data beauty --model sasrec --trials 4 --slice-users 4000 --max-epochs 3 \
+	mkdir -p $(DEMO_DIR)
+	$(VENV)/bin/virtualmle tune --data beauty --model sasrec --trials 6 --slice-users 4000 --max-epochs 3 \
 		--storage sqlite:///$(DEMO_DIR)/studies.db --memory $(DEMO_DIR)/memory --run-dir $(DEMO_DIR)/runs
 	$(VENV)/bin/virtualmle report --storage sqlite:///$(DEMO_DIR)/studies.db --out $(DEMO_DIR)/report
 	@echo "Report: $(DEMO_DIR)/report/index.html"

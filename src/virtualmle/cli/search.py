@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from virtualmle.errors import ConfigError
+from virtualmle.llm.cli_args import add_llm_arguments
 from virtualmle.search.executors import add_executor_arguments
 
 
@@ -59,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="also write the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_executor_arguments(p)
+    add_llm_arguments(p)  # used by --method opro
     p.set_defaults(func=run)
 
 
@@ -92,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--set {name}: {name!r} is searched in {space.source}; use --space to fix it")
         if name in ("model", "metric", "max_epochs"):
             raise ConfigError(f"--set {name}: use --{name.replace('_', '-')} instead")
-    method = get_method(args.method, space=space, seed=args.seed)
+    llm_opts = {"llm": args.llm, "max_llm_tokens": args.max_llm_tokens} if args.method == "opro" else {}
+    method = get_method(args.method, space=space, seed=args.seed, **llm_opts)
     options = SearchOptions(
         data=args.data, model=args.model, trials=args.trials, seed=args.seed, metric=args.metric,
         study_name=args.study, space=space, max_epochs=args.max_epochs, slice_users=args.slice_users,

@@ -13,6 +13,7 @@ from virtualmle.errors import ConfigError
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `tune` command."""
     from virtualmle.llm.cli_args import add_llm_arguments
+    from virtualmle.search.executors import add_executor_arguments
 
     p = subparsers.add_parser(
         "tune",
@@ -80,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="also write the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_llm_arguments(p)
+    add_executor_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -110,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from virtualmle.agent import AgentConfig, VirtualMLEAgent
+    from virtualmle.search.executors import close_executor, make_executor
     from virtualmle.search.loop import SearchOptions, run_search
     from virtualmle.search.space import load_space
     from virtualmle.search.storage import open_storage
@@ -123,7 +126,13 @@ def run(args: argparse.Namespace) -> int:
     if args.plateau_k < 1 or args.shortlist < 1:
         raise ConfigError("--plateau-k and --shortlist must be >= 1")
     space = load_space(args.model, args.space)
-    storage = open_storage(args.storage)  # a bad URL fails before any work
+    # The executor first: on a multi-node Ray cluster a SQLite URL is refused before the file exists.
+    executor = make_executor(args)
+    try:
+        storage = open_storage(args.storage)  # a bad URL fails before any work
+    except BaseException:
+        close_executor(executor)
+        raise
     study = _study_name(args)
     config = AgentConfig(
         mode=args.mode, reflection=not args.no_reflection, memory=not args.no_memory,
@@ -148,9 +157,10 @@ def run(args: argparse.Namespace) -> int:
     llm = _LazyLLM(args, run_dir if study or args.run_dir else None)
     agent = VirtualMLEAgent(space=space, seed=args.seed, llm=llm, config=config)
     try:
-        summary = run_search(agent, options, storage=storage)
+        summary = run_search(agent, options, storage=storage, executor=executor)
     finally:
         llm.close()
+        close_executor(executor)
     from virtualmle.cli.search import _print_summary
 
     _print_summary(summary)
