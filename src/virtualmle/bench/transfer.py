@@ -52,6 +52,8 @@ class TransferResult:
                 "seconds_to_target_mean": _mean(s), "best_valid_mean": _mean(bests), "best_valid_se": _se(bests),
                 "per_seed_trials_to_target": [x for x, _ in reach],
                 "llm_calls": sum(int(r.llm.get("calls", 0)) for r in runs) / max(1, len(runs)),
+                "snap_rate": (sum(r.snaps for r in runs) / max(1, sum(r.trials for r in runs))
+                              if runs and all(r.snaps is not None for r in runs) else None),
             })
         return out
 
@@ -67,8 +69,8 @@ class TransferResult:
             f"per run, seeds {o.get('seed0')}..{o.get('seed0', 0) + o.get('seeds', 1) - 1}; target = "
             f"{o.get('target_frac')} x best any target run found ({fmt(self.best_any)}) = {fmt(self.target)}.",
             "",
-            "| transfer | runs | reached target | trials to target (mean / median) | per seed | compute s to target (mean) | best valid (mean ± se) | LLM calls / run |",
-            "|---|---|---|---|---|---|---|---|",
+            "| transfer | runs | reached target | trials to target (mean / median) | per seed | compute s to target (mean) | best valid (mean ± se) | snapped trials | LLM calls / run |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows():
             per = ", ".join("-" if x is None else str(x) for x in r["per_seed_trials_to_target"])
@@ -76,6 +78,7 @@ class TransferResult:
                 f"| {r['transfer']} | {r['runs']} | {r['reached']}/{r['runs']} | "
                 f"{fmt(r['trials_to_target_mean'], 1)} / {fmt(r['trials_to_target_median'], 1)} | {per} | "
                 f"{fmt(r['seconds_to_target_mean'], 0)} | {fmt(r['best_valid_mean'])} ± {fmt(r['best_valid_se'])} | "
+                f"{'-' if r['snap_rate'] is None else format(100 * r['snap_rate'], '.0f') + '%'} | "
                 f"{fmt(r['llm_calls'], 1)} |")
         src = "; ".join(f"{s['dataset']}: best {fmt(s['best_value'])} in {s['trials']} trials, "
                         f"{s['rules']} rule(s) distilled" for s in self.sources)
