@@ -19,7 +19,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 DEMO_DIR ?= demo-output
 
-.PHONY: install demo test system-deps clean
+.PHONY: install demo test results system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ demo: install
 
 test: install system-deps
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+# Regenerate docs/results.md and its plots (benchmarks, not tests; takes a while on a CPU).
+results: install
+	$(PY) benchmarks/results.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
