@@ -60,6 +60,15 @@ def _tune(tmp: Path, *extra: str, data: str = "beauty", trials: int = 3, study: 
                 cwd=tmp, timeout=timeout)
 
 
+def _one_move(attrs: dict) -> bool:
+    """A hybrid proposal is a 1-2 parameter move of the incumbent, or a whole-space candidate
+    (a global draw or TPE's suggestion, recorded as such) that won the acquisition."""
+    kind = attrs["agent"]["kind"]
+    assert kind in ("local", "rule", "global", "tpe", "random"), kind
+    n = len(attrs["changed"])
+    return 1 <= n <= 2 if kind in ("local", "rule") else n >= 1
+
+
 def _trials(tmp: Path, study: str) -> list[optuna.trial.FrozenTrial]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = optuna.load_study(study_name=study, storage=f"sqlite:///{tmp / 'studies.db'}")
@@ -93,7 +102,7 @@ def test_tune_writes_reflections_insights_and_summary(workdir: Path, first_study
     assert trials[0].params == space.defaults()  # trial 1 is the default configuration
     for t in trials[1:]:
         a = t.user_attrs
-        assert 1 <= len(a["changed"]) <= 2 and a["parent"] in (0, 1)
+        assert _one_move(a) and a["parent"] in (0, 1)
         assert a["hypothesis"]["text"] and a["diagnostics"]["trial"] == t.number
         assert a["verdict"] in ("keep", "discard", "inconclusive")
         for earlier in trials[: t.number]:  # the agent never sees a test metric
@@ -169,7 +178,7 @@ def test_unreachable_backend_stops_cleanly_and_resumes(workdir: Path) -> None:
     assert [t.number for t in trials] == [0, 1] and all(t.state.name == "COMPLETE" for t in trials)
     assert trials[0].user_attrs["diagnostics"]["trial"] == 0  # the first run's memory is intact
     step = trials[1].user_attrs["agent"]
-    assert trials[1].user_attrs["parent"] == 0 and 1 <= len(trials[1].user_attrs["changed"]) <= 2
+    assert trials[1].user_attrs["parent"] == 0 and _one_move(trials[1].user_attrs)
     assert step["fallback"] is None
 
 
@@ -240,7 +249,7 @@ def test_injection_in_dataset_name_and_reflection_is_quoted_data(workdir: Path) 
     params = proposal.params
     assert agent.view.violation({n: params[n] for n in agent.view.axes}) is None
     assert params["lr"] <= 1e-2 and params["blocks"] <= 2  # nothing from the injected text ran
-    assert 1 <= len(proposal.user_attrs["changed"]) <= 2
+    assert _one_move(proposal.user_attrs)
     log = [json.loads(x) for x in (workdir / "run-inj" / "llm_log.jsonl").read_text().splitlines()]
     user_prompt = next(m["content"] for m in log[-1]["messages"] if m["role"] == "user")
     sent = [line for line in user_prompt.splitlines() if "IGNORE ALL" in line]
@@ -261,7 +270,7 @@ def test_parallel_workers_get_distinct_proposals(workdir: Path) -> None:
     assert first.params == space.defaults()
     ctx.pending.append(dict(first.params))
     second = agent.propose(ctx)
-    assert second.params != first.params and 1 <= len(second.user_attrs["changed"]) <= 2
+    assert second.params != first.params and _one_move(second.user_attrs)
     ctx.pending.append(dict(second.params))
     third = agent.propose(ctx)
     assert third.params not in (first.params, second.params)

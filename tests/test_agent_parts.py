@@ -159,3 +159,49 @@ def test_random_config_is_legal_and_new(view, default):
     import random
     cfg = random_config(view, random.Random(0), {view.key(default)})
     assert cfg is not None and view.violation(cfg) is None and view.key(cfg) != view.key(default)
+
+
+def test_expected_improvement_trades_mean_against_uncertainty():
+    from virtualmle.agent.surrogate import expected_improvement
+
+    ei = expected_improvement(np.array([1.0, 0.0, 0.0, 1.2]), np.array([0.1, 0.1, 1.0, 0.0]), best=1.0)
+    assert ei[2] > ei[1] > 0  # far from the data (uncertain) beats a sure loss
+    assert ei[3] == pytest.approx(0.2, abs=1e-6)  # a sure gain is worth exactly the gain
+    assert ei[0] == pytest.approx(0.1 / np.sqrt(2 * np.pi), rel=1e-6)
+
+
+def _records(space, values):
+    from virtualmle.search.method import Outcome, TrialRecord
+
+    d = space.defaults()
+    lrs = [1e-4, 3e-4, 1e-3, 3e-3]
+    return [TrialRecord(number=i, params={**d, "lr": lrs[i % 4], "dropout": [0.1, 0.3][i // 4 % 2]},
+                        outcome=Outcome.COMPLETE, value=v) for i, v in enumerate(values)]
+
+
+def test_hybrid_pool_has_global_and_tpe_candidates(tmp_path):
+    """Hybrid mode ranks local moves together with whole-space draws and TPE's suggestions (each
+    recorded by kind, never an already-tried configuration)."""
+    from virtualmle.agent import VirtualMLEAgent
+    from virtualmle.search.method import SearchContext
+
+    space = load_space("sasrec")
+    history = _records(space, [0.02, 0.03, 0.035, 0.01, 0.021, 0.032, 0.036, 0.012])
+    ctx = SearchContext(space=space, dataset="beauty", profile={"users": 800}, model="sasrec", seed=0,
+                        metric="ndcg@10", budget=20, study_name="pool", run_dir=tmp_path, history=history)
+    agent = VirtualMLEAgent(space=space, seed=0, memory=False, reflection=False, shortlist=1, explore=32, tpe=3)
+    tried = {agent.view.key(r.params) for r in history}
+    tpe = agent._tpe_candidates(ctx, best_of(agent.observations(ctx)), set(tried), seed=1)
+    assert tpe and all(c.source == "tpe" and agent.view.violation(c.config) is None for c in tpe)
+    assert not {agent.view.key(c.config) for c in tpe} & tried
+    prop = agent.propose(ctx)
+    step = prop.user_attrs["agent"]
+    assert step["pool"]["global"] > 0 and step["pool"]["tpe"] > 0 and step["pool"]["local"] > 0
+    assert step["kind"] in ("local", "rule", "global", "tpe")
+    assert agent.view.key(prop.params) not in tried
+    # more draws than values per axis: a Latin hypercube uses every value of every axis
+    agent.cfg.explore = 96
+    lhs = agent._global_candidates(best_of(agent.observations(ctx)), set(tried), seed=2)
+    assert len(lhs) > 48 and all(agent.view.violation(c.config) is None for c in lhs)
+    for name, axis in agent.view.axes.items():
+        assert len({agent.view.key({name: c.config[name]}) for c in lhs}) == len(axis.values), name

@@ -102,8 +102,14 @@ class AgentConfig:
             (profile, incumbent, diagnostics, plateau, rules: a fraction of the tokens) or
             ``auto`` (compact for local models, which process prompts slowly on CPUs; full for
             HTTP endpoints). The full context is stored with every trial either way.
-        explore: on a plateau, this many configurations drawn from the whole space join the
-            candidates (ranked by the surrogate like the local ones).
+        explore: this many configurations drawn from the whole space (a Latin-hypercube sample
+            over the axes' values) join the local candidates in hybrid mode on every step, so
+            the surrogate's acquisition can leave the incumbent's neighbourhood.
+        tpe: this many suggestions of an independent Optuna TPE sampler, fed the study's
+            history, join the candidates in hybrid mode (0 turns it off).
+        acquisition: ``ei`` (expected improvement, default) or ``ucb`` (``mu + kappa * sigma``).
+        prior_scale: weight of the candidates' prior evidence (diagnostics, momentum, rules) next
+            to the acquisition value.
         display: print the hypothesis and verdict of each trial (the CLI's progress display).
     """
 
@@ -121,7 +127,10 @@ class AgentConfig:
     reasks: int = 2
     unavailable_retries: int = 1
     context: Literal["auto", "compact", "full"] = "auto"
-    explore: int = 64
+    explore: int = 256
+    tpe: int = 2
+    acquisition: Literal["ei", "ucb"] = "ei"
+    prior_scale: float = 0.1
     display: bool = False
 
 
@@ -326,21 +335,16 @@ class VirtualMLEAgent:
         cset = generate_candidates(self.view, incumbent, obs, last=last, hints=transfer.hints + mem_hints,
                                    pending=ctx.pending, plateau_k=self.cfg.plateau_k,
                                    max_changes=self.cfg.max_changes)
-        if cset.plateau or not cset.candidates:
-            # plateau (or nothing left nearby): also consider configurations drawn from the whole
-            # space, ranked by the same surrogate (a Bayesian-optimisation step next to the local moves)
+        if self.cfg.mode == "hybrid":
+            # Global candidates next to the local moves: the surrogate's acquisition decides
+            # whether the incumbent's neighbourhood or an unexplored region is the better bet.
             tried = {self.view.key(o.params) for o in obs} | pending_keys
-            draw = random.Random(int(rng.integers(1 << 30)))
-            for _ in range(self.cfg.explore):
-                cfg = random_config(self.view, draw, tried)
-                if cfg is None:
-                    break
-                tried.add(self.view.key(cfg))
-                cset.candidates.append(Candidate(
-                    cfg, {k: [incumbent.params.get(k), v] for k, v in cfg.items() if v != incumbent.params.get(k)},
-                    "explore", "a draw from the whole space (plateau)", 0.0, ["explore"]))
+            tried |= {self.view.key(c.config) for c in cset.candidates}
+            cset.candidates += self._tpe_candidates(ctx, incumbent, tried, int(rng.integers(1 << 30)))
+            cset.candidates += self._global_candidates(incumbent, tried, int(rng.integers(1 << 30)))
         surrogate = Surrogate(self.view).fit([o.params for o in obs], [o.value for o in obs], prior=transfer.prior)
-        ranked = rank_candidates(cset.candidates, surrogate, kappa=self.cfg.kappa, rng=rng)
+        ranked = rank_candidates(cset.candidates, surrogate, kappa=self.cfg.kappa, rng=rng,
+                                 acquisition=self.cfg.acquisition, prior_scale=self.cfg.prior_scale)
         memory = self._memory(ctx)
         context, compact = self._context(ctx, memory, incumbent, last, cset, insights_text, transfer)
         prompt_context = compact if self._compact(ctx) else context
@@ -364,6 +368,7 @@ class VirtualMLEAgent:
             chosen, hyp = self._act_hybrid(ctx, prompt_context, ranked, step, rng)
         llm_s = step.pop("_llm_s", 0.0)
         step.update(source=chosen.source, sources=chosen.sources or [chosen.source], reason=chosen.reason,
+                    kind=_kind_of(chosen), pool=_pool_counts(ranked),
                     score=None if chosen.score is None else round(chosen.score, 4),
                     seconds={"plan": round(t_plan, 4), "llm": round(llm_s, 4),
                              "total": round(time.perf_counter() - t0, 4)})
@@ -378,6 +383,75 @@ class VirtualMLEAgent:
         if transfer.lines:
             attrs[A_TRANSFER] = transfer.lines[:12]
         return Proposal(params={**defaults, **chosen.config}, user_attrs=attrs)
+
+    def _global_candidates(self, incumbent: Observation, tried: set[str], seed: int) -> list[Candidate]:
+        """`explore` configurations spread over the whole space: a Latin-hypercube sample
+        (every axis's values used about equally often, independently permuted per axis), with
+        illegal and already-tried points dropped."""
+        n = self.cfg.explore
+        if n <= 0:
+            return []
+        draw = random.Random(seed)
+        columns: dict[str, list[Any]] = {}
+        for name, axis in self.view.axes.items():
+            vals = list(axis.values)
+            col = [vals[(i * len(vals)) // n] for i in range(n)] if n >= len(vals) else draw.sample(vals, n)
+            draw.shuffle(col)
+            columns[name] = col
+        out: list[Candidate] = []
+        for i in range(n):
+            cfg = {name: col[i] for name, col in columns.items()}
+            if self.view.violation(cfg) is not None or self.view.key(cfg) in tried:
+                continue
+            tried.add(self.view.key(cfg))
+            out.append(self._whole_config(cfg, incumbent, "global", "a Latin-hypercube draw from the whole space"))
+        return out
+
+    def _tpe_candidates(self, ctx: SearchContext, incumbent: Observation, tried: set[str],
+                        seed: int) -> list[Candidate]:
+        """Suggestions of an independent Optuna TPE sampler fed this study's history (in memory),
+        snapped to the space's legal values; illegal and already-tried ones are dropped."""
+        if self.cfg.tpe <= 0:
+            return []
+        import warnings
+
+        import optuna
+
+        dists = self.space.distributions()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
+            study = optuna.create_study(direction="maximize", sampler=sampler)
+        for rec in ctx.history:
+            params = {n: rec.params[n] for n in dists if n in rec.params}
+            if len(params) != len(dists):
+                continue
+            ok = rec.outcome is Outcome.COMPLETE and rec.value is not None and math.isfinite(rec.value)
+            try:
+                study.add_trial(optuna.trial.create_trial(
+                    params=params, distributions=dists, value=float(rec.value) if ok else None,
+                    state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL))
+            except (ValueError, TypeError):  # a value outside this space's distributions
+                continue
+        out: list[Candidate] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(self.cfg.tpe):
+                trial = study.ask(dists)
+                try:
+                    cfg = self.view.snap_config(trial.params)
+                except Exception:  # noqa: BLE001 - a suggestion the view cannot snap is just skipped
+                    cfg = None
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)  # next ask gives another point
+                if cfg is None or self.view.violation(cfg) is not None or self.view.key(cfg) in tried:
+                    continue
+                tried.add(self.view.key(cfg))
+                out.append(self._whole_config(cfg, incumbent, "tpe", "Optuna TPE's suggestion for this study"))
+        return out
+
+    def _whole_config(self, cfg: dict[str, Any], incumbent: Observation, source: str, reason: str) -> Candidate:
+        return Candidate(cfg, {k: [incumbent.params.get(k), v] for k, v in cfg.items()
+                               if v != incumbent.params.get(k)}, source, reason, 0.0, [source])
 
     def _last_diagnostics(self, obs: list[Observation]) -> Diagnostics | None:
         if not obs:
@@ -749,6 +823,25 @@ def _failure_class(rec: TrialRecord) -> str:
     if rec.outcome in (Outcome.DIVERGED, Outcome.OOM, Outcome.TIMEOUT, Outcome.INVALID, Outcome.PRUNED):
         return rec.outcome.value
     return "error"
+
+
+RULE_SOURCES = {"diagnostic", "transfer", "memory", "momentum", "combine"}
+
+
+def _kind_of(c: Candidate) -> str:
+    """local / rule / global / tpe: where a candidate came from, for the ``agent`` attr."""
+    if c.source in ("global", "tpe", "random", "llm"):
+        return c.source
+    return "rule" if set(c.sources or [c.source]) & RULE_SOURCES else "local"
+
+
+def _pool_counts(ranked: list[Candidate]) -> dict[str, int]:
+    """How many candidates of each kind the ranking saw."""
+    out = {"local": 0, "rule": 0, "global": 0, "tpe": 0}
+    for c in ranked:
+        k = _kind_of(c)
+        out[k] = out.get(k, 0) + 1
+    return out
 
 
 def _code_hypothesis(c: Candidate) -> dict[str, Any]:

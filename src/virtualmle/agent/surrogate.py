@@ -188,9 +188,25 @@ class Surrogate:
         return mu + m0, sd
 
 
+def expected_improvement(mu: np.ndarray, sigma: np.ndarray, best: float, xi: float = 0.0) -> np.ndarray:
+    """EI of maximising, in the surrogate's standardised units: E[max(0, f - best - xi)]."""
+    sd = np.maximum(sigma, 1e-9)
+    z = (mu - best - xi) / sd
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+    pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return (mu - best - xi) * cdf + sd * pdf
+
+
 def rank_candidates(candidates: list[Any], surrogate: Surrogate, *, kappa: float = 0.5,
-                    rng: np.random.Generator | None = None, use_prior: bool = True) -> list[Any]:
-    """Sort candidates best first by `mu + kappa * sigma + prior` (writes score / mu / sigma).
+                    rng: np.random.Generator | None = None, use_prior: bool = True,
+                    acquisition: str = "ucb", prior_scale: float = 1.0) -> list[Any]:
+    """Sort candidates best first by acquisition + prior (writes score / mu / sigma).
+
+    ``acquisition="ucb"``: ``mu + kappa * sigma + prior``. ``acquisition="ei"``: expected
+    improvement over the best standardised value seen, plus ``prior_scale * prior``: EI compares
+    local moves (near the incumbent: high mean, low uncertainty) and global draws (far from the
+    data: uncertain) on one scale, which is what lets a Bayesian-optimisation step leave the
+    incumbent's neighbourhood when the data say the neighbourhood is exhausted.
 
     Exact ties (common early on, when every one-step move looks alike to the GP) are broken
     by a seeded random order rather than by generation order, so no parameter is favoured just
@@ -199,10 +215,14 @@ def rank_candidates(candidates: list[Any], surrogate: Surrogate, *, kappa: float
     if not candidates:
         return []
     mu, sd = surrogate.predict([c.config for c in candidates])
+    if acquisition == "ei":
+        base = expected_improvement(mu, sd, surrogate.best_z if surrogate.n else 0.0)
+    else:
+        base = mu + kappa * sd
     order = (rng or np.random.default_rng(0)).permutation(len(candidates))
     tie = np.empty(len(candidates))
     tie[order] = np.arange(len(candidates)) * 1e-9
-    for c, m, s, t in zip(candidates, mu, sd, tie):
+    for c, m, s, b, t in zip(candidates, mu, sd, base, tie):
         c.mu, c.sigma = float(m), float(s)
-        c.score = float(m + kappa * s + (c.prior if use_prior else 0.0) - t)
+        c.score = float(b + (prior_scale * c.prior if use_prior else 0.0) - t)
     return sorted(candidates, key=lambda c: c.score, reverse=True)
