@@ -114,6 +114,21 @@ def test_bad_method_name_is_one_line_exit_2(tmp_path):
     assert not out.exists()  # nothing was started
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--table", str(TABLE), "--executor", "ray"], "cannot be used with --table"),
+        (["--data", "beauty", "--ray-address", "127.0.0.1:1"], "need --executor ray"),
+    ],
+)
+def test_executor_options_are_checked_before_any_work(tmp_path, extra, message):
+    out = tmp_path / "o"
+    r = cli("bench", "--methods", "tpe", "--out", str(out), *extra)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and message in r.stderr
+    assert not (out / "bench.db").exists()
+
+
 @pytest.mark.slow
 def test_tabular_bench_cli_writes_reports_and_resumes(table, tmp_path):
     out = tmp_path / "bench"

@@ -52,6 +52,8 @@ class BenchOptions:
         agent_options: extra options for the agent (e.g. ``{"transfer": "none"}``).
         seed0: first seed.
         device, timeout_per_trial: as in `virtualmle search`.
+        executor: a shared executor for real (non-table) runs, e.g. a `RayExecutor` (it outlives
+            each run's shutdown); None gives each run its own local executor.
         progress: per-run progress line (rich).
     """
 
@@ -75,6 +77,7 @@ class BenchOptions:
     device: str = "auto"
     timeout_per_trial: float | None = None
     progress: bool = True
+    executor: Any = None
 
 
 @dataclass
@@ -366,7 +369,7 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
         if on_run is not None:
             on_run(m, seed, i, len(jobs))
         method = make_method(m, space, seed, opts, run_dir / "memory")
-        executor = None
+        executor = opts.executor
         if table is not None:
             from virtualmle.bench.table import TableExecutor
 

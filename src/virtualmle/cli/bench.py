@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from virtualmle.errors import ConfigError
+from virtualmle.search.executors import add_executor_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `bench` command."""
@@ -70,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source-trials", type=int, default=10, metavar="N",
                    help="transfer experiment: agent trials per source dataset (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_executor_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -94,6 +98,27 @@ def run(args: argparse.Namespace) -> int:
         agent_options={"transfer": args.agent_transfer, **({"reflection": False} if args.agent_no_reflection else {})}, seed0=args.seed, device=args.device,
         timeout_per_trial=args.timeout_per_trial, progress=not args.quiet,
     )
+    executor = None
+    if args.executor == "ray":  # one Ray connection serves every run; a local executor is per run
+        if args.table:
+            raise ConfigError("--executor ray trains trials for real; it cannot be used with --table")
+        from virtualmle.search.executors import make_executor
+
+        storage = args.storage or f"sqlite:///{(Path(args.out) / 'bench.db').resolve()}"
+        executor = make_executor(args, storage=storage)
+        opts.executor = executor
+    elif any(getattr(args, n, None) is not None for n in ("ray_address", "cpus_per_trial", "gpus_per_trial")):
+        raise ConfigError("--ray-address, --cpus-per-trial and --gpus-per-trial need --executor ray")
+    try:
+        return _run(args, opts, on_run)
+    finally:
+        if executor is not None:
+            from virtualmle.search.executors import close_executor
+
+            close_executor(executor)
+
+
+def _run(args: argparse.Namespace, opts, on_run) -> int:  # noqa: ANN001 - BenchOptions, callback
     if args.transfer_experiment:
         from virtualmle.bench.transfer import run_transfer
 
