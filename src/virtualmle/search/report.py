@@ -230,6 +230,10 @@ def plot_compare(studies: list[StudyData], path: Path, by: str) -> None:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
+    if isinstance(v, dict):  # e.g. a reflection: "verdict: keep; attribution: ..."
+        return "; ".join(f"{k}: {_fmt(x)}" for k, x in v.items() if x not in (None, "", [], {}))
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v)
     return str(v)
 
 
@@ -245,6 +249,7 @@ th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums
 .best{background:#eaf6ea} .muted{color:#777} img{max-width:100%;border:1px solid #eee;margin:6px 0}
 .o-complete{color:#1f77b4}.o-failed,.o-oom,.o-diverged,.o-timeout{color:#d62728;font-weight:600}.o-pruned{color:#9467bd}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:8px}
+tr.notes td{border-top:none;color:#444;padding-left:24px} details summary{cursor:pointer;color:#555}
 """
 
 
@@ -289,18 +294,20 @@ def _study_section(s: StudyData, out: Path) -> str:
                 names.append(n)
     head = "".join(f"<th>{e(n)}</th>" for n in names)
     parts.append(f"<table><tr><th>#</th><th>outcome</th><th>{e(s.metric)}</th><th>seconds</th><th>model params</th>"
-                 f"{head}<th>notes</th></tr>")
+                 f"{head}</tr>")
     for t in sorted(s.trials, key=lambda t: t.number):
         o = _outcome(t)
         notes = []
         for k in NOTE_ATTRS:
             if k in t.user_attrs:
                 notes.append(f"<b>{e(k)}</b>: {e(_fmt(t.user_attrs[k]))}")
-        for k, v in t.user_attrs.items():
-            if k not in _HIDDEN_ATTRS and k not in NOTE_ATTRS:
-                notes.append(f"<b>{e(k)}</b>: {e(_fmt(v))[:200]}")
         if t.user_attrs.get("error"):
             notes.append(f"<span class=o-failed>{e(str(t.user_attrs['error'])[:300])}</span>")
+        # Everything else a method stored (diagnostics, planning context, ...) stays one click away.
+        extra = [f"<b>{e(k)}</b>: {e(_fmt(v))[:200]}" for k, v in t.user_attrs.items()
+                 if k not in _HIDDEN_ATTRS and k not in NOTE_ATTRS]
+        if extra:
+            notes.append(f"<details><summary>{len(extra)} more</summary>{'<br>'.join(extra)}</details>")
         cls = ' class="best"' if best is not None and t.number == best.number else ""
         cells = "".join(f"<td>{e(_fmt(_param(t, n)))}</td>" if _param(t, n) is not None else "<td></td>"
                         for n in names)
@@ -308,8 +315,9 @@ def _study_section(s: StudyData, out: Path) -> str:
         nparams = t.user_attrs.get("num_params")
         parts.append(f"<tr{cls}><td>{t.number}</td><td class=o-{e(o)}>{e(o)}</td><td class=num>{value}</td>"
                      f"<td class=num>{float(t.user_attrs.get('seconds', 0.0)):.1f}</td>"
-                     f"<td class=num>{'' if nparams is None else f'{nparams:,}'}</td>{cells}"
-                     f"<td>{'<br>'.join(notes)}</td></tr>")
+                     f"<td class=num>{'' if nparams is None else f'{nparams:,}'}</td>{cells}</tr>")
+        if notes:  # the method's notes (hypothesis, verdict, ...) on a full-width row under the trial
+            parts.append(f"<tr class=notes><td></td><td colspan={4 + len(names)}>{'<br>'.join(notes)}</td></tr>")
     parts.append("</table>")
     return "\n".join(parts)
 
