@@ -10,8 +10,10 @@ One step:
 1. Trial 1 is the backbone's default configuration.
 2. Plan: a context from memory (profile, incumbent, trials table, coverage, diagnostics, open
    hypotheses, insights, transferred rules; LLM text quoted as data).
-3. Act: candidates generated in code (`candidates.generate_candidates`), ranked by a GP surrogate
-   plus their prior evidence (`surrogate.rank_candidates`). ``hybrid`` mode shows the LLM the
+3. Act: candidates generated in code (`candidates.generate_candidates`: 1-2 parameter moves of
+   the incumbent) plus, in hybrid mode, global ones (a Latin-hypercube sample of the space and an
+   independent Optuna TPE sampler's suggestions), ranked by the expected improvement under a GP
+   surrogate plus a small bonus for their prior evidence (`surrogate.rank_candidates`). ``hybrid`` mode shows the LLM the
    near-tied top few in a random order and it picks one (a label from an enum) with a hypothesis;
    ``llm`` mode lets it propose one change directly, which code validates, snaps and deduplicates,
    re-asking on a refusal. Any LLM failure falls back to the surrogate's top candidate, recorded.
@@ -93,9 +95,10 @@ class AgentConfig:
             touch another parameter.
         max_changes: parameters one proposal may change.
         shortlist: at most this many candidates are shown to the LLM in hybrid mode.
-        pick_margin: only candidates scoring within this (standardised) margin of the best are
-            shown, so a position-biased model cannot pick a clearly worse one.
-        kappa: exploration weight of the surrogate's uncertainty.
+        pick_margin: only candidates scoring within this margin of the best are shown, so a
+            position-biased model cannot pick a clearly worse one (standardised units with
+            ``ucb``; a fraction of the best score with ``ei``).
+        kappa: exploration weight of the surrogate's uncertainty (``ucb`` only).
         reasks: pure-LLM mode: re-asks after a refused proposal before falling back.
         unavailable_retries: a step is retried this often when the backend is unreachable.
         context: what the LLM is sent: ``full`` (the whole planning context), ``compact``
@@ -513,8 +516,12 @@ class VirtualMLEAgent:
                     rng: np.random.Generator) -> tuple[Candidate, dict[str, Any]]:
         """Show the near-tied top candidates in a random order; the LLM picks one."""
         top = ranked[0]
-        near = [c for c in ranked[: self.cfg.shortlist] if c.score >= top.score - self.cfg.pick_margin]  # type: ignore[operator]
+        # EI values shrink as the search converges: there a near tie is relative to the best EI
+        # (within pick_margin of it), so a position-biased model gets no more say late than early.
+        margin = self.cfg.pick_margin * (abs(top.score) if self.cfg.acquisition == "ei" else 1.0)  # type: ignore[arg-type]
+        near = [c for c in ranked[: self.cfg.shortlist] if c.score >= top.score - margin]  # type: ignore[operator]
         step["surrogate_top"] = top.describe()
+        step["near_ties"] = sum(1 for c in ranked[:4] if c.score >= top.score - margin)  # type: ignore[operator]
         if len(near) < 2:
             step["pick"] = {"shown": 1, "by": "surrogate (no near tie)"}
             return top, _code_hypothesis(top)

@@ -1,9 +1,10 @@
 """A small Gaussian-process surrogate that ranks candidate configurations.
 
-Why a GP in numpy and not Optuna's samplers: the agent ranks a short list of *given* candidates
-(one or two changes of the incumbent) rather than sampling the space, and needs a mean and an
-uncertainty per candidate to combine with the candidates' prior evidence. At tens of trials an
-exact GP costs microseconds.
+Why a GP in numpy and not Optuna's samplers: the agent ranks a list of *given* candidates (one or
+two changes of the incumbent, whole-space draws, TPE's suggestions) rather than sampling the
+space, and needs a mean and an uncertainty per candidate to compute an acquisition value (expected
+improvement) and combine it with the candidates' prior evidence. At tens of trials and a few
+hundred candidates an exact GP costs about a millisecond.
 
 Encoding: every grid step of an ordered parameter is the same distance (`STEP`), so "one change"
 means the same thing for every parameter; categories are one-hot scaled to the same distance.
