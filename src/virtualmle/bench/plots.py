@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 _COLORS = {"agent": "#d62728", "opro": "#ff7f0e", "tpe": "#1f77b4", "random": "#2ca02c", "grid": "#9467bd",
-           "default": "#7f7f7f"}
+           "default": "#7f7f7f", "agent-code": "#8c564b", "agent-norefl": "#e377c2"}
 
 
 def _save(fig: Any, path: Path) -> Path:

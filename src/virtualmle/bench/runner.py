@@ -30,6 +30,19 @@ logger = logging.getLogger(__name__)
 LLM_METHODS = ("agent", "opro")  # methods that take llm= and write llm_log.jsonl
 
 
+def _label(method: str, agent_options: dict[str, Any]) -> str:
+    """The method's name in storage and reports; agent ablations are methods of their own.
+
+    ``agent-code`` is the agent with every LLM step off (no reflection, no memory, the surrogate's
+    top candidate taken without asking the LLM): what its mechanisms alone achieve.
+    """
+    if method != "agent" or agent_options.get("reflection") is not False:
+        return method
+    if agent_options.get("shortlist") == 1 and agent_options.get("memory") is False:
+        return "agent-code"
+    return "agent-norefl"
+
+
 @dataclass
 class BenchOptions:
     """What to compare.
@@ -363,7 +376,7 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
     runs: list[RunResult] = []
     for i, (m, seed) in enumerate(jobs):
         # An agent ablation is another method as far as storage and the report are concerned.
-        label = m + ("-norefl" if m == "agent" and opts.agent_options.get("reflection") is False else "")
+        label = _label(m, opts.agent_options)
         name = study_name(label, seed, data=data_name, model=model, table=table is not None)
         run_dir = (out / "runs" / name).resolve()
         if on_run is not None:
