@@ -205,16 +205,15 @@ def write_page(args, classic, llm, transfer, peer):
     L += ["### How the agent compares", "",
           "`agent-code` is the agent with every LLM step off (no reflection, no memory, the surrogate's top "
           "candidate taken without asking the LLM), run with the classic methods' seeds and budget; `agent` "
-          "is the full hybrid agent with the embedded LLM. The `agent` and `opro` rows are resumed studies: "
-          "a study that is complete is not re-run, so they keep the agent code they were run with (before its "
-          "global candidates); delete `runs/results/llm` to re-run them.", ""]
+          "is the full hybrid agent with the embedded LLM. Every stage resumes: a complete study is not re-run, "
+          "so after changing the agent or the table delete `runs/results` to measure again.", ""]
     verdicts = _verdicts(res)
     L += verdicts or ["- The LLM methods were not run for this version of the page."]
     L += ["", "TPE's first 10 trials are Optuna's random start-up draws, seeded like `random`'s, so tpe and "
           "random coincide up to 10 trials; TPE pulls ahead after that (the 30-trial table above). The LLM "
           "methods had 10 trials, so their comparison is with the classic methods' first 10 trials, on far "
-          "fewer seeds: none of these LLM results is significant, and the agent costs 400 s of LLM time per "
-          "10-trial run on this loaded CPU, against about 5 s for TPE."]
+          "fewer seeds: none of these LLM results is significant. The LLM's time per run is in the "
+          "`wall s / run` column (TPE's is under a second)."]
     L += ["", "What we think would change the picture (not measured here):",
           "- The decision-maker: the embedded 135M model mostly picks the first option it is shown "
           "(FINDINGS.md), so in hybrid mode the agent is the code's surrogate + diagnostics with an expensive "
