@@ -118,7 +118,7 @@ def test_bad_method_name_is_one_line_exit_2(tmp_path):
     ("extra", "message"),
     [
         (["--table", str(TABLE), "--executor", "ray"], "cannot be used with --table"),
-        (["--data", "beauty", "--ray-address", "127.0.0.1:1"], "need --executor ray"),
+        (["--data", "beauty", "--ray-address", "127.0.0.1:1"], "--ray-address needs --executor ray"),
     ],
 )
 def test_executor_options_are_checked_before_any_work(tmp_path, extra, message):

@@ -107,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
         storage = args.storage or f"sqlite:///{(Path(args.out) / 'bench.db').resolve()}"
         executor = make_executor(args, storage=storage)
         opts.executor = executor
-    elif any(getattr(args, n, None) is not None for n in ("ray_address", "cpus_per_trial", "gpus_per_trial")):
-        raise ConfigError("--ray-address, --cpus-per-trial and --gpus-per-trial need --executor ray")
+    else:  # each run builds its own local executor; the Ray-only options are checked here, once
+        from virtualmle.search.executors import check_local_options
+
+        check_local_options(args)
     try:
         return _run(args, opts, on_run)
     finally:

@@ -37,6 +37,19 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default 1 when trials use a GPU)")
 
 
+def check_local_options(args: Any) -> None:
+    """Refuse Ray-only options when ``args`` asks for the local executor.
+
+    Raises:
+        ConfigError: ``--ray-address``, ``--cpus-per-trial`` or ``--gpus-per-trial`` without
+            ``--executor ray``.
+    """
+    used = [f"--{n.replace('_', '-')}" for n in ("ray_address", "cpus_per_trial", "gpus_per_trial")
+            if getattr(args, n, None) is not None]
+    if used:
+        raise ConfigError(f"{used[0]} needs --executor ray")
+
+
 def make_executor(args: Any, *, storage: str | None = None) -> TrialExecutor:
     """Build the executor ``args`` asks for (an argparse namespace or any object with those names).
 
@@ -54,9 +67,7 @@ def make_executor(args: Any, *, storage: str | None = None) -> TrialExecutor:
     device = getattr(args, "device", None) or "auto"
     ray_opts = {name: getattr(args, name, None) for name in ("ray_address", "cpus_per_trial", "gpus_per_trial")}
     if kind == "local":
-        used = [f"--{k.replace('_', '-')}" for k, v in ray_opts.items() if v is not None]
-        if used:
-            raise ConfigError(f"{used[0]} needs --executor ray")
+        check_local_options(args)
         return LocalExecutor(workers, device=device)
     if kind != "ray":
         raise ConfigError(f"unknown executor {kind!r}: use one of {', '.join(EXECUTORS)}")
