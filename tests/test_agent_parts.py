@@ -15,7 +15,7 @@ from virtualmle.agent.candidates import (
     space_view,
 )
 from virtualmle.agent.diagnostics import Observation, best_of, curve_shape, diagnose, estimate_noise
-from virtualmle.agent.surrogate import PriorTrial, Surrogate, rank_candidates
+from virtualmle.agent.surrogate import PriorTrial, Surrogate, axis_groups, rank_candidates
 from virtualmle.search.space import load_space
 
 
@@ -145,6 +145,29 @@ def test_surrogate_learns_direction_and_uses_prior(view, default):
     sur2 = Surrogate(view).fit([default], [0.03], prior=prior)
     mu2, _ = sur2.predict([{**default, "dropout": 0.1}, {**default, "dropout": 0.3}])
     assert mu2[0] > mu2[1]
+
+
+def test_ard_finds_the_parameter_that_does_not_matter(view, default):
+    """The metric depends on lr only; weight_decay is varied just as much. With per-parameter
+    length scales the surrogate stops being uncertain about weight_decay-only moves."""
+    rng = np.random.default_rng(0)
+    lrs = view.axes["lr"].sorted_values()
+    wds = view.axes["weight_decay"].sorted_values()
+    configs, values = [], []
+    for i in range(12):
+        lr, wd = lrs[i % len(lrs)], wds[int(rng.integers(len(wds)))]
+        configs.append({**default, "lr": lr, "weight_decay": wd})
+        values.append(0.02 + 0.004 * lrs.index(lr) + float(rng.normal(0, 1e-4)))
+    ard = Surrogate(view).fit(configs, values)
+    iso = Surrogate(view, ard=False).fit(configs, values)
+    names = list(view.axes)
+    scale = {n: float(np.atleast_1d(ard._gp.ls)[g.start]) for n, g in zip(names, axis_groups(view))}
+    assert scale["weight_decay"] > scale["lr"]
+    # an untried weight_decay at a tried lr: ARD is surer of it than the isotropic GP
+    probe = [{**default, "lr": lrs[2], "weight_decay": w} for w in wds]
+    probe = [c for c in probe if view.key(c) not in {view.key(x) for x in configs}]
+    assert probe
+    assert float(ard.predict(probe)[1].mean()) < float(iso.predict(probe)[1].mean())
 
 
 def test_ranking_ties_not_by_list_order(view, default):

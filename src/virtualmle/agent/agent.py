@@ -113,6 +113,8 @@ class AgentConfig:
         acquisition: ``ei`` (expected improvement, default) or ``ucb`` (``mu + kappa * sigma``).
         prior_scale: weight of the candidates' prior evidence (diagnostics, momentum, rules) next
             to the acquisition value.
+        ard: fit a surrogate length scale per parameter (automatic relevance determination), so
+            parameters whose changes did not matter stop attracting trials.
         display: print the hypothesis and verdict of each trial (the CLI's progress display).
     """
 
@@ -134,6 +136,7 @@ class AgentConfig:
     tpe: int = 2
     acquisition: Literal["ei", "ucb"] = "ei"
     prior_scale: float = 0.1
+    ard: bool = True
     display: bool = False
 
 
@@ -345,7 +348,7 @@ class VirtualMLEAgent:
             tried |= {self.view.key(c.config) for c in cset.candidates}
             cset.candidates += self._tpe_candidates(ctx, incumbent, tried, int(rng.integers(1 << 30)))
             cset.candidates += self._global_candidates(incumbent, tried, int(rng.integers(1 << 30)))
-        surrogate = Surrogate(self.view).fit([o.params for o in obs], [o.value for o in obs], prior=transfer.prior)
+        surrogate = Surrogate(self.view, ard=self.cfg.ard).fit([o.params for o in obs], [o.value for o in obs], prior=transfer.prior)
         ranked = rank_candidates(cset.candidates, surrogate, kappa=self.cfg.kappa, rng=rng,
                                  acquisition=self.cfg.acquisition, prior_scale=self.cfg.prior_scale)
         memory = self._memory(ctx)
@@ -528,12 +531,15 @@ class VirtualMLEAgent:
         order = list(rng.permutation(len(near)))
         shown = [near[i] for i in order]
         labels = candidate_labels(len(shown))
-        options = [(lab, f"{c.describe()}  [why: {c.reason}; evidence: {', '.join(c.sources or [c.source])}]")
-                   for lab, c in zip(labels, shown)]
+        if self._compact(ctx):  # prompt tokens are the CPU cost of a small local model: list briefly
+            options = [(lab, f"{c.describe(max_changes=4)}  [why: {c.reason}]") for lab, c in zip(labels, shown)]
+        else:
+            options = [(lab, f"{c.describe()}  [why: {c.reason}; evidence: {', '.join(c.sources or [c.source])}]")
+                       for lab, c in zip(labels, shown)]
         messages = prompts.pick_messages(context, options, model=ctx.model, metric=ctx.metric)
         t = time.perf_counter()
         try:
-            reply = self._call(ctx, messages, pick_schema(len(shown)), purpose="pick",
+            reply = self._call(ctx, messages, pick_schema(len(shown), compact=self._compact(ctx)), purpose="pick",
                                seed=self.seed * 1000 + len(ctx.history))
         except LLMOutputError as exc:
             step["_llm_s"] = time.perf_counter() - t
@@ -671,7 +677,8 @@ class VirtualMLEAgent:
                                                diagnostics=diag.summary(), code_verdict=diag.code_verdict,
                                                insights=insights_text, model=ctx.model, metric=ctx.metric)
         try:
-            reply = self._call(ctx, messages, reflection_schema(self.view.names), purpose="reflect",
+            reply = self._call(ctx, messages, reflection_schema(self.view.names, compact=self._compact(ctx)),
+                               purpose="reflect",
                                seed=self.seed * 1000 + record.number)
         except LLMOutputError as exc:
             attrs["reflection_error"] = f"llm_output_error: {str(exc)[:160]}"

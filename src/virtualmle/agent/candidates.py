@@ -306,9 +306,12 @@ class Candidate:
     mu: float | None = None
     sigma: float | None = None
 
-    def describe(self) -> str:
-        """`lr 0.0003 -> 0.001, dropout 0.2 -> 0.3`."""
-        return ", ".join(f"{k} {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in self.changed.items())
+    def describe(self, max_changes: int | None = None) -> str:
+        """`lr 0.0003 -> 0.001, dropout 0.2 -> 0.3`; with `max_changes`, the rest as `(+k more)`."""
+        items = list(self.changed.items())
+        shown = items if max_changes is None else items[:max_changes]
+        text = ", ".join(f"{k} {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in shown)
+        return text + (f" (+{len(items) - len(shown)} more)" if len(shown) < len(items) else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"changes": {k: v for k, v in self.changed.items()}, "source": self.source,

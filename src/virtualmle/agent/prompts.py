@@ -78,10 +78,15 @@ PROFILE_KEYS = ("users", "items", "interactions", "density", "seq_len.mean", "se
                 "popularity.gini", "test_only_share")
 
 
-def render_profile(dataset: str, profile: dict[str, Any]) -> str:
+# The compact context's subset: digits are tokenised one by one, and these are the descriptors
+# the regime conditions of rules use.
+COMPACT_PROFILE_KEYS = ("users", "items", "density", "seq_len.mean")
+
+
+def render_profile(dataset: str, profile: dict[str, Any], keys: Sequence[str] = PROFILE_KEYS) -> str:
     """Dataset name (quoted: it is user input) and its main numeric descriptors."""
     flat: list[str] = []
-    for key in PROFILE_KEYS:
+    for key in keys:
         v: Any = profile
         for part in key.split("."):
             v = v.get(part) if isinstance(v, dict) else None
@@ -163,7 +168,7 @@ def compact_context(*, dataset: str, profile: dict[str, Any], metric: str, incum
     processing on CPUs): what the choice among candidates depends on, nothing else. The full
     context is still stored with the trial."""
     parts = [
-        "## Dataset\n" + render_profile(dataset, profile),
+        "## Dataset\n" + render_profile(dataset, profile, COMPACT_PROFILE_KEYS),
         f"## Incumbent (best on validation {metric})\n{incumbent}",
         "## Last trial diagnostics (computed by code)\n" + (last_diagnostics or "none"),
         "## Plateau / coverage rule\n" + plateau,

@@ -38,20 +38,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def pick_schema(n: int) -> type[BaseModel]:
+def _limits(compact: bool) -> tuple[int, int, int]:
+    """(hypothesis/attribution, mechanism/risk/rule, condition/direction) length limits.
+
+    The compact limits are for small local models: their free text is weak anyway (FINDINGS) and
+    every generated token is CPU time spent between trials.
+    """
+    return (48, 24, 16) if compact else (SHORT, 80, 40)
+
+
+def pick_schema(n: int, compact: bool = False) -> type[BaseModel]:
     """The hybrid-mode answer: which of the `n` shown candidates to run, and why.
 
-    Fields: hypothesis, mechanism, risk (free text, bounded), choice (one of the labels). The
-    reasoning fields come first so a model that writes left to right commits to a reason before a
-    label.
+    Fields: hypothesis, mechanism, risk (free text, bounded; tighter when `compact`), choice (one
+    of the labels). The reasoning fields come first so a model that writes left to right commits
+    to a reason before a label.
     """
     labels = tuple(candidate_labels(n))
+    long_, mid, _ = _limits(compact)
     return create_model(
         "CandidatePick",
         __base__=_Strict,
-        hypothesis=(str, Field(max_length=SHORT, description="one testable hypothesis")),
-        mechanism=(str, Field(max_length=80, description="why the change should help")),
-        risk=(str, Field(max_length=80, description="the main way it could fail")),
+        hypothesis=(str, Field(max_length=long_, description="one testable hypothesis")),
+        mechanism=(str, Field(max_length=mid, description="why the change should help")),
+        risk=(str, Field(max_length=mid, description="the main way it could fail")),
         choice=(Literal[labels], Field(description="label of the candidate to run")),  # type: ignore[valid-type]
     )
 
@@ -77,20 +87,22 @@ def change_schema(param_names: list[str], max_changes: int = 2) -> type[BaseMode
     )
 
 
-def reflection_schema(param_names: list[str], max_ops: int = 1) -> type[BaseModel]:
+def reflection_schema(param_names: list[str], max_ops: int = 1, compact: bool = False) -> type[BaseModel]:
     """The reflection after a trial: verdict, attribution, a generalised rule with its condition,
     the next direction, and up to `max_ops` edits to the long-term insights.
 
     The rule's parameter and direction are enums so a rule is machine-actionable (it can become a
     candidate on another dataset) even when its text is poor. The verdict is recorded only: the
-    keep / discard decision is made in code from the validation metric.
+    keep / discard decision is made in code from the validation metric. `compact` tightens the
+    text limits (see `_limits`).
     """
     names = tuple(param_names) + ("none",)
+    long_, mid, short = _limits(compact)
     rule = create_model(
         "RuleOut",
         __base__=_Strict,
-        text=(str, Field(min_length=3, max_length=80)),
-        condition=(str, Field(max_length=40, description="when the rule applies")),
+        text=(str, Field(min_length=3, max_length=mid if compact else 80)),
+        condition=(str, Field(max_length=short, description="when the rule applies")),
         param=(Literal[names], ...),  # type: ignore[valid-type]
         direction=(Literal[DIRECTIONS], ...),
     )
@@ -99,15 +111,15 @@ def reflection_schema(param_names: list[str], max_ops: int = 1) -> type[BaseMode
         __base__=_Strict,
         op=(Literal[INSIGHT_OPS], ...),
         insight_id=(str, Field(max_length=8, description="existing insight id, '' for ADD")),
-        text=(str, Field(max_length=80)),
+        text=(str, Field(max_length=mid if compact else 80)),
     )
     return create_model(
         "Reflection",
         __base__=_Strict,
         verdict=(Literal[VERDICTS], ...),
-        attribution=(str, Field(max_length=SHORT)),
+        attribution=(str, Field(max_length=long_)),
         rule=(rule, ...),
-        next_direction=(str, Field(max_length=40)),
+        next_direction=(str, Field(max_length=short)),
         insight_ops=(list[op], Field(default_factory=list, max_length=max_ops)),  # type: ignore[valid-type]
     )
 

@@ -29,6 +29,13 @@ from virtualmle.agent.candidates import Axis, SpaceView
 STEP = 0.3  # encoded distance of one grid step
 LENGTHSCALES = (0.25, 0.4, 0.6, 0.9, 1.4)
 NOISES = (0.02, 0.1, 0.3)
+# Per-parameter length-scale multipliers tried by the ARD step (automatic relevance
+# determination): 20x makes a parameter nearly irrelevant to the prediction.
+ARD_FACTORS = (0.5, 1.0, 2.0, 5.0, 20.0)
+# Trials needed before per-parameter scales are fitted: with fewer, marginal likelihood can call
+# a parameter irrelevant on the strength of one or two points.
+ARD_MIN_TRIALS = 8
+ARD_SWEEPS = 2
 # Relative scale assumed for a study with too few trials to measure its spread.
 FALLBACK_RELATIVE_SCALE = 0.05
 
@@ -54,9 +61,32 @@ def _encode_axis(axis: Axis, value: Any) -> list[float]:
     return one
 
 
-def _kernel(a: np.ndarray, b: np.ndarray, ls: float) -> np.ndarray:
-    d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-    return np.exp(-0.5 * d2 / (ls * ls))
+def axis_groups(space: SpaceView) -> list[slice]:
+    """The encoded columns of each parameter (one for an ordered axis, one per category)."""
+    out, i = [], 0
+    for axis in space.axes.values():
+        width = 1 if axis.ordered else len(axis.values)
+        out.append(slice(i, i + width))
+        i += width
+    return out
+
+
+def _kernel(a: np.ndarray, b: np.ndarray, ls: float | np.ndarray) -> np.ndarray:
+    """Squared-exponential kernel; `ls` is one length scale or one per encoded column."""
+    scale = np.broadcast_to(np.asarray(ls, dtype=float), (a.shape[1],))
+    d2 = (((a[:, None, :] - b[None, :, :]) / scale) ** 2).sum(-1)
+    return np.exp(-0.5 * d2)
+
+
+def _lml(x: np.ndarray, y: np.ndarray, ls: float | np.ndarray, nz: float) -> tuple[float, Any] | None:
+    """Log marginal likelihood (up to a constant) and (chol, alpha); None when not positive definite."""
+    k = _kernel(x, x, ls) + (nz + 1e-8) * np.eye(len(x))
+    try:
+        chol = np.linalg.cholesky(k)
+    except np.linalg.LinAlgError:
+        return None
+    alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
+    return -0.5 * float(y @ alpha) - float(np.log(np.diag(chol)).sum()), (chol, alpha)
 
 
 @dataclass
@@ -64,28 +94,46 @@ class _GP:
     x: np.ndarray
     alpha: np.ndarray
     chol: np.ndarray
-    ls: float
+    ls: float | np.ndarray
     noise: float
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, noise_floor: float = 0.0) -> _GP:
-        """Exact GP (unit signal variance) with length scale and noise chosen by marginal likelihood."""
-        best: tuple[float, _GP] | None = None
+    def fit(cls, x: np.ndarray, y: np.ndarray, noise_floor: float = 0.0,
+            groups: Sequence[slice] | None = None) -> _GP:
+        """Exact GP (unit signal variance) with length scale and noise chosen by marginal likelihood.
+
+        With `groups` (the encoded columns of each parameter) and enough trials, a per-parameter
+        length scale is then chosen by coordinate search over `ARD_FACTORS` (automatic relevance
+        determination): a parameter whose changes did not move the metric gets a long scale, so
+        moves that only touch it stop looking uncertain, and hence promising, to the acquisition.
+        """
+        best: tuple[float, float, float, Any] | None = None
         for ls in LENGTHSCALES:
-            k0 = _kernel(x, x, ls)
             for nz in NOISES:
                 nz = max(nz, noise_floor)
-                k = k0 + (nz + 1e-8) * np.eye(len(x))
-                try:
-                    chol = np.linalg.cholesky(k)
-                except np.linalg.LinAlgError:
-                    continue
-                alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
-                lml = -0.5 * float(y @ alpha) - float(np.log(np.diag(chol)).sum())
-                if best is None or lml > best[0]:
-                    best = (lml, cls(x, alpha, chol, ls, nz))
+                r = _lml(x, y, ls, nz)
+                if r is not None and (best is None or r[0] > best[0]):
+                    best = (r[0], ls, nz, r[1])
         assert best is not None
-        return best[1]
+        lml, ls0, nz, (chol, alpha) = best
+        scales: float | np.ndarray = ls0
+        if groups and len(groups) > 1 and len(x) >= ARD_MIN_TRIALS:
+            factors = np.ones(len(groups))
+            for _ in range(ARD_SWEEPS):
+                changed = False
+                for g in range(len(groups)):
+                    for f in ARD_FACTORS:
+                        if f == factors[g]:
+                            continue
+                        trial = factors.copy()
+                        trial[g] = f
+                        r = _lml(x, y, _expand(ls0, trial, groups, x.shape[1]), nz)
+                        if r is not None and r[0] > lml + 1e-9:
+                            lml, (chol, alpha), factors, changed = r[0], r[1], trial, True
+                if not changed:
+                    break
+            scales = _expand(ls0, factors, groups, x.shape[1])
+        return cls(x, alpha, chol, scales, nz)
 
     def predict(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ks = _kernel(xs, self.x, self.ls)
@@ -93,6 +141,13 @@ class _GP:
         v = np.linalg.solve(self.chol, ks.T)
         var = np.clip(1.0 - (v * v).sum(0), 1e-9, None)
         return mu, np.sqrt(var)
+
+
+def _expand(ls0: float, factors: np.ndarray, groups: Sequence[slice], width: int) -> np.ndarray:
+    out = np.full(width, ls0, dtype=float)
+    for f, g in zip(factors, groups):
+        out[g] = ls0 * f
+    return out
 
 
 @dataclass
@@ -107,13 +162,17 @@ class PriorTrial:
 class Surrogate:
     """Fit on (config, value) pairs of this study (+ prior trials); predict standardised scores.
 
+    `ard`: fit a length scale per parameter once there are `ARD_MIN_TRIALS` trials (see `_GP.fit`);
+    the prior GP of transferred trials stays isotropic (other datasets' relevances may differ).
+
     `predict` returns (mu, sigma) in units of the study's standard deviation, relative to the
     study mean, so scores add up with the candidates' priors on a common scale.
     """
 
-    def __init__(self, space: SpaceView, *, prior_weight: float = 1.0) -> None:
+    def __init__(self, space: SpaceView, *, prior_weight: float = 1.0, ard: bool = True) -> None:
         self.space = space
         self.prior_weight = prior_weight
+        self.ard = ard
         self._gp: _GP | None = None
         self._prior_gp: _GP | None = None
         self._prior_offset = 0.0
@@ -145,7 +204,7 @@ class Surrogate:
         m0 = self._prior_mean(x)
         if self._prior_gp is not None:
             self._prior_offset = float(m0.mean())
-        self._gp = _GP.fit(x, y - (m0 - self._prior_offset))
+        self._gp = _GP.fit(x, y - (m0 - self._prior_offset), groups=axis_groups(self.space) if self.ard else None)
         self.n = len(configs)
         return self
 
