@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from virtualmle import __version__
@@ -43,14 +44,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so it takes the same path."""
+
+
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def _install_stop_signals() -> None:
+    """SIGTERM (``kill PID``, a scheduler's stop) takes the same path as Ctrl-C: running trials
+    are killed and recorded as interrupted, so a resume re-runs them, and storage is left
+    consistent. (A command started with ``&`` from a script inherits SIGINT as ignored, so for
+    a background run ``kill PID`` is the way to stop it.)
+    """
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _install_stop_signals()
     try:
         return int(args.func(args) or 0)
     except VirtualMLEError as exc:
         print(f"virtualmle: error: {exc}", file=sys.stderr)
         return 2
+    except _Stopped:
+        print("virtualmle: stopped (SIGTERM); run the same command again to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("virtualmle: interrupted", file=sys.stderr)
         return 130
