@@ -248,3 +248,42 @@ def test_sigterm_stops_like_ctrl_c_and_leaves_nothing_running(tmp_path):
     by = {t.number: t for t in trials}
     assert by[running[0]].state == TrialState.FAIL
     assert by[running[0]].user_attrs["outcome"] == "interrupted"
+
+
+class _PlanMethod:
+    """A user-written method (the `Method` protocol): fixed proposals in a fixed order."""
+
+    name = "plan"
+
+    def __init__(self, plan: list[dict]) -> None:
+        self.plan = plan
+
+    def propose(self, ctx):
+        from virtualmle.search.method import Proposal
+
+        i = len(ctx.history) + len(ctx.pending)
+        return Proposal(params=self.plan[i]) if i < len(self.plan) else None
+
+    def observe(self, ctx, record):
+        return {}
+
+
+@pytest.mark.slow
+def test_median_pruner_stops_a_hopeless_trial_in_a_real_search(tmp_path):
+    """Three sound learning rates train to the end; then one that cannot learn (lr 1e-6) falls
+    below the median of their per-epoch validation curves and is pruned before its last epoch."""
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    plan = [{"hidden": 32, "heads": 1, "lr": lr, "negatives": 16} for lr in (3e-3, 5e-3, 1e-2, 1e-6)]
+    opts = tiny_options(tmp_path, trials=4, prune=True)
+    opts.max_epochs = 4
+    opts.fixed["patience"] = 0
+    summary = run_search(_PlanMethod(plan), opts, storage=storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    by = {t.params.get("lr", t.user_attrs.get("extra_params", {}).get("lr")): t for t in study.trials}
+    hopeless = by[1e-6]
+    assert hopeless.state == TrialState.PRUNED, (hopeless.state, hopeless.intermediate_values)
+    assert hopeless.user_attrs["outcome"] == "pruned"
+    assert 1 <= len(hopeless.intermediate_values) < 4
+    for lr in (3e-3, 5e-3, 1e-2):
+        assert by[lr].state == TrialState.COMPLETE and len(by[lr].intermediate_values) == 4
+    assert summary.outcomes.get("pruned") == 1
