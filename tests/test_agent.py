@@ -182,6 +182,58 @@ def test_unreachable_backend_stops_cleanly_and_resumes(workdir: Path) -> None:
     assert step["fallback"] is None
 
 
+@pytest.mark.slow
+@needs_data
+def test_live_server_killed_mid_study_stops_cleanly_then_resumes(workdir: Path) -> None:
+    """A real llama_cpp.server serves the study, then is SIGKILLed while trial 1 trains: the
+    trial's result is kept, the next LLM step retries, the study stops with one line, and the
+    same command with a working backend finishes the budget without redoing anything."""
+    import signal
+    import time
+
+    from llama_server import llama_server
+
+    env = {**os.environ, "VIRTUALMLE_DATA_DIR": DATA_DIR, "OMP_NUM_THREADS": "1"}
+    with llama_server(workdir / "server.log") as (base, server):
+        args = ["tune", "--data", "beauty", "--model", "sasrec", "--trials", "3", "--slice-users", SLICE,
+                "--max-epochs", EPOCHS, "--space", str(workdir / "small.yaml"),
+                "--storage", f"sqlite:///{workdir / 'studies.db'}", "--memory", str(workdir / "memory"),
+                "--run-dir", str(workdir / "run-live"), "--study", "live", "--mode", "llm", "--no-reflection",
+                "--llm", f"{base}?retries=0#smollm2"]
+        proc = subprocess.Popen([sys.executable, "-m", "virtualmle", *args], cwd=workdir, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            try:
+                if any(t.number == 1 and t.state.name == "RUNNING" for t in _trials(workdir, "live")):
+                    break
+            except Exception:  # the study is not created yet
+                continue
+            assert proc.poll() is None, proc.stderr.read()
+        else:
+            proc.kill()
+            pytest.fail("trial 1 never started")
+        server.send_signal(signal.SIGKILL)  # dies mid-study, between two LLM calls
+        server.wait()
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-2000:]
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("virtualmle: error:") and "unavailable" in lines[-1] and "resume" in lines[-1]
+    assert "Traceback" not in err
+    trials = _trials(workdir, "live")
+    assert [(t.number, t.state.name) for t in trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    log = [json.loads(x) for x in (workdir / "run-live" / "llm_log.jsonl").read_text().splitlines()]
+    assert any(e["backend"] == "http" and e["ok"] and e["purpose"] == "propose" for e in log)  # it was live
+    assert not log[-1]["ok"]  # and the last call found it dead
+    before = [(t.value, t.datetime_complete) for t in trials]
+    resumed = _cli(*args[:-1], "embedded", cwd=workdir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = _trials(workdir, "live")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert [(t.value, t.datetime_complete) for t in trials[:2]] == before
+
+
 # ---- section 6: robustness of the validation path (inputs constructed directly) ----------------
 
 @pytest.fixture(scope="module")

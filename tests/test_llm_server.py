@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,11 +15,12 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from virtualmle.errors import LLMError, LLMUnavailableError
-from virtualmle.llm import default_gguf_path, log_summary, make_llm, read_log
+from virtualmle.llm import log_summary, make_llm, read_log
+
+from llama_server import free_port as _free_port, llama_server
 
 pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
 
-READY_DEADLINE_S = 90
 MESSAGES = [
     {"role": "system", "content": "You tune a SASRec recommender. Answer in JSON."},
     {"role": "user", "content": "Propose a dropout rate and give a short reason."},
@@ -37,62 +33,11 @@ class Dropout(BaseModel):
     reason: str = Field(max_length=40)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a running `python -m llama_cpp.server`; the process is always terminated."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    base = f"http://127.0.0.1:{port}/v1"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(default_gguf_path()),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "2048",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + READY_DEADLINE_S
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(
-                        f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}"
-                    )
-                try:
-                    with urllib.request.urlopen(f"{base}/models", timeout=2) as reply:
-                        if reply.status == 200:
-                            break
-                except (urllib.error.URLError, ConnectionError, TimeoutError):
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"llama_cpp.server not ready after {READY_DEADLINE_S} s:\n{log_path.read_text()[-2000:]}"
-                    )
-                time.sleep(0.3)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with llama_server(tmp_path_factory.mktemp("llama_server") / "server.log") as (base, _):
+        yield base
 
 
 def test_structured_output_detects_json_object_dialect(server: str, tmp_path: Path) -> None:
