@@ -164,6 +164,22 @@ def _verdicts(res) -> list[str]:
     return out
 
 
+def _flags() -> str:
+    """The command line's flags, less ``--stage`` (which stage wrote the page does not change it)."""
+    out, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--stage":
+            skip = True
+            continue
+        if a.startswith("--stage="):
+            continue
+        out.append(a)
+    return " ".join(out)
+
+
 def _llm_seconds_per_call(llm) -> float | None:
     calls = sum(int(r.llm.get("calls", 0)) for r in llm.runs) if llm else 0
     return sum(float(r.llm.get("seconds", 0.0)) for r in llm.runs) / calls if calls else None
@@ -186,7 +202,7 @@ def write_page(args, classic, llm, transfer, peer, full=None):
     L += ["# Results", "",
           "Regenerate this page (and docs/results/*.png) with one command:", "",
           "```", "VIRTUALMLE_DATA_DIR=/work/shared/data python benchmarks/results.py", "```", "",
-          f"(flags used for this version: `{' '.join(sys.argv[1:]) or '(defaults)'}`; studies are stored in "
+          f"(flags used for this version: `{_flags() or '(defaults)'}`; studies are stored in "
           f"`{os.path.relpath(args.work, ROOT)}/`, every stage resumes). Page written "
           f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on: {_machine()}.", "",
           "## The trial table", "",
@@ -287,12 +303,15 @@ def write_page(args, classic, llm, transfer, peer, full=None):
               "among near-tied candidates) to fit the LLM time on this CPU; insights and the cognition "
               "summaries come from the code's keep/discard evidence. Each seed's `auto` arm starts from a "
               "copy of the source bank, each `none` arm from an empty bank. The paper reports about one third "
-              "of the trials with transfer; with the budgets above the difference is "
-              + _transfer_word(transfer) + f". What weighs against transfer here: the source studies are "
-              f"short ({args.source_trials} trials each, so a distilled rule rests on one or two trials), and "
-              "rules are about one- and two-parameter moves, while on this table the agent's global "
-              "candidates find the best region within a few trials anyway. Longer source studies at a "
-              "higher fidelity are the fair test.", ""]
+              "of the trials with transfer. Here the runs " + _transfer_word(transfer, transfer.options.get("trials") or 0)
+              + ". Read it with its caveats: the sources are trained at the table's fidelity (1000 users, 3 "
+              "epochs), so source and target share that fidelity's biases; the transferred knowledge reaches "
+              "the target study both as rules and as prior trials for the surrogate, and no ablation here "
+              "separates the two (the distilled rules are mixed: `virtualmle memory show --memory "
+              f"{os.path.relpath(args.work, ROOT)}/transfer/transfer/bank-sources` lists them, some of which "
+              "point the wrong way on this table); and the sources are short "
+              f"({args.source_trials} trials each). Sources and target at full fidelity are the test that "
+              "would settle it.", ""]
     else:
         L += ["Not run for this version of the page (`--stage transfer`).", ""]
     L += ["## Peer speed: our SASRec vs RecBole's SASRec", ""]
@@ -330,14 +349,21 @@ def write_page(args, classic, llm, transfer, peer, full=None):
     print(f"wrote {path} and {', '.join(p.name for p in pngs)}", file=sys.stderr)
 
 
-def _transfer_word(t) -> str:
+def _transfer_word(t, budget: int) -> str:
     rows = {r["transfer"]: r for r in t.rows()}
     a, n = rows.get("auto"), rows.get("none")
-    if not a or not n or a["trials_to_target_mean"] is None or n["trials_to_target_mean"] is None:
-        return "not measurable (an arm never reached the target)"
-    return (f"{a['trials_to_target_mean']:.1f} trials with transfer vs {n['trials_to_target_mean']:.1f} without "
-            f"(reached {a['reached']}/{a['runs']} vs {n['reached']}/{n['runs']}), which at these seed counts "
-            "is an anecdote, not an effect size")
+    if not a or not n:
+        return "not measurable (an arm is missing)"
+
+    def censored(r):  # unreached runs counted as budget + 1: a lower bound for them
+        xs = [budget + 1 if x is None else x for x in r["per_seed_trials_to_target"]]
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    ca, cn = censored(a), censored(n)
+    return (f"reached the target in {a['reached']}/{a['runs']} runs with transfer and {n['reached']}/{n['runs']} "
+            f"without; counting a run that never reached it as {budget + 1} trials (a lower bound), the mean "
+            f"trials to target are {ca:.1f} with transfer and at least {cn:.1f} without, a ratio of at most "
+            f"{ca / cn:.2f}" if cn else "not measurable")
 
 
 def main(argv: list[str] | None = None) -> int:
