@@ -335,7 +335,8 @@ def write_page(args, classic, llm, transfer, peer, full=None):
                   f"RecBole takes {peer.get('ratio', float('nan')):.1f}x our seconds per epoch. Its epoch is "
                   f"{r.get('train_samples')} training samples (every prefix of every sequence), ours one pass "
                   "over the sequences with every position supervised, so per epoch RecBole does more forward "
-                  "passes; RecBole ran in its own venv (`setuptools<70`, `numpy<2`, `pandas<2.3`; its pip "
+                  "passes and more optimiser steps (see the validation column: one epoch is not the same "
+                  "progress for both; time to equal quality was not measured); RecBole ran in its own venv (`setuptools<70`, `numpy<2`, `pandas<2.3`; its pip "
                   "resolution installed a CUDA build of torch, used on CPU)."]
         L += ["", "Timings on a shared, loaded machine are noisy (the load averages above); the ratio, "
               "measured back to back, is the number to read."]
