@@ -19,6 +19,8 @@ from virtualmle.errors import VirtualMLEError
 # Command modules, in the order `--help` lists them. A module that is missing is skipped so a
 # partial checkout still runs the commands it has.
 COMMANDS = ("train", "profile", "search", "tune", "report", "memory", "bench")
+# Commands whose work is in storage and picks up where it stopped when run again.
+RESUMABLE = ("search", "tune", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"virtualmle: error: {exc}", file=sys.stderr)
         return 2
     except _Stopped:
-        print("virtualmle: stopped (SIGTERM); run the same command again to resume", file=sys.stderr)
+        hint = "; run the same command again to resume" if args.command in RESUMABLE else ""
+        print(f"virtualmle: stopped (SIGTERM){hint}", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("virtualmle: interrupted", file=sys.stderr)
