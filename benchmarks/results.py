@@ -394,11 +394,18 @@ def _transfer_word(t, budget: int) -> str:
         xs = [budget + 1 if x is None else x for x in r["per_seed_trials_to_target"]]
         return sum(xs) / len(xs) if xs else float("nan")
 
+    if budget < 1 or not a["runs"] or not n["runs"]:
+        return "not measurable (no budget or no runs recorded)"
+    head = f"reached the target in {a['reached']}/{a['runs']} runs with transfer and {n['reached']}/{n['runs']} without"
+    if not a["reached"] and not n["reached"]:
+        return head + " (no run reached it, so trials to target are not measurable)"
     ca, cn = censored(a), censored(n)
-    return (f"reached the target in {a['reached']}/{a['runs']} runs with transfer and {n['reached']}/{n['runs']} "
-            f"without; counting a run that never reached it as {budget + 1} trials (a lower bound), the mean "
-            f"trials to target are {ca:.1f} with transfer and at least {cn:.1f} without, a ratio of at most "
-            f"{ca / cn:.2f}" if cn else "not measurable")
+    text = (f"{head}; counting a run that never reached it as {budget + 1} trials (a lower bound for that run), "
+            f"the mean trials to target are {'' if a['reached'] == a['runs'] else 'at least '}{ca:.1f} with "
+            f"transfer and {'' if n['reached'] == n['runs'] else 'at least '}{cn:.1f} without")
+    if a["reached"] == a["runs"]:  # the transfer arm's mean is exact, the other's a lower bound
+        text += f", a ratio of at most {ca / cn:.2f}"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -418,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-json", type=Path, default=ROOT / "runs" / "results" / "peer_speed.json")
     ap.add_argument("--no-llm", action="store_true", help="page without the agent / OPRO runs")
     ap.add_argument("--no-transfer", action="store_true", help="page without the transfer experiment")
+    ap.add_argument("--no-full", action="store_true", help="page without the --table-space full stage")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage == "classic":
@@ -433,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         stage_transfer(args)
         return 0
     classic = stage_classic(args)
-    full = stage_full(args)
+    full = None if args.no_full else stage_full(args)
     llm = None if args.no_llm else stage_llm(args)
     transfer = None if args.no_transfer else stage_transfer(args)
     peer = json.loads(args.peer_json.read_text()) if args.peer_json.is_file() else None

@@ -191,6 +191,7 @@ def test_live_server_killed_mid_study_stops_cleanly_then_resumes(workdir: Path) 
     import signal
     import time
 
+    pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
     from llama_server import llama_server
 
     env = {**os.environ, "VIRTUALMLE_DATA_DIR": DATA_DIR, "OMP_NUM_THREADS": "1"}
@@ -202,21 +203,25 @@ def test_live_server_killed_mid_study_stops_cleanly_then_resumes(workdir: Path) 
                 "--llm", f"{base}?retries=0#smollm2"]
         proc = subprocess.Popen([sys.executable, "-m", "virtualmle", *args], cwd=workdir, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            time.sleep(0.3)
-            try:
-                if any(t.number == 1 and t.state.name == "RUNNING" for t in _trials(workdir, "live")):
-                    break
-            except Exception:  # the study is not created yet
-                continue
-            assert proc.poll() is None, proc.stderr.read()
-        else:
-            proc.kill()
-            pytest.fail("trial 1 never started")
-        server.send_signal(signal.SIGKILL)  # dies mid-study, between two LLM calls
-        server.wait()
-        _, err = proc.communicate(timeout=300)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                time.sleep(0.3)
+                assert proc.poll() is None, proc.stderr.read()
+                try:
+                    if any(t.number == 1 and t.state.name == "RUNNING" for t in _trials(workdir, "live")):
+                        break
+                except Exception:  # the study is not created yet
+                    continue
+            else:
+                pytest.fail("trial 1 never started")
+            server.send_signal(signal.SIGKILL)  # dies mid-study, between two LLM calls
+            server.wait()
+            _, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 2, err[-2000:]
     lines = err.strip().splitlines()
     assert lines[-1].startswith("virtualmle: error:") and "unavailable" in lines[-1] and "resume" in lines[-1]

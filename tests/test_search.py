@@ -217,29 +217,38 @@ def test_kill_9_mid_trial_then_resume_completes_budget_without_duplicates(tmp_pa
 
 
 @pytest.mark.slow
-def test_sigterm_stops_like_ctrl_c_and_leaves_nothing_running(tmp_path):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_sigterm_stops_like_ctrl_c_and_leaves_nothing_running(tmp_path, executor):
     """`kill PID` on a background search: running trials are killed and recorded as interrupted
-    (not left RUNNING), the command exits 143 with one line saying how to resume."""
+    (not left RUNNING), the command exits 143 with one line saying how to resume. With Ray too,
+    whose ray.init installs a SIGTERM handler of its own."""
+    if executor == "ray":
+        pytest.importorskip("ray")
     space, db = write_tiny_space(tmp_path), tmp_path / "s.db"
-    args = tiny_args(space, db, "grid", 4)
+    args = tiny_args(space, db, "grid", 4, "--executor", executor)
     args[args.index("--max-epochs") + 1] = "200"
     args[args.index("patience=1")] = "patience=0"  # never stops early: still running when signalled
     proc = subprocess.Popen([sys.executable, "-m", "virtualmle", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    url = f"sqlite:///{db}"
-    deadline, running = time.monotonic() + 150, []
-    while time.monotonic() < deadline and not running:
-        time.sleep(0.3)
-        try:
-            running = [t.number for t in optuna.load_study(study_name="beauty-sasrec-grid-s0", storage=url).trials
-                       if t.state == TrialState.RUNNING]
-        except Exception:
-            continue
-    assert running, proc.stderr.read() if proc.poll() is not None else "no trial started"
-    time.sleep(1.0)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:
+        url = f"sqlite:///{db}"
+        deadline, running = time.monotonic() + 150, []
+        while time.monotonic() < deadline and not running and proc.poll() is None:
+            time.sleep(0.3)
+            try:
+                running = [t.number for t in optuna.load_study(study_name="beauty-sasrec-grid-s0", storage=url).trials
+                           if t.state == TrialState.RUNNING]
+            except Exception:
+                continue
+        assert running, proc.stderr.read() if proc.poll() is not None else "no trial started"
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert time.monotonic() - t0 < 30
     assert "stopped (SIGTERM)" in err and "resume" in err

@@ -12,6 +12,8 @@ import argparse
 import importlib
 import signal
 import sys
+import threading
+from typing import Any
 
 from virtualmle import __version__
 from virtualmle.errors import VirtualMLEError
@@ -51,23 +53,31 @@ class _Stopped(KeyboardInterrupt):
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
     raise _Stopped
 
 
-def _install_stop_signals() -> None:
+def _install_stop_signals() -> Any:
+    """Install the SIGTERM handler; returns the handler to restore afterwards (None: nothing
+    installed, e.g. off the main thread or when the caller has its own handler)."""
     """SIGTERM (``kill PID``, a scheduler's stop) takes the same path as Ctrl-C: running trials
     are killed and recorded as interrupted, so a resume re-runs them, and storage is left
     consistent. (A command started with ``&`` from a script inherits SIGINT as ignored, so for
     a background run ``kill PID`` is the way to stop it.)
     """
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return None
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    return previous
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _install_stop_signals()
+    previous = _install_stop_signals()
     try:
         return int(args.func(args) or 0)
     except VirtualMLEError as exc:
@@ -80,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("virtualmle: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:  # in-process callers (tests, notebooks) get their handler back
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,6 +40,7 @@ import logging
 import os
 import queue
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -240,6 +241,9 @@ class RayExecutor:
                 # Registered before ray.init, so it runs after Ray's own exit hook has stopped Ray.
                 atexit.register(self._cleanup_temp)
             kwargs.update(include_dashboard=False, _temp_dir=str(Path(temp_dir).resolve()))
+        # ray.init replaces the SIGTERM handler with one that calls sys.exit, which would skip the
+        # CLI's clean stop (trials recorded as interrupted); keep whatever handler was there.
+        sigterm = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(address=address, **kwargs)
         except Exception as exc:  # ConnectionError, auth errors, bad addresses come in many types
@@ -249,6 +253,9 @@ class RayExecutor:
                 f"--ray-address {address or os.environ.get('RAY_ADDRESS') or 'local'}: cannot start or "
                 f"reach Ray: {type(exc).__name__}: {text[0] if text else ''}"[:400]
             ) from None
+        finally:
+            if sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)
         self._owns_ray = True
 
     # -- public interface -------------------------------------------------------------------
