@@ -15,7 +15,6 @@ run found), snaps to the table, and LLM calls, tokens and cost from each study's
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -257,6 +256,40 @@ def make_method(name: str, space: Any, seed: int, opts: BenchOptions, memory_dir
     return get_method(name, space=space, seed=seed, **extra)
 
 
+@dataclass
+class Target:
+    """What a bench (or the transfer experiment's target) runs on: a trial table's dataset,
+    backbone, fidelity and space, or the options' own when there is no table."""
+
+    table: Any  # TrialTable or None
+    data: str
+    model: str
+    slice_users: int | None
+    max_epochs: int | None
+    space: Any
+
+
+def resolve_target(opts: Any, *, table_space: str = "grid", data_label: str = "--data") -> Target:
+    """Load ``opts.table`` (checking ``opts.data`` against it) or take ``opts.data`` / ``opts.model``
+    and the fidelity from the options. ``table_space="full"`` searches the shipped space of the
+    table's backbone instead of the table's own axes."""
+    from virtualmle.search.space import load_space
+
+    if opts.table is not None:
+        from virtualmle.bench.table import TrialTable
+
+        table = TrialTable.load(opts.table)
+        if opts.data is not None and opts.data != table.dataset:
+            raise ConfigError(f"--data {opts.data!r} does not match the table {opts.table} ({table.dataset!r})")
+        space = _table_space(table) if table_space == "grid" else load_space(table.backbone)
+        return Target(table, table.dataset, table.backbone, table.fidelity.get("slice_users"),
+                      table.fidelity.get("max_epochs"), space)
+    if not opts.data:
+        raise ConfigError(f"{data_label} is required without --table")
+    model = opts.model or "sasrec"
+    return Target(None, opts.data, model, opts.slice_users, opts.max_epochs, load_space(model))
+
+
 def _table_space(table: Any) -> Any:
     from virtualmle.search.space import load_space, parse_space
 
@@ -326,7 +359,6 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
     import optuna
 
     from virtualmle.search.loop import SearchOptions, run_search
-    from virtualmle.search.space import load_space
     from virtualmle.search.storage import open_storage
 
     methods = check_methods(opts.methods)
@@ -340,28 +372,17 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
         raise ConfigError(f"--target-frac must be in (0, 1] (got {opts.target_frac})")
     if opts.table_space not in ("grid", "full"):
         raise ConfigError(f"--table-space must be grid or full (got {opts.table_space!r})")
-    table = None
-    if opts.table is not None:
-        from virtualmle.bench.table import TrialTable
-
-        table = TrialTable.load(opts.table)
-        for name, given, have in (("--data", opts.data, table.dataset), ("--model", opts.model, table.backbone)):
-            if given is not None and given != have:
-                raise ConfigError(f"{name} {given!r} does not match the table {opts.table} ({have!r})")
+    target = resolve_target(opts, table_space=opts.table_space)
+    table = target.table
+    if table is not None:
+        if opts.model is not None and opts.model != table.backbone:
+            raise ConfigError(f"--model {opts.model!r} does not match the table {opts.table} ({table.backbone!r})")
         if opts.max_epochs is not None or opts.slice_users is not None:
             raise ConfigError("--max-epochs / --slice-users: the table fixes the fidelity; leave them out with --table")
         if opts.metric != table.metric:
             raise ConfigError(f"--metric {opts.metric!r}: the table {opts.table} was built for {table.metric!r}")
-        data, model = table.dataset, table.backbone
-        slice_users = table.fidelity.get("slice_users")
-        max_epochs = table.fidelity.get("max_epochs")
-        space = _table_space(table) if opts.table_space == "grid" else load_space(model)
-    else:
-        if not opts.data:
-            raise ConfigError("--data is required without --table")
-        data, model = opts.data, opts.model or "sasrec"
-        slice_users, max_epochs = opts.slice_users, opts.max_epochs
-        space = load_space(model)
+    data, model, slice_users, max_epochs, space = (target.data, target.model, target.slice_users,
+                                                   target.max_epochs, target.space)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     storage_url = opts.storage or f"sqlite:///{(out / 'bench.db').resolve()}"

@@ -105,34 +105,20 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
     import optuna
 
     from virtualmle.bench.report import _atomic
-    from virtualmle.bench.runner import _table_space, read_run
+    from virtualmle.bench.runner import read_run, resolve_target
+    from virtualmle.bench.table import TableExecutor
     from virtualmle.data import load_dataset
     from virtualmle.search.loop import SearchOptions, run_search
     from virtualmle.search.methods import get_method
-    from virtualmle.search.space import load_space
     from virtualmle.search.storage import open_storage
 
     if not sources:
         raise ConfigError("--sources: name at least one source dataset")
     if source_trials < 1 or opts.trials < 1 or opts.seeds < 1:
         raise ConfigError("--source-trials, --trials and --seeds must be >= 1")
-    table = None
-    if opts.table is not None:
-        from virtualmle.bench.table import TableExecutor, TrialTable
-
-        table = TrialTable.load(opts.table)
-        if opts.data is not None and opts.data != table.dataset:
-            raise ConfigError(f"--data {opts.data!r} does not match the table {opts.table} ({table.dataset!r})")
-        target_data, model = table.dataset, table.backbone
-        slice_users = table.fidelity.get("slice_users")
-        max_epochs = table.fidelity.get("max_epochs")
-        space = _table_space(table)
-    else:
-        if not opts.data:
-            raise ConfigError("--data (the target dataset) is required without --table")
-        target_data, model = opts.data, opts.model or "sasrec"
-        slice_users, max_epochs = opts.slice_users, opts.max_epochs
-        space = load_space(model)
+    target = resolve_target(opts, data_label="--data (the target dataset)")
+    table, target_data, model = target.table, target.data, target.model
+    slice_users, max_epochs, space = target.slice_users, target.max_epochs, target.space
     target_name = load_dataset(target_data, slice_users=slice_users).name
     source_names = [load_dataset(s, slice_users=slice_users).name for s in sources]
     if target_name in source_names:
