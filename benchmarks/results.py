@@ -428,17 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-full", action="store_true", help="page without the --table-space full stage")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    if args.stage == "classic":
-        stage_classic(args)
-        return 0
-    if args.stage == "full":
-        stage_full(args)
-        return 0
-    if args.stage == "llm":
-        stage_llm(args)
-        return 0
-    if args.stage == "transfer":
-        stage_transfer(args)
+    single = {"classic": stage_classic, "full": stage_full, "llm": stage_llm, "transfer": stage_transfer}
+    if args.stage in single:
+        single[args.stage](args)
         return 0
     classic = stage_classic(args)
     full = None if args.no_full else stage_full(args)
