@@ -23,8 +23,6 @@ TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "tables" / "beauty_
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch, tmp_path):
-    if not os.environ.get("VIRTUALMLE_DATA_DIR"):
-        monkeypatch.setenv("VIRTUALMLE_DATA_DIR", "/work/shared/data")
     monkeypatch.chdir(tmp_path)
 
 

@@ -14,12 +14,6 @@ from virtualmle.search.worker import TEST_FAULT_ENV
 TINY = {"model": "sasrec", "hidden": 16, "max_len": 20, "negatives": 8, "batch_size": 256, "max_epochs": 1}
 
 
-@pytest.fixture(autouse=True)
-def _data_dir(monkeypatch):
-    if not os.environ.get("VIRTUALMLE_DATA_DIR"):
-        monkeypatch.setenv("VIRTUALMLE_DATA_DIR", "/work/shared/data")
-
-
 def spec(tmp_path, number, **kw):
     config = {**TINY, **kw.pop("config", {})}
     return TrialSpec(number=number, data="beauty", config=config, trial_dir=str(tmp_path / f"t{number}"),

@@ -36,7 +36,7 @@ from virtualmle.memory import (
     slugify,
 )
 
-DATA = Path(os.environ.get("VIRTUALMLE_DATA_DIR", "/work/shared/data"))
+DATA = Path(os.environ["VIRTUALMLE_DATA_DIR"])
 BEAUTY_LIKE = {"users": 22363, "items": 12101, "interactions": 198502, "density": 7.3e-4,
                "seq_len": {"mean": 8.88}}
 

@@ -24,7 +24,7 @@ import optuna  # noqa: E402
 from virtualmle.search.testing import write_tiny_space  # noqa: E402
 
 pytestmark = pytest.mark.slow
-DATA_DIR = os.environ.get("VIRTUALMLE_DATA_DIR") or "/work/shared/data"
+DATA_DIR = os.environ["VIRTUALMLE_DATA_DIR"]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 

@@ -25,8 +25,6 @@ from virtualmle.search.worker import TEST_FAULT_ENV
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch, tmp_path):
-    if not os.environ.get("VIRTUALMLE_DATA_DIR"):
-        monkeypatch.setenv("VIRTUALMLE_DATA_DIR", "/work/shared/data")
     monkeypatch.chdir(tmp_path)
 
 
