@@ -2,7 +2,7 @@
 
 `VIRTUALMLE_DATA_DIR` from the environment wins (the Makefile sets it); otherwise the shared data
 folder beside the checkout (`../shared/data`), found relative to this file, never a machine path.
-Tests that need a real file ask for it with `real_data(name)`, which skips when it is absent.
+Test modules read `os.environ["VIRTUALMLE_DATA_DIR"]`; a test whose file is absent skips itself.
 """
 
 from __future__ import annotations
@@ -18,8 +18,3 @@ _BESIDE_CHECKOUT = Path(__file__).resolve().parents[2] / "shared" / "data"
 def pytest_configure(config: pytest.Config) -> None:
     if not os.environ.get("VIRTUALMLE_DATA_DIR") and _BESIDE_CHECKOUT.is_dir():
         os.environ["VIRTUALMLE_DATA_DIR"] = str(_BESIDE_CHECKOUT)
-
-
-def data_dir() -> Path:
-    """The folder the real datasets are read from in this test session."""
-    return Path(os.environ.get("VIRTUALMLE_DATA_DIR", str(_BESIDE_CHECKOUT)))
