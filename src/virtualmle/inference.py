@@ -219,3 +219,31 @@ def load_model(directory: str | Path, *, device: str = "auto") -> LoadedModel:
     dev = resolve_device(device)
     module.to(dev).eval()
     return LoadedModel(module, config, meta, list(ids["items"]), list(ids.get("users", [])), dev)
+
+
+def read_data_for(
+    model: LoadedModel, spec: str, options: dict[str, Any] | None = None, *, slice_users: int | None = None,
+    same_slice: bool = False,
+) -> tuple[SequenceData, bool]:
+    """Read `spec` for `model`: (data, is_training_file).
+
+    Without `options`, a file that is the model's training file is read the way training read
+    it (format and columns stored in model.json). With `same_slice`, the training slice is
+    applied to the training file too, so evaluation sees exactly the training users.
+    """
+    from virtualmle.data import load_dataset, resolve_dataset
+
+    stored = model.meta.get("data", {})
+    path, _ = resolve_dataset(spec)
+    same_path = stored.get("source") is not None and Path(stored["source"]) == path.absolute()
+    if not options and same_path:
+        options = dict(stored.get("options") or {})
+    data = load_dataset(spec, **(options or {}))
+    is_training_file = data.meta.get("sha256") is not None and data.meta.get("sha256") == stored.get("sha256")
+    if slice_users is None and same_slice and is_training_file:
+        slice_users = stored.get("slice_users")
+    if slice_users is not None:
+        from virtualmle.data import slice_data
+
+        data = slice_data(data, slice_users)
+    return data, is_training_file

@@ -84,7 +84,7 @@ def save_model(
         "data": {
             **data_info,
             "name": data.name,
-            "source": str(data.source) if data.source is not None else None,
+            "source": str(Path(data.source).absolute()) if data.source is not None else None,
             "format": data.meta.get("format"),
             "sha256": data.meta.get("sha256"),
             "has_timestamps": data.timestamps is not None,
