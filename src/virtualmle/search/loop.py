@@ -590,12 +590,19 @@ def summarize(study: optuna.Study, method: str, metric: str, budget: int, *, wal
 
 
 class _Display:
-    """rich progress: trial i of N, best validation so far, elapsed and an estimate."""
+    """rich progress: trial i of N, best validation so far, elapsed and an estimate.
+
+    Not on a terminal (a log file, a pipe), the bar is left out and each trial is one whole line
+    with the best so far: a bar rendered into a file is cut mid-field at the console width.
+    """
 
     def __init__(self, ctx: SearchContext, study: str, method: str) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.metric = ctx.metric
+        console = Console()
+        self.lines_only = not console.is_terminal
         self.progress = Progress(
             TextColumn(f"[bold]{method}[/] {{task.description}}"),
             BarColumn(),
@@ -604,6 +611,8 @@ class _Display:
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
+            console=console,
+            disable=self.lines_only,
         )
         inc = ctx.incumbent
         self.task = self.progress.add_task(study, total=ctx.budget, completed=ctx.trials_used,
@@ -619,9 +628,10 @@ class _Display:
     def finished(self, rec: TrialRecord, ctx: SearchContext) -> None:
         value = f"{rec.value:.5f}" if rec.value is not None else "-"
         note = f"  {rec.error[:90]}" if rec.error and rec.outcome is not Outcome.COMPLETE else ""
-        self.progress.console.print(
-            f"trial {rec.number:4d}  {rec.outcome.value:<9} {self.metric} {value}  {rec.seconds:6.1f}s{note}"
-        )
+        line = f"trial {rec.number:4d}  {rec.outcome.value:<9} {self.metric} {value}  {rec.seconds:6.1f}s{note}"
+        if self.lines_only:
+            line += f"  ({ctx.trials_used}/{ctx.budget}, best {self._best(ctx.incumbent)})"
+        self.progress.console.print(line, soft_wrap=True, highlight=False, markup=False)
         self.progress.update(self.task, completed=ctx.trials_used, best=self._best(ctx.incumbent))
 
     def close(self) -> None:
