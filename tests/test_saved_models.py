@@ -142,6 +142,7 @@ def test_python_api_search_returns_study_and_best_model(shop_csv, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VIRTUALMLE_CACHE_DIR", str(tmp_path / "cache"))
     import virtualmle
+    import virtualmle.search.loop  # binds the subpackage to `virtualmle.search`: the call must still work
 
     study, best = virtualmle.search(
         data=str(shop_csv), model="sasrec", method="default", trials=1, storage=f"sqlite:///{tmp_path / 'a.db'}",

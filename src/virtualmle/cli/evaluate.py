@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from virtualmle.cli.data_options import add_data_arguments, data_options
+from virtualmle.cli.outputs import check_output_file, write_json_atomic
 from virtualmle.errors import ConfigError
 
 
@@ -41,8 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, map to the model's ids, evaluate, print."""
-    from virtualmle.cli.train import check_output_file, write_json_atomic
-
     if args.slice_users is not None and args.slice_users < 1:
         raise ConfigError(f"--slice-users must be at least 1, got {args.slice_users}")
     json_out = check_output_file(args.json_out, "--json") if args.json_out is not None else None

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from virtualmle.cli.data_options import add_data_arguments, data_options
+from virtualmle.cli.outputs import check_output_file, umask_mode
 from virtualmle.errors import ConfigError, DataError
 
 
@@ -56,8 +57,6 @@ def _read_users(path: Path) -> list[str]:
 
 
 def _check_output(path: Path) -> Path:
-    from virtualmle.cli.train import check_output_file
-
     path = check_output_file(path)
     if path.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(f"--output {path}: use a .csv or .parquet file name")
@@ -77,8 +76,6 @@ def _write(path: Path | None, rows: list[tuple[str, int, str, float]]) -> None:
         w.writerow(("user", "rank", "item", "score"))
         w.writerows(rows)
         return
-    from virtualmle.cli.train import _umask
-
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -95,7 +92,7 @@ def _write(path: Path | None, rows: list[tuple[str, int, str, float]]) -> None:
                 w = csv.writer(fh)
                 w.writerow(("user", "rank", "item", "score"))
                 w.writerows(rows)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -109,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     output = _check_output(args.output) if args.output is not None else None
     wanted = _read_users(args.users) if args.users is not None else None
     options = data_options(args)
+
+    import numpy as np
 
     from virtualmle.inference import load_model, read_data_for
 
@@ -125,8 +124,6 @@ def run(args: argparse.Namespace) -> int:
         chosen = list(range(len(users)))
     lookup = [0] + [model.item_index(x) for x in data.item_ids]
     histories, times, skipped = [], [], 0
-    import numpy as np
-
     lookup_arr = np.asarray(lookup, dtype=np.int64)
     for u in chosen:
         ids = lookup_arr[data.sequences[u]]

@@ -90,6 +90,6 @@ class ModelKeeper:
             os.replace(best_path, self.best_dir)
             logger.info("trial %d is the best so far (%.6f): model in %s", best_number, best_value, self.best_dir)
         keep_numbers = {e[1] for e in top}
-        for value_, num, path in self.kept():
+        for _, num, path in self.kept():
             if num not in keep_numbers:
                 shutil.rmtree(path, ignore_errors=True)
