@@ -151,3 +151,16 @@ def test_python_api_search_returns_study_and_best_model(shop_csv, tmp_path, monk
     assert len(study.trials) == 1 and best == tmp_path / "runs" / study.study_name / "best_model"
     recs = virtualmle.load_model(best).recommend([["sku-1", "sku-2"]], k=4)
     assert len(recs[0]) == 4 and all(item.startswith("sku-") for item in recs[0])
+
+
+def test_bench_reads_the_file_with_the_same_data_flags(shop_csv, tmp_path):
+    r = cli("bench", "--data", str(shop_csv), *COLS, "--methods", "default", "--trials", "1", "--seeds", "1",
+            "--max-epochs", "1", "--out", "b", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert "shop" in json.dumps(summary)
+    assert not list((tmp_path / "b").rglob("best_model"))  # a bench keeps no models
+    r = cli("bench", "--data", str(shop_csv), "--methods", "default", "--trials", "1", "--seeds", "1",
+            "--out", "c", "--quiet", cwd=tmp_path)  # without the flags the columns are unknown
+    assert r.returncode == 2 and "missing user column" in r.stderr
+    assert not (tmp_path / "c" / "bench.db").exists()
