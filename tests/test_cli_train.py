@@ -30,6 +30,7 @@ def _run(args: list[str], data_dir: str, cwd: Path) -> subprocess.CompletedProce
 
 def test_success_writes_the_documented_json(tmp_path):
     out = tmp_path / "sub" / "result.json"
+    out.parent.mkdir()
     proc = _run(["--data", "beauty", "--model", "hstu", *FAST, "--seed", "3", "--set", "lr=0.001",
                  "--output", str(out)], _data_dir(), tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -40,6 +41,9 @@ def test_success_writes_the_documented_json(tmp_path):
     assert doc["profile"]["users"] == 500 and len(doc["epochs"]) == 1
     assert 0.0 <= doc["test"]["ndcg@10"] <= doc["test"]["hr@10"] <= 1.0
     assert [p.name for p in out.parent.iterdir()] == ["result.json"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # the umask's mode, not mkstemp's 0600
 
 
 def test_config_file_is_merged_under_set(tmp_path):
@@ -102,3 +106,40 @@ def test_help_lists_every_parameter_with_defaults(tmp_path):
                    "--slice-users", "--device", "--threads", "--quiet"):
         assert option in proc.stdout
     assert "temperature" in proc.stdout and "1.0 | 0.05" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        (".", "is a directory; give a file name"),
+        ("missing/dir/r.json", "does not exist"),
+    ],
+)
+def test_unwritable_output_fails_before_training(tmp_path, output, message):
+    # Checked before the data is even read: a long run never dies at the end on its output path.
+    proc = _run(["--data", "beauty", *FAST, "--output", output], _data_dir(), tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("virtualmle: error: --output") and message in line
+    assert not (tmp_path / "missing").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_unknown_device_is_one_line(tmp_path):
+    proc = _run(["--data", "beauty", *FAST, "--device", "tpu"], _data_dir(), tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "virtualmle: error: --device 'tpu': use auto, cpu, cuda or cuda:N"
+
+
+def test_device_defaults_to_auto_like_search_and_tune(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "virtualmle", "train", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert "(default auto" in " ".join(proc.stdout.split())
+
+
+def test_save_refuses_a_directory_that_is_not_a_model(tmp_path):
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("keep me")
+    proc = _run(["--data", "beauty", *FAST, "--save", str(other)], _data_dir(), tmp_path)
+    assert proc.returncode == 2
+    assert "not a saved model" in proc.stderr and (other / "todo.txt").read_text() == "keep me"

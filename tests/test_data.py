@@ -118,7 +118,7 @@ def test_sasrec_pairs(tmp_path):
 
 def test_sasrec_pairs_explicit_format_and_errors(tmp_path):
     # A pairs file with a non-standard name needs format=.
-    f = write(tmp_path / "pairs.data", "5 10\n5 20\n5 30\n6 20\n6 30\n6 40\n")
+    f = write(tmp_path / "pairs.log", "5 10\n5 20\n5 30\n6 20\n6 30\n6 40\n")
     with pytest.raises(DataError) as e:
         load_dataset(str(f))
     assert "format" in str(e.value) and "\n" not in str(e.value)
@@ -277,7 +277,7 @@ def test_csv_quoted_fields_and_bom(tmp_path):
     "content, line, words, columns",
     [
         ("user,item,timestamp\n1,2,3\n1,3\n", 3, ["expected 3 fields, got 2"], None),
-        ("user,item,timestamp\n1,2,3\n1,3,noon\n", 3, ["timestamp 'noon' is not a number"], None),
+        ("user,item,timestamp\n1,2,3\n1,3,noon\n", 3, ["timestamp 'noon' is neither a number nor an ISO-8601 date"], None),
         ("user,item,timestamp\n1,2,3\n1,3,4\n1,4,5\n2,1,1\n", 5, ["user '2'", "1 interaction(s)"], None),
         ("user,item\n1,2\n1,3\n1,4\n", 1, ["missing timestamp column 'ts'"], {"timestamp": "ts"}),
         ("user,product,timestamp\n1,2,3\n", 1, ["missing item column"], None),

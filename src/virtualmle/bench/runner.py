@@ -67,6 +67,7 @@ class BenchOptions:
         executor: a shared executor for real (non-table) runs, e.g. a `RayExecutor` (it outlives
             each run's shutdown); None gives each run its own local executor.
         progress: per-run progress line (rich).
+        data_options: how to read the data file (`load_dataset`'s ``fmt``, ``columns``).
     """
 
     methods: list[str]
@@ -90,6 +91,7 @@ class BenchOptions:
     timeout_per_trial: float | None = None
     progress: bool = True
     executor: Any = None
+    data_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -386,10 +388,11 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     storage_url = opts.storage or f"sqlite:///{(out / 'bench.db').resolve()}"
-    storage = open_storage(storage_url)
     from virtualmle.data import load_dataset
 
-    data_name = load_dataset(data, slice_users=slice_users).name  # fails fast on a bad dataset
+    # The data before the storage: a bad dataset fails fast and leaves no empty database.
+    data_name = load_dataset(data, slice_users=slice_users, **opts.data_options).name
+    storage = open_storage(storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
 
@@ -411,7 +414,8 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
         so = SearchOptions(data=data, model=model, trials=opts.trials, seed=seed, metric=opts.metric,
                            study_name=name, space=space, max_epochs=max_epochs, slice_users=slice_users,
                            timeout_per_trial=opts.timeout_per_trial, run_dir=run_dir, device=opts.device,
-                           workers=opts.workers, progress=False)
+                           workers=opts.workers, progress=False, data_options=dict(opts.data_options),
+                           keep_models=0)  # a bench compares methods; it keeps no models
         t0 = time.monotonic()
         summary = run_search(method, so, executor=executor, storage=storage)
         wall = time.monotonic() - t0

@@ -20,7 +20,7 @@ from virtualmle.errors import VirtualMLEError
 
 # Command modules, in the order `--help` lists them. A module that is missing is skipped so a
 # partial checkout still runs the commands it has.
-COMMANDS = ("train", "profile", "search", "tune", "report", "memory", "bench")
+COMMANDS = ("train", "profile", "search", "tune", "report", "memory", "bench", "recommend", "evaluate")
 # Commands whose work is in storage and picks up where it stopped when run again.
 RESUMABLE = ("search", "tune", "bench")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from virtualmle.cli.data_options import add_data_arguments, data_options
 from virtualmle.errors import ConfigError
 from virtualmle.search.executors import add_executor_arguments
 
@@ -74,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="transfer experiment: agent trials per source dataset (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_executor_arguments(p)
+    add_data_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         table_space=args.table_space, max_epochs=args.max_epochs, slice_users=args.slice_users,
         workers=args.workers, target_frac=args.target_frac, metric=args.metric, llm=args.llm,
         agent_options={"transfer": args.agent_transfer, **({"reflection": False} if args.agent_no_reflection else {})}, seed0=args.seed, device=args.device,
-        timeout_per_trial=args.timeout_per_trial, progress=not args.quiet,
+        timeout_per_trial=args.timeout_per_trial, progress=not args.quiet, data_options=data_options(args),
     )
     executor = None
     if args.executor == "ray":  # one Ray connection serves every run; a local executor is per run

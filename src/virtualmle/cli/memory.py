@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "  virtualmle memory show --data beauty --model sasrec\n"
             "  virtualmle memory export --out memory.md   # edit it, then:\n"
             "  virtualmle memory import memory.md\n"
-            "  virtualmle memory distill --storage sqlite:///virtualmle.db --study beauty-sasrec-agent-0"
+            "  virtualmle memory distill --storage sqlite:///virtualmle.db --study beauty-sasrec-agent-s0"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
+from virtualmle.cli.data_options import add_data_arguments, data_options
 from virtualmle.data import describe_profile, load_dataset, profile_dataset
-from virtualmle.data.readers import FORMATS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "  virtualmle profile --data reviews_Baby_5.json.gz --json\n"
             "  virtualmle profile --data ml-1m/ratings.dat\n"
             "  virtualmle profile --data ml-100k.inter --format tsv --time-col timestamp\n"
+            "  virtualmle profile --data ml-100k/u.data          # headerless TSV: user item rating timestamp\n"
             "names are looked up in $VIRTUALMLE_DATA_DIR (default ~/.cache/virtualmle/data); "
             "parses are cached in $VIRTUALMLE_CACHE_DIR (default ~/.cache/virtualmle/cache)."
         ),
@@ -37,17 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data", required=True, metavar="NAME_OR_PATH",
         help="dataset name (beauty, baby, pet_supplies, sports, toys) or a file path",
     )
-    p.add_argument(
-        "--format", dest="fmt", default=None, choices=FORMATS, metavar="FORMAT",
-        help=f"file format, one of {', '.join(FORMATS)} (default: from the file name)",
-    )
     p.add_argument("--max-len", type=int, default=50, metavar="N", help="model max length the coverage share is computed for (default 50)")
     p.add_argument("--slice-users", type=int, default=None, metavar="N", help="profile only the first N users")
-    p.add_argument("--user-col", default=None, metavar="NAME", help="user column of a csv/tsv table")
-    p.add_argument("--item-col", default=None, metavar="NAME", help="item column of a csv/tsv table")
-    p.add_argument("--time-col", default=None, metavar="NAME", help="timestamp column of a csv/tsv table")
     p.add_argument("--no-cache", action="store_true", help="parse the file without reading or writing the parse cache")
     p.add_argument("--json", action="store_true", help="print the profile as JSON instead of a table")
+    add_data_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -78,10 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_len < 1:
         raise ConfigError(f"--max-len must be at least 1, got {args.max_len}")
-    columns = {k: v for k, v in (("user", args.user_col), ("item", args.item_col), ("timestamp", args.time_col)) if v}
-    data = load_dataset(
-        args.data, slice_users=args.slice_users, fmt=args.fmt, columns=columns or None, cache=not args.no_cache
-    )
+    data = load_dataset(args.data, slice_users=args.slice_users, cache=not args.no_cache, **data_options(args))
     profile = profile_dataset(data, max_len=args.max_len)
     if args.json:
         doc = dict(profile, source=str(data.source), format=data.meta.get("format"))

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = args.storage or DEFAULT_STORAGE
-    storage = open_storage(url)
+    storage = open_storage(url, create=False)  # reading: a missing file is an error, not a new one
     index = write_report(storage, Path(args.out), args.studies or None, storage_url=url)
     print(f"report: {index}")
     return 0

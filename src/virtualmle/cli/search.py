@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from virtualmle.cli.data_options import add_data_arguments, data_options
 from virtualmle.errors import ConfigError
 from virtualmle.llm.cli_args import add_llm_arguments
 from virtualmle.search.executors import add_executor_arguments
@@ -59,8 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE", help="hold a parameter that is not searched at a value in every trial (repeatable), e.g. --set patience=2")
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="also write the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--keep-models", type=int, default=1, metavar="K",
+                   help="keep the K best trials' models: the best in <run-dir>/best_model, the rest in <run-dir>/models (default 1; 0: none)")
     add_executor_arguments(p)
     add_llm_arguments(p)  # used by --method opro
+    add_data_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from virtualmle.search.loop import SearchOptions, run_search
     from virtualmle.search.methods import get_method
     from virtualmle.search.space import load_space
-    from virtualmle.search.storage import open_storage
+    from virtualmle.search.storage import check_storage
     from virtualmle.training import TrainConfig, coerce_params
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our display reports trials
@@ -102,11 +106,12 @@ def run(args: argparse.Namespace) -> int:
         timeout_per_trial=args.timeout_per_trial, prune=args.prune,
         run_dir=Path(args.run_dir) if args.run_dir else None, device=args.device,
         workers=args.workers, fixed=fixed, progress=not args.quiet,
+        data_options=data_options(args), keep_models=args.keep_models,
     )
     # The executor first: on a multi-node Ray cluster a SQLite URL is refused before the file exists.
     executor = make_executor(args)
     try:
-        storage = open_storage(args.storage)  # before any work: a bad URL fails fast
+        storage = check_storage(args.storage)  # a bad URL fails fast; opened once the data has loaded
         summary = run_search(method, options, storage=storage, executor=executor)
     finally:
         close_executor(executor)
@@ -140,3 +145,5 @@ def _print_summary(s) -> None:
         table.add_row(name, f"{s.best_valid[name]:.6f}", f"{s.best_test.get(name, float('nan')):.6f}")
     console.print(table)
     console.print("configuration: " + " ".join(f"{k}={v}" for k, v in s.best_params.items()))
+    if s.best_model:
+        console.print(f"best model: {s.best_model}  (virtualmle recommend --model {s.best_model} ...)", highlight=False)

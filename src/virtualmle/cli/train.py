@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from virtualmle.cli.data_options import add_data_arguments, data_options
+from virtualmle.cli.outputs import check_model_dir, check_output_file, write_json_atomic
 from virtualmle.errors import ConfigError
 from virtualmle.training.config import PARAM_HELP, PARAM_NAMES, TrainConfig, coerce_params, default_params
 
@@ -35,6 +35,7 @@ def _epilog() -> str:
         "      --max-epochs 50 --seed 0 --output result.json",
         "  virtualmle train --data beauty --model hstu --slice-users 2000 --max-epochs 3",
         "  virtualmle train --data beauty --config trial.yaml --output result.json",
+        "  virtualmle train --data ml-100k/u.data --slice-users 500 --save model/   (then: virtualmle recommend)",
         "",
         "the result JSON has: config, profile, num_params, epochs, best_epoch, valid, test,",
         "seconds, peak_memory_mb, stopped. valid/test map hr@5/10/20, ndcg@5/10/20, mrr to",
@@ -70,14 +71,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="shortcut for --set max_epochs=N")
     p.add_argument("--seed", type=int, default=None, metavar="N", help="shortcut for --set seed=N")
     p.add_argument("--output", type=Path, default=None, metavar="FILE",
-                   help="write the result JSON here (atomically: never half-written)")
+                   help="write the result JSON here (atomically: never half-written; the directory must exist)")
+    p.add_argument("--save", type=Path, default=None, metavar="DIR",
+                   help="save the best-validation model here (weights, config, id maps, metrics; "
+                        "docs/training.md); use it with `virtualmle recommend` / `evaluate`")
     p.add_argument("--slice-users", type=int, default=None, metavar="N",
                    help="use only the first N users (quick runs and tests)")
-    p.add_argument("--device", default="cpu", metavar="DEVICE",
-                   help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="auto, cpu, cuda or cuda:N (default auto: cuda when available)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress display and no table")
+    add_data_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -123,21 +128,6 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**params)
 
 
-def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    """Write `doc` to `path` via a temp file in the same directory and os.replace."""
-    path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _print_table(doc: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -161,24 +151,35 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--slice-users must be at least 1, got {args.slice_users}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    # Outputs are checked before training: a long run must not end in an unwritable path.
+    output = check_output_file(args.output) if args.output is not None else None
+    save = check_model_dir(args.save) if args.save is not None else None
+    options = data_options(args)
 
     from virtualmle.data import load_dataset
 
-    data = load_dataset(args.data, slice_users=args.slice_users)  # a bad file fails before torch loads
+    data = load_dataset(args.data, slice_users=args.slice_users, **options)  # a bad file fails before torch loads
 
     import torch
 
+    from virtualmle.training.device import resolve_device
     from virtualmle.training.trainer import train
 
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
-    result = train(data, config, device=args.device, progress=not args.quiet)
+    result = train(data, config, device=device, progress=not args.quiet)
     doc = result.to_json()
-    doc["data"] = {"spec": args.data, "name": data.name, "slice_users": args.slice_users}
-    if args.output is not None:
-        write_json_atomic(args.output, doc)
+    doc["data"] = {"spec": args.data, "name": data.name, "slice_users": args.slice_users, "options": options}
+    if save is not None:
+        from virtualmle.models.artifact import save_model
+
+        save_model(save, result.model, config=doc["config"], data=data,
+                   data_info={"spec": args.data, "slice_users": args.slice_users, "options": options},
+                   metrics={k: doc[k] for k in ("valid", "test", "best_epoch", "stopped")})
+        doc["model_dir"] = str(save)
+    if output is not None:
+        write_json_atomic(output, doc)
     if not args.quiet:
         _print_table(doc)
     return 0

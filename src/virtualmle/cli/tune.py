@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from virtualmle.cli.data_options import add_data_arguments, data_options
 from virtualmle.errors import ConfigError
 
 
@@ -76,12 +77,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout-per-trial", type=float, default=None, metavar="S",
                    help="kill a trial after S seconds and record it as timeout")
     p.add_argument("--run-dir", default=None, metavar="DIR",
-                   help="per-trial files and the LLM call log llm_calls.jsonl (default runs/<study>)")
+                   help="per-trial files, the kept models and the LLM call log llm_log.jsonl (default runs/<study>)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where trials train (default auto)")
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="also write the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--keep-models", type=int, default=1, metavar="K",
+                   help="keep the K best trials' models: the best in <run-dir>/best_model, the rest in <run-dir>/models (default 1; 0: none)")
     add_llm_arguments(p)
     add_executor_arguments(p)
+    add_data_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -103,7 +107,7 @@ def _study_name(args: argparse.Namespace) -> str | None:
     from virtualmle.data import load_dataset
     from virtualmle.search.storage import default_study_name
 
-    name = load_dataset(args.data, slice_users=args.slice_users).name
+    name = load_dataset(args.data, slice_users=args.slice_users, **data_options(args)).name
     return default_study_name(name, args.model, "agent", args.seed) + suffix
 
 
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from virtualmle.search.executors import close_executor, make_executor
     from virtualmle.search.loop import SearchOptions, run_search
     from virtualmle.search.space import load_space
-    from virtualmle.search.storage import open_storage
+    from virtualmle.search.storage import check_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
@@ -129,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     # The executor first: on a multi-node Ray cluster a SQLite URL is refused before the file exists.
     executor = make_executor(args)
     try:
-        storage = open_storage(args.storage)  # a bad URL fails before any work
+        storage = check_storage(args.storage)  # a bad URL fails before any work; opened after the data loads
     except BaseException:
         close_executor(executor)
         raise
@@ -152,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         study_name=study, space=space, max_epochs=args.max_epochs, slice_users=args.slice_users,
         timeout_per_trial=args.timeout_per_trial, run_dir=Path(args.run_dir) if args.run_dir else None,
         device=args.device, workers=args.workers, progress=not args.quiet,
+        data_options=data_options(args), keep_models=args.keep_models,
     )
     run_dir = options.run_dir or Path("runs") / (study or "")
     llm = _LazyLLM(args, run_dir if study or args.run_dir else None)

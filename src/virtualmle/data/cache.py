@@ -3,7 +3,8 @@
 A trial runs in a fresh process and would otherwise re-parse its dataset every time. The cache
 holds one ``<key>.npz`` per (file content, format, reader options, cache version): an
 uncompressed archive of ``.npy`` arrays (flat ``items``, ``offsets``, optional ``timestamps``,
-and the parse metadata as JSON bytes), which NumPy loads in milliseconds. One file per entry so
+the file's ``user_ids`` and ``item_ids`` as fixed-width strings, and the parse metadata as JSON
+bytes), which NumPy loads in milliseconds. One file per entry so
 a write is atomic (temp file + ``os.replace``); an entry that fails to load or to validate is
 ignored, logged and rebuilt.
 
@@ -23,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from virtualmle.data.readers import Parsed
+from virtualmle.data.parsing import Parsed
 
 logger = logging.getLogger(__name__)
 
 # Bump when a reader's output changes, so old entries are never read as new ones.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the file's user and item ids are stored
 # Files up to this size are hashed in full (Beauty, 1 MB: ~1 ms); larger ones by size, mtime
 # and three 4 MiB samples, so a trial on a multi-GB dump does not spend seconds hashing.
 FULL_HASH_LIMIT = 256 * 2**20
@@ -81,6 +82,10 @@ def _validate(p: Parsed) -> None:
         raise ValueError("item ids out of range")
     if p.timestamps is not None and p.timestamps.shape != p.items.shape:
         raise ValueError("timestamps do not match items")
+    if p.user_ids is not None and p.user_ids.shape != (p.num_users,):
+        raise ValueError("user ids do not match users")
+    if p.item_ids is not None and p.item_ids.shape != (p.num_items,):
+        raise ValueError("item ids do not match items")
 
 
 def load(key: str, root: Path | None = None) -> Parsed | None:
@@ -94,7 +99,9 @@ def load(key: str, root: Path | None = None) -> Parsed | None:
             offsets = npz["offsets"].astype(np.int64, copy=False)
             timestamps = npz["timestamps"].astype(np.int64, copy=False) if "timestamps" in npz.files else None
             meta = json.loads(bytes(npz["meta"]).decode("utf-8"))
-        parsed = Parsed(items, offsets, int(meta.pop("num_items")), timestamps, meta)
+            user_ids = npz["user_ids"] if "user_ids" in npz.files else None
+            item_ids = npz["item_ids"] if "item_ids" in npz.files else None
+        parsed = Parsed(items, offsets, int(meta.pop("num_items")), timestamps, meta, user_ids, item_ids)
         _validate(parsed)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, TypeError) as exc:
         # A half-copied or damaged entry must never break a trial: parse the source again.
@@ -117,6 +124,10 @@ def store(key: str, parsed: Parsed, root: Path | None = None) -> Path | None:
     }
     if parsed.timestamps is not None:
         arrays["timestamps"] = parsed.timestamps.astype(np.int64)
+    for name in ("user_ids", "item_ids"):
+        ids = getattr(parsed, name)
+        if ids is not None:
+            arrays[name] = np.asarray(ids, dtype=str)  # fixed-width unicode: no pickle needed
     tmp_name = None
     try:
         root.mkdir(parents=True, exist_ok=True)

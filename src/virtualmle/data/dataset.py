@@ -46,6 +46,8 @@ class SequenceData:
         source: the file it came from.
         meta: how it was read: `format`, `sha256`, `cache` (hit/miss/off), re-indexing,
             dropped users, `slice_users`.
+        user_ids: str (num_users,), each user's id in the file, or None.
+        item_ids: str (num_items,), the file's id of item k at index k - 1, or None.
     """
 
     name: str
@@ -54,6 +56,8 @@ class SequenceData:
     timestamps: list[np.ndarray] | None = None
     source: Path | None = None
     meta: dict = field(default_factory=dict)
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
 
     @property
     def num_users(self) -> int:
@@ -157,7 +161,10 @@ def slice_data(data: SequenceData, n_users: int) -> SequenceData:
     if data.timestamps is not None:
         times = data.timestamps[:n_users]
     meta = dict(data.meta, slice_users=n_users)
-    return SequenceData(data.name, _to_sequences(items, offsets), int(uniq.size), times, data.source, meta)
+    user_ids = data.user_ids[:n_users] if data.user_ids is not None else None
+    item_ids = data.item_ids[uniq - 1] if data.item_ids is not None else None
+    return SequenceData(data.name, _to_sequences(items, offsets), int(uniq.size), times, data.source, meta,
+                        user_ids, item_ids)
 
 
 def load_dataset(
@@ -166,7 +173,7 @@ def load_dataset(
     data_dir: Path | None = None,
     slice_users: int | None = None,
     fmt: str | None = None,
-    columns: Mapping[str, str] | None = None,
+    columns: Mapping[str, str | None] | None = None,
     cache: bool = True,
 ) -> SequenceData:
     """Load a dataset by name or path, through the parse cache.
@@ -178,7 +185,8 @@ def load_dataset(
             `~/.cache/virtualmle/data`.
         slice_users: keep the first N users (file order) and re-index items 1..N.
         fmt: the file format (see `virtualmle.data.readers.FORMATS`); default from the name.
-        columns: column names for csv/tsv tables: `{"user": ..., "item": ..., "timestamp": ...}`.
+        columns: columns of a csv/tsv table: `{"user": ..., "item": ..., "timestamp": ...}`, each
+            a header name or a 1-based position; `"timestamp": None` ignores the timestamps.
         cache: use and fill the parse cache (`$VIRTUALMLE_CACHE_DIR`).
 
     Returns:
@@ -211,7 +219,8 @@ def load_dataset(
     if digest is not None:
         meta["sha256"] = digest
     times = _to_sequences(parsed.timestamps, parsed.offsets) if parsed.timestamps is not None else None
-    data = SequenceData(name, _to_sequences(parsed.items, parsed.offsets), int(parsed.num_items), times, path, meta)
+    data = SequenceData(name, _to_sequences(parsed.items, parsed.offsets), int(parsed.num_items), times, path, meta,
+                        parsed.user_ids, parsed.item_ids)
     logger.debug("loaded %r (%s, cache %s)", data, fmt, status)
     if slice_users is not None:
         data = slice_data(data, slice_users)

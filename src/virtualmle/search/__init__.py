@@ -8,6 +8,8 @@ for Optuna and SQLAlchemy at start-up.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 _EXPORTS = {
@@ -27,3 +29,20 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"virtualmle.search.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'virtualmle.search' has no attribute {name!r}")
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as the Python API's ``virtualmle.search(...)``.
+
+    Importing any ``virtualmle.search.*`` module binds the package to the name ``search`` on
+    ``virtualmle``, hiding a function of that name; so the package itself forwards a call to
+    `virtualmle.api.search`.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from virtualmle.api import search
+
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

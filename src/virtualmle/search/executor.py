@@ -56,6 +56,8 @@ class TrialSpec:
         timeout: wall-clock seconds before the trial is killed, or None.
         report_epochs: ask the parent after every epoch whether to stop (pruning).
         dry_run: load data and build the model, train nothing (overhead benchmark).
+        data_options: how to read the file: `load_dataset`'s ``fmt`` and ``columns``.
+        save_model: save the trained model into ``<trial_dir>/model`` (see `search.model_keeper`).
     """
 
     number: int
@@ -68,6 +70,8 @@ class TrialSpec:
     timeout: float | None = None
     report_epochs: bool = False
     dry_run: bool = False
+    data_options: dict[str, Any] = field(default_factory=dict)
+    save_model: bool = False
 
 
 @dataclass

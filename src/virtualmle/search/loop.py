@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from virtualmle.errors import ConfigError, StorageError, VirtualMLEError
 from virtualmle.search.executor import LocalExecutor, TrialExecutor, TrialOutcome, TrialSpec
 from virtualmle.search.method import Method, Outcome, Proposal, SearchContext, TrialRecord, sampler_for
+from virtualmle.search.model_keeper import ModelKeeper
 from virtualmle.search.space import SearchSpace, load_space
 from virtualmle.search.storage import default_study_name, open_storage, owner_info, recover_interrupted
 
@@ -69,6 +70,9 @@ class SearchOptions:
         workers: trials at once.
         fixed: extra parameters held constant in every trial (e.g. ``{"patience": 2}``).
         progress: show a rich progress display.
+        data_options: how to read the data file (`load_dataset`'s ``fmt``, ``columns``).
+        keep_models: models kept in the run directory: the best as ``best_model``, the next
+            ones in ``models/`` (0: trials save no model); see `search.model_keeper`.
     """
 
     data: str
@@ -88,6 +92,8 @@ class SearchOptions:
     workers: int = 1
     fixed: dict[str, Any] = field(default_factory=dict)
     progress: bool = False
+    data_options: dict[str, Any] = field(default_factory=dict)
+    keep_models: int = 1
 
 
 @dataclass
@@ -111,6 +117,7 @@ class SearchSummary:
     compute_seconds: float
     wall_seconds: float
     exhausted: bool = False  # the method had nothing left to propose (grid done)
+    best_model: str | None = None  # the best trial's saved model directory
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,6 +206,7 @@ class _Search:
         self.reruns: list[Proposal] = []
         self.exhausted = False
         self.display: _Display | None = None
+        self.keeper = ModelKeeper(run_dir, opts.keep_models)
 
     # -- proposing --------------------------------------------------------------------------
     def next_proposals(self, k: int) -> list[Proposal]:
@@ -282,6 +290,8 @@ class _Search:
             device=self.opts.device,
             timeout=self.opts.timeout_per_trial,
             report_epochs=self.opts.prune,
+            data_options=dict(self.opts.data_options),
+            save_model=self.opts.keep_models > 0,
         )
         future = self.executor.submit(spec, self._epoch_callback(trial))
         self.running[future] = _Running(trial, params)
@@ -397,6 +407,8 @@ class _Search:
             self.study.tell(trial, state=TrialState.FAIL)
         self.ctx.history.append(record)
         self._sync_pending()
+        # The one place models are kept or dropped (a complete trial's model may become the best).
+        self.keeper.trial_finished(trial.number, value if out.outcome is Outcome.COMPLETE else None)
         logger.info("trial %d %s value=%s (%.1fs)", trial.number, out.outcome.value, value, out.seconds)
         if self.display:
             self.display.finished(record, self.ctx)
@@ -469,15 +481,18 @@ def run_search(
         raise ConfigError(f"--trials must be >= 1 (got {options.trials})")
     if options.workers < 1:
         raise ConfigError(f"--workers must be >= 1 (got {options.workers})")
+    if options.keep_models < 0:
+        raise ConfigError(f"--keep-models must be >= 0 (got {options.keep_models})")
     space = options.space or load_space(options.model)
     if space.model != options.model:
         raise ConfigError(f"search space {space.source}: is for model {space.model!r}, not {options.model!r}")
-    if isinstance(storage, str) or storage is None:
-        storage = open_storage(storage)
     from virtualmle.data import load_dataset, profile_dataset
 
+    # The data first: a malformed file must not leave a new, empty storage behind.
     data_dir = Path(options.data_dir) if options.data_dir else None
-    data = load_dataset(options.data, data_dir=data_dir, slice_users=options.slice_users)
+    data = load_dataset(options.data, data_dir=data_dir, slice_users=options.slice_users, **options.data_options)
+    if isinstance(storage, str) or storage is None:
+        storage = open_storage(storage)
     dataset = data.name
     study_name = options.study_name or default_study_name(dataset, options.model, method.name, options.seed)
     run_dir = (Path(options.run_dir) if options.run_dir else Path("runs") / study_name).resolve()
@@ -537,8 +552,11 @@ def run_search(
             search.display.close()
         if executor is not None and hasattr(executor, "shutdown"):
             executor.shutdown()
-    return summarize(study, method.name, options.metric, options.trials, wall=time.monotonic() - t0,
-                     exhausted=search.exhausted)
+    summary = summarize(study, method.name, options.metric, options.trials, wall=time.monotonic() - t0,
+                        exhausted=search.exhausted)
+    best = search.keeper.best()
+    summary.best_model = str(best) if best is not None else None
+    return summary
 
 
 def summarize(study: optuna.Study, method: str, metric: str, budget: int, *, wall: float = 0.0,
@@ -572,12 +590,19 @@ def summarize(study: optuna.Study, method: str, metric: str, budget: int, *, wal
 
 
 class _Display:
-    """rich progress: trial i of N, best validation so far, elapsed and an estimate."""
+    """rich progress: trial i of N, best validation so far, elapsed and an estimate.
+
+    Not on a terminal (a log file, a pipe), the bar is left out and each trial is one whole line
+    with the best so far: a bar rendered into a file is cut mid-field at the console width.
+    """
 
     def __init__(self, ctx: SearchContext, study: str, method: str) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.metric = ctx.metric
+        console = Console()
+        self.lines_only = not console.is_terminal
         self.progress = Progress(
             TextColumn(f"[bold]{method}[/] {{task.description}}"),
             BarColumn(),
@@ -586,6 +611,8 @@ class _Display:
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
+            console=console,
+            disable=self.lines_only,
         )
         inc = ctx.incumbent
         self.task = self.progress.add_task(study, total=ctx.budget, completed=ctx.trials_used,
@@ -601,9 +628,10 @@ class _Display:
     def finished(self, rec: TrialRecord, ctx: SearchContext) -> None:
         value = f"{rec.value:.5f}" if rec.value is not None else "-"
         note = f"  {rec.error[:90]}" if rec.error and rec.outcome is not Outcome.COMPLETE else ""
-        self.progress.console.print(
-            f"trial {rec.number:4d}  {rec.outcome.value:<9} {self.metric} {value}  {rec.seconds:6.1f}s{note}"
-        )
+        line = f"trial {rec.number:4d}  {rec.outcome.value:<9} {self.metric} {value}  {rec.seconds:6.1f}s{note}"
+        if self.lines_only:
+            line += f"  ({ctx.trials_used}/{ctx.budget}, best {self._best(ctx.incumbent)})"
+        self.progress.console.print(line, soft_wrap=True, highlight=False, markup=False)
         self.progress.update(self.task, completed=ctx.trials_used, best=self._best(ctx.incumbent))
 
     def close(self) -> None:

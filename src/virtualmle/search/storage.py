@@ -10,6 +10,12 @@ URLs:
 
 Every storage opened here is a plain Optuna storage: ``optuna-dashboard URL`` (for SQLite and
 RDB URLs) shows the studies as they are.
+
+Nothing is created before the inputs are known good: commands call `check_storage` first (the
+URL's form and directory, creating nothing) and open the storage once the data has loaded;
+`open_storage(url, create=False)` (the report) refuses a file that does not exist. No lock file
+is left beside a SQLite file: processes creating a new file's schema take turns on an advisory
+lock of its directory.
 """
 
 from __future__ import annotations
@@ -34,24 +40,58 @@ DEFAULT_STORAGE = "sqlite:///virtualmle.db"
 SQLITE_TIMEOUT_S = 60
 
 
-def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
+def check_storage(url: str | None = None) -> str:
+    """Check a storage URL's form and, for files, that their directory exists; creates nothing.
+
+    Returns:
+        The URL (the default when None).
+    Raises:
+        StorageError: as `open_storage` would for these problems.
+    """
+    url = url or DEFAULT_STORAGE
+    if url.startswith("journal://"):
+        _journal_path(url)
+    elif url.startswith("sqlite:"):
+        path = sqlite_path(url)
+        if path is not None and not path.parent.exists():
+            raise StorageError(f"cannot open storage {url!r}: directory {path.parent} does not exist")
+    elif "://" not in url:
+        _no_scheme(url)
+    return url
+
+
+def _no_scheme(url: str) -> None:
+    raise StorageError(
+        f"storage URL {url!r} has no scheme: use sqlite:///FILE, journal:///FILE or a "
+        "database URL such as postgresql://..."
+    )
+
+
+def open_storage(url: str | None = None, *, create: bool = True) -> optuna.storages.BaseStorage:
     """Open an Optuna storage from a URL (see the module docstring).
 
+    Args:
+        url: the storage URL (default ``sqlite:///virtualmle.db``).
+        create: with False, a SQLite or journal file that does not exist is an error instead of
+            being created (for readers such as the report).
     Raises:
         StorageError: the URL's scheme is unknown or the storage cannot be opened; the message
             is one line naming the URL.
     """
-    url = url or DEFAULT_STORAGE
+    url = check_storage(url)
+    if not create:
+        path = sqlite_path(url) if url.startswith("sqlite:") else None
+        if url.startswith("journal://"):
+            path = _journal_path(url)
+        if path is not None and not path.is_file():
+            raise StorageError(f"storage {url!r}: no such file {path} (nothing has been stored there)")
     try:
         if url.startswith("journal://"):
             return _open_journal(url)
         if url.startswith("sqlite:"):
             return _open_sqlite(url)
         if "://" not in url:
-            raise StorageError(
-                f"storage URL {url!r} has no scheme: use sqlite:///FILE, journal:///FILE or a "
-                "database URL such as postgresql://..."
-            )
+            _no_scheme(url)
         return _open_rdb(url, {})
     except StorageError:
         raise
@@ -67,6 +107,11 @@ def _first_line(exc: BaseException) -> str:
 def _open_journal(url: str) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+    return JournalStorage(JournalFileBackend(str(_journal_path(url))))
+
+
+def _journal_path(url: str) -> Path:
+    """The file of a ``journal:///`` URL, its directory checked to exist."""
     raw = url[len("journal://"):]
     if raw.startswith("/"):
         raw = "/" + raw.lstrip("/")  # journal:///abs and journal:////abs both mean /abs
@@ -75,7 +120,7 @@ def _open_journal(url: str) -> optuna.storages.BaseStorage:
         raise StorageError(f"storage URL {url!r}: expected journal:///path/to/file.log")
     if not path.parent.is_dir():
         raise StorageError(f"cannot open storage {url!r}: directory {path.parent} does not exist")
-    return JournalStorage(JournalFileBackend(str(path)))
+    return path
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -106,15 +151,16 @@ def _open_sqlite(url: str) -> optuna.storages.BaseStorage:
     if path is None:
         return _open_rdb(url, kwargs)
     # Several processes creating the schema of a new file at once collide (Optuna writes the
-    # alembic version row); an advisory lock beside the file makes them take turns.
+    # alembic version row); an advisory lock on the directory makes them take turns without
+    # leaving a lock file behind (a lock file cannot be removed safely while others may wait on it).
     import fcntl
 
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return _open_rdb(url, kwargs)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _open_rdb(url, kwargs)
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _open_rdb(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.BaseStorage:

@@ -144,7 +144,8 @@ def run(spec: dict[str, Any], events: _Events) -> None:
     t_import = time.monotonic()
     config = TrainConfig(**spec["config"])
     data_dir = Path(spec["data_dir"]) if spec.get("data_dir") else None
-    data = load_dataset(spec["data"], data_dir=data_dir, slice_users=spec.get("slice_users"))
+    data = load_dataset(spec["data"], data_dir=data_dir, slice_users=spec.get("slice_users"),
+                        **(spec.get("data_options") or {}))
     t_load = time.monotonic()
     timing: dict[str, Any] = {"import": t_import - _T0, "load": t_load - t_import}
     fault = _fault_for(int(spec["number"]))
@@ -181,7 +182,23 @@ def run(spec: dict[str, Any], events: _Events) -> None:
         return bool(json.loads(reply).get("stop"))
 
     result = train(data, config, device=device, on_epoch=on_epoch)
-    events.send(event="result", result=result.to_json())
+    doc = result.to_json()
+    if spec.get("save_model") and result.stopped != "pruned":
+        _save(spec, result, doc, data)  # before the result: the driver takes the model on it
+    events.send(event="result", result=doc)
+
+
+def _save(spec: dict[str, Any], result: Any, doc: dict[str, Any], data: Any) -> None:
+    """This trial's model into ``<trial_dir>/model`` (`virtualmle.models.artifact` layout)."""
+    from virtualmle.models.artifact import save_model
+
+    save_model(
+        Path(spec["trial_dir"]) / "model", result.model, config=doc["config"], data=data,
+        data_info={"spec": spec["data"], "slice_users": spec.get("slice_users"),
+                   "options": spec.get("data_options") or {}},
+        metrics={k: doc[k] for k in ("valid", "test", "best_epoch", "stopped")},
+        extra={"trial": int(spec["number"])},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

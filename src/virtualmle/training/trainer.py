@@ -12,7 +12,7 @@ import math
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,8 @@ class TrainResult:
     seconds: float
     peak_memory_mb: float
     stopped: str  # "early_stop" | "max_epochs" | "pruned"
+    # The trained model holding the best-validation weights (what --save writes); not in to_json.
+    model: SequentialRecommender | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,6 +199,7 @@ def train(
         seconds=time.perf_counter() - start,
         peak_memory_mb=_peak_memory_mb(dev),
         stopped=stopped,
+        model=model.eval(),
     )
 
 
