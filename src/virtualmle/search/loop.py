@@ -358,6 +358,7 @@ class _Search:
                 num_params=result.get("num_params"),
                 best_epoch=result.get("best_epoch"),
                 stopped=result.get("stopped"),
+                eval_mask=result.get("eval_mask"),  # the protocol the metrics were ranked with
             )
         else:
             attrs["error"] = out.error

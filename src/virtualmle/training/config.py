@@ -18,6 +18,7 @@ from virtualmle.errors import ConfigError
 
 ModelName = Literal["sasrec", "hstu"]
 LossName = Literal["bce", "sampled_softmax", "softmax"]
+EvalMask = Literal["auto", "history", "none", "history_except_target"]
 MetricName = Literal["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"]
 
 METRICS: tuple[str, ...] = get_args(MetricName)
@@ -33,6 +34,7 @@ _SHARED: dict[str, Any] = {
     "max_epochs": 20,
     "patience": 3,
     "metric": "ndcg@10",
+    "eval_mask": "auto",
     "seed": 0,
     "linear_dim": 16,
     "attn_dim": 16,
@@ -121,6 +123,8 @@ class TrainConfig(BaseModel):
     max_epochs: int = Field(20, ge=1, le=10_000)
     patience: int = Field(3, ge=0, le=10_000)  # epochs without improvement, 0 = never stop early
     metric: MetricName = "ndcg@10"  # validation metric for early stopping and the search
+    # Which history items leave the ranking; auto = history unless repeated targets are common.
+    eval_mask: EvalMask = "auto"
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
     def __init__(self, **data: Any) -> None:
@@ -197,6 +201,7 @@ PARAM_HELP: dict[str, str] = {
     "max_epochs": "epochs at most",
     "patience": "epochs without validation improvement before stopping, 0 = never",
     "metric": "validation metric for early stopping: hr@5/10/20, ndcg@5/10/20, mrr",
+    "eval_mask": "history items left out of the ranking: auto | history | none | history_except_target",
     "seed": "seed for init, dropout, batching and negatives",
 }
 

@@ -23,7 +23,7 @@ from virtualmle.errors import DataError, DivergedError
 from virtualmle.models import ModelConfig, SequentialRecommender, build_model
 from virtualmle.training.batching import TrainBatches
 from virtualmle.training.config import TrainConfig
-from virtualmle.training.evaluation import build_eval_batches, evaluate
+from virtualmle.training.evaluation import build_eval_batches, evaluate, resolve_eval_mask
 from virtualmle.training.losses import LOSSES
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class TrainResult:
     seconds: float
     peak_memory_mb: float
     stopped: str  # "early_stop" | "max_epochs" | "pruned"
+    eval_mask: str = "history"  # the resolved evaluation mask both splits were ranked with
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +82,7 @@ class TrainResult:
             "seconds": self.seconds,
             "peak_memory_mb": self.peak_memory_mb,
             "stopped": self.stopped,
+            "eval_mask": self.eval_mask,
         }
 
 
@@ -151,7 +153,11 @@ def train(
     )
     if batches.num_samples == 0:
         raise DataError(f"{data.name}: no user has the 4+ items a training sample needs")
-    valid_batches = build_eval_batches(data, "valid", config.max_len, dev)
+    profile = profile_dataset(data, max_len=config.max_len)
+    for warning in profile["warnings"]:
+        logger.warning(warning)
+    eval_mask = resolve_eval_mask(config.eval_mask, data)
+    valid_batches = build_eval_batches(data, "valid", config.max_len, dev, eval_mask)
     model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items)).to(dev)
     optimizer = _make_optimizer(config, model)
     logger.info("training %s on %s: %d samples, %d params", config.model, data.name,
@@ -185,10 +191,10 @@ def train(
 
     model.load_state_dict(best_state)
     best_valid = logs[best_epoch - 1].valid if best_epoch else evaluate(model, valid_batches)
-    test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev))
+    test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev, eval_mask))
     return TrainResult(
         config=config,
-        profile=profile_dataset(data, max_len=config.max_len),
+        profile=profile,
         num_params=model.num_params(),
         epochs=logs,
         best_epoch=best_epoch,
@@ -197,6 +203,7 @@ def train(
         seconds=time.perf_counter() - start,
         peak_memory_mb=_peak_memory_mb(dev),
         stopped=stopped,
+        eval_mask=eval_mask,
     )
 
 
