@@ -33,6 +33,9 @@ _SHARED: dict[str, Any] = {
     "grad_clip": 5.0,
     "max_epochs": 20,
     "patience": 3,
+    "eval_every": 1,
+    "lr_schedule": "constant",
+    "warmup_epochs": 0.0,
     "metric": "ndcg@10",
     "eval_mask": "auto",
     "seed": 0,
@@ -121,7 +124,10 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(256, ge=1, le=65_536)
     grad_clip: float = Field(5.0, ge=0.0, le=1e6)  # max gradient norm, 0 = no clipping
     max_epochs: int = Field(20, ge=1, le=10_000)
-    patience: int = Field(3, ge=0, le=10_000)  # epochs without improvement, 0 = never stop early
+    patience: int = Field(3, ge=0, le=10_000)  # validations without improvement, 0 = never stop early
+    eval_every: int = Field(1, ge=1, le=1000)  # validate every k epochs (and after the last)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"  # decay after warm-up
+    warmup_epochs: float = Field(0.0, ge=0.0, le=1000.0)  # linear warm-up length (fractions ok)
     metric: MetricName = "ndcg@10"  # validation metric for early stopping and the search
     # Which history items leave the ranking; auto = history unless repeated targets are common.
     eval_mask: EvalMask = "auto"
@@ -155,6 +161,10 @@ class TrainConfig(BaseModel):
             raise ValueError(f"window ({self.window}) must be 0 or at most max_len ({self.max_len})")
         if not math.isfinite(self.lr):
             raise ValueError("lr must be finite")
+        if self.warmup_epochs > self.max_epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs:g}) must be at most max_epochs ({self.max_epochs})"
+            )
         return self
 
     @classmethod
@@ -199,7 +209,10 @@ PARAM_HELP: dict[str, str] = {
     "batch_size": "users per training batch",
     "grad_clip": "max gradient norm, 0 = off",
     "max_epochs": "epochs at most",
-    "patience": "epochs without validation improvement before stopping, 0 = never",
+    "patience": "validations without improvement before stopping, 0 = never",
+    "eval_every": "validate every k epochs (and after the last one)",
+    "lr_schedule": "constant | linear | cosine: decay to 0 at max_epochs after the warm-up",
+    "warmup_epochs": "linear learning-rate warm-up, in epochs (fractions allowed), 0 = none",
     "metric": "validation metric for early stopping: hr@5/10/20, ndcg@5/10/20, mrr",
     "eval_mask": "history items left out of the ranking: auto | history | none | history_except_target",
     "seed": "seed for init, dropout, batching and negatives",

@@ -25,6 +25,7 @@ from virtualmle.training.batching import TrainBatches
 from virtualmle.training.config import TrainConfig
 from virtualmle.training.evaluation import build_eval_batches, evaluate, resolve_eval_mask
 from virtualmle.training.losses import LOSSES
+from virtualmle.training.schedule import make_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -163,26 +164,39 @@ def train(
     logger.info("training %s on %s: %d samples, %d params", config.model, data.name,
                 batches.num_samples, model.num_params())
 
+    scheduler = make_scheduler(
+        optimizer, schedule=config.lr_schedule, total_steps=config.max_epochs * len(batches),
+        warmup_steps=round(config.warmup_epochs * len(batches)),
+    )
+
     display = _Display(config, len(batches)) if progress else None
     logs: list[EpochLog] = []
     best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
     stopped = "max_epochs"
+    since_best = 0  # validations without improvement
     try:
+        t0 = time.perf_counter()
         for epoch in range(1, config.max_epochs + 1):
-            t0 = time.perf_counter()
-            train_loss = _train_epoch(model, batches, rng, optimizer, config, gen, epoch, display)
+            train_loss = _train_epoch(model, batches, rng, optimizer, config, gen, epoch, display, scheduler)
+            # Validate every `eval_every` epochs and after the last; a log covers the epochs
+            # since the previous validation (its seconds) and reports this epoch's loss.
+            if epoch % config.eval_every and epoch != config.max_epochs:
+                continue
             valid = evaluate(model, valid_batches)
             log = EpochLog(epoch, train_loss, valid, time.perf_counter() - t0, config.metric)
+            t0 = time.perf_counter()
             if log.score > best_score:
-                best_score, best_epoch, log.is_best = log.score, epoch, True
+                best_score, best_epoch, log.is_best, since_best = log.score, epoch, True, 0
                 best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
             logs.append(log)
             if display:
                 display.epoch_done(log)
             if on_epoch is not None and on_epoch(log):
                 stopped = "pruned"
                 break
-            if config.patience and epoch - best_epoch >= config.patience:
+            if config.patience and since_best >= config.patience:
                 stopped = "early_stop"
                 break
     finally:
@@ -190,7 +204,9 @@ def train(
             display.close()
 
     model.load_state_dict(best_state)
-    best_valid = logs[best_epoch - 1].valid if best_epoch else evaluate(model, valid_batches)
+    best_valid = next((e.valid for e in logs if e.epoch == best_epoch), None)
+    if best_valid is None:
+        best_valid = evaluate(model, valid_batches)
     test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev, eval_mask))
     return TrainResult(
         config=config,
@@ -216,6 +232,7 @@ def _train_epoch(
     gen: torch.Generator,
     epoch: int,
     display: _Display | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> float:
     """One pass over the training batches; returns the mean batch loss."""
     model.train()
@@ -234,6 +251,8 @@ def _train_epoch(
         _check_finite(value, "the loss", epoch, step, config)
         _check_finite(float(norm), "the gradient norm", epoch, step, config)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total, count = total + value, count + 1
         if display:
             display.step(epoch, value)
