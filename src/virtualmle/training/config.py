@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from virtualmle.errors import ConfigError
 
 ModelName = Literal["sasrec", "hstu"]
-LossName = Literal["bce", "sampled_softmax", "softmax"]
+LossName = Literal["bce", "sampled_softmax", "softmax", "gbce"]
 EvalMask = Literal["auto", "history", "none", "history_except_target"]
 MetricName = Literal["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"]
 
@@ -30,6 +30,10 @@ _SHARED: dict[str, Any] = {
     "train_targets": "all",
     "loss": "sampled_softmax",
     "negatives": 500,
+    "neg_sampler": "uniform",
+    "logq": False,
+    "gbce_t": 0.75,
+    "ce_chunk": 0,
     "grad_clip": 5.0,
     "max_epochs": 20,
     "patience": 3,
@@ -116,7 +120,12 @@ class TrainConfig(BaseModel):
     l2_norm: bool = False  # L2-normalise item embeddings and user states before scoring
     temperature: float = Field(1.0, ge=1e-3, le=100.0)  # logits are divided by it
     loss: LossName = "sampled_softmax"
-    negatives: int = Field(500, ge=1, le=100_000)  # negatives per positive (bce, sampled_softmax)
+    negatives: int = Field(500, ge=1, le=100_000)  # negatives per positive (bce, sampled_softmax, gbce)
+    # Where shared negatives come from (sampled_softmax, gbce); in_batch: the batch's positives.
+    neg_sampler: Literal["uniform", "popularity", "in_batch"] = "uniform"
+    logq: bool = False  # sampled_softmax: subtract log q(item), the sampling-bias correction
+    gbce_t: float = Field(0.75, ge=0.0, le=1.0)  # gbce calibration: 0 = BCE, 1 = fully calibrated
+    ce_chunk: int = Field(0, ge=0, le=1_000_000)  # softmax: rows per logits chunk, 0 = auto
     train_targets: Literal["all", "last"] = "all"  # supervise every position or the last one
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(3e-4, gt=0.0, le=1e6)  # wide on purpose: divergence is a trial outcome
@@ -200,8 +209,12 @@ PARAM_HELP: dict[str, str] = {
     "attn_dim": "hstu: per-head Q/K size",
     "l2_norm": "L2-normalise user states and item vectors",
     "temperature": "logits are divided by it",
-    "loss": "bce | sampled_softmax | softmax (full)",
-    "negatives": "uniform negatives per positive (bce, sampled_softmax)",
+    "loss": "bce | sampled_softmax | softmax (full) | gbce (gSASRec)",
+    "negatives": "negatives per positive (bce, sampled_softmax, gbce)",
+    "neg_sampler": "uniform | popularity | in_batch: shared negatives of sampled_softmax and gbce",
+    "logq": "sampled_softmax: subtract log q(item) (sampling-bias correction)",
+    "gbce_t": "gbce calibration in [0, 1]: 0 = plain BCE, 1 = fully calibrated",
+    "ce_chunk": "softmax: rows per logits chunk (bounded memory), 0 = auto",
     "train_targets": "supervise all positions or the last one",
     "optimizer": "adam | adamw",
     "lr": "learning rate",

@@ -24,7 +24,7 @@ from virtualmle.models import ModelConfig, SequentialRecommender, build_model
 from virtualmle.training.batching import TrainBatches
 from virtualmle.training.config import TrainConfig
 from virtualmle.training.evaluation import build_eval_batches, evaluate, resolve_eval_mask
-from virtualmle.training.losses import LOSSES
+from virtualmle.training.losses import LOSSES, LossContext, NegativeSampler
 from virtualmle.training.schedule import make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -161,6 +161,10 @@ def train(
     valid_batches = build_eval_batches(data, "valid", config.max_len, dev, eval_mask)
     model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items)).to(dev)
     optimizer = _make_optimizer(config, model)
+    loss_ctx = LossContext(
+        negatives=config.negatives, gen=gen, logq=config.logq, gbce_t=config.gbce_t, ce_chunk=config.ce_chunk,
+        sampler=NegativeSampler.from_sequences(config.neg_sampler, data.sequences, data.num_items).to(dev),
+    )
     logger.info("training %s on %s: %d samples, %d params", config.model, data.name,
                 batches.num_samples, model.num_params())
 
@@ -177,7 +181,7 @@ def train(
     try:
         t0 = time.perf_counter()
         for epoch in range(1, config.max_epochs + 1):
-            train_loss = _train_epoch(model, batches, rng, optimizer, config, gen, epoch, display, scheduler)
+            train_loss = _train_epoch(model, batches, rng, optimizer, config, loss_ctx, epoch, display, scheduler)
             # Validate every `eval_every` epochs and after the last; a log covers the epochs
             # since the previous validation (its seconds) and reports this epoch's loss.
             if epoch % config.eval_every and epoch != config.max_epochs:
@@ -229,7 +233,7 @@ def _train_epoch(
     rng: np.random.Generator,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
-    gen: torch.Generator,
+    loss_ctx: LossContext,
     epoch: int,
     display: _Display | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -243,7 +247,7 @@ def _train_epoch(
     for step, (items, ts, targets) in enumerate(batches.epoch(rng), 1):
         states = model.encode(items, ts)  # (B, T, D)
         sel = targets != 0  # (B, T) supervised positions
-        loss = loss_fn(states[sel], targets[sel], model, config.negatives, gen)
+        loss = loss_fn(states[sel], targets[sel], model, loss_ctx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
