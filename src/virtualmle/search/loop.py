@@ -295,7 +295,8 @@ class _Search:
         config.update(model=self.opts.model, metric=self.opts.metric)
         config.setdefault("seed", self.opts.seed)
         if self.opts.max_epochs is not None:
-            config["max_epochs"] = self.opts.max_epochs
+            # A cap: a searched max_epochs (the extended spaces) keeps a smaller value.
+            config["max_epochs"] = min(config.get("max_epochs", self.opts.max_epochs), self.opts.max_epochs)
         return config
 
     def _epoch_callback(self, trial: optuna.Trial):

@@ -35,6 +35,9 @@ _SHARED: dict[str, Any] = {
     "gbce_t": 0.75,
     "ce_chunk": 0,
     "grad_clip": 5.0,
+    "adam_beta2": 0.98,
+    "init": "normal",
+    "batch_order": "bucketed",
     "max_epochs": 20,
     "patience": 3,
     "eval_every": 1,
@@ -132,6 +135,11 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-5, ge=0.0, le=10.0)
     batch_size: int = Field(256, ge=1, le=65_536)
     grad_clip: float = Field(5.0, ge=0.0, le=1e6)  # max gradient norm, 0 = no clipping
+    adam_beta2: float = Field(0.98, ge=0.0, lt=1.0)  # 0.98: SASRec.pytorch / HSTU; 0.999: torch default
+    # normal: N(0, 0.02) embeddings, torch's default Linear init; xavier: xavier-normal embeddings
+    # and Linear weights, zero biases (SASRec.pytorch, CE-SCE-LLMRec).
+    init: Literal["normal", "xavier"] = "normal"
+    batch_order: Literal["bucketed", "random"] = "bucketed"  # length-bucketed or random users
     max_epochs: int = Field(20, ge=1, le=10_000)
     patience: int = Field(3, ge=0, le=10_000)  # validations without improvement, 0 = never stop early
     eval_every: int = Field(1, ge=1, le=1000)  # validate every k epochs (and after the last)
@@ -221,6 +229,9 @@ PARAM_HELP: dict[str, str] = {
     "weight_decay": "weight decay (L2 for adam, decoupled for adamw)",
     "batch_size": "users per training batch",
     "grad_clip": "max gradient norm, 0 = off",
+    "adam_beta2": "Adam / AdamW beta2 (beta1 is 0.9)",
+    "init": "normal (N(0, 0.02) embeddings) | xavier (xavier-normal embeddings and Linear weights)",
+    "batch_order": "bucketed (users of similar length per batch) | random (random users per batch)",
     "max_epochs": "epochs at most",
     "patience": "validations without improvement before stopping, 0 = never",
     "eval_every": "validate every k epochs (and after the last one)",
