@@ -37,6 +37,10 @@ VARIANTS: dict[str, dict] = {
     "C_tied_optim": {"tied": True, **OPTIM},
     "D_tied_optim_xavier": {"tied": True, **OPTIM, "init": "xavier"},
     "E_D_random_batches": {"tied": True, **OPTIM, "init": "xavier", "batch_order": "random"},
+    "F_E_no_attn_out_dropout": {"tied": True, **OPTIM, "init": "xavier", "batch_order": "random",
+                                "attn_out_dropout": False},
+    "G_F_padding_keys_visible": {"tied": True, **OPTIM, "init": "xavier", "batch_order": "random",
+                                 "attn_out_dropout": False, "mask_padding_keys": False},
 }
 
 

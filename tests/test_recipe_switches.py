@@ -47,3 +47,27 @@ def test_adam_beta2_reaches_the_optimizer():
     model = torch.nn.Linear(2, 2)
     assert _make_optimizer(TrainConfig(), model).param_groups[0]["betas"] == (0.9, 0.98)
     assert _make_optimizer(TrainConfig(adam_beta2=0.999), model).param_groups[0]["betas"] == (0.9, 0.999)
+
+
+@torch.no_grad()
+def test_visible_padding_keys_make_outputs_depend_on_padding_the_default_does_not():
+    items = torch.tensor([[3, 4, 5]])
+    padded = torch.tensor([[0, 0, 0, 3, 4, 5]])
+    for mask_keys, invariant in ((True, True), (False, False)):
+        torch.manual_seed(0)
+        model = build_model("sasrec", ModelConfig(num_items=10, hidden=8, blocks=1, mask_padding_keys=mask_keys)).eval()
+        same = torch.allclose(model.encode(items)[:, -1], model.encode(padded)[:, -1], atol=1e-6)
+        assert same is invariant
+
+
+def test_attention_output_dropout_switch():
+    on = build_model("sasrec", ModelConfig(num_items=10, hidden=8, dropout=0.5))
+    off = build_model("sasrec", ModelConfig(num_items=10, hidden=8, dropout=0.5, attn_out_dropout=False))
+    assert on.blocks[0].attn_drop is on.blocks[0].drop
+    assert isinstance(off.blocks[0].attn_drop, torch.nn.Identity)
+    # The switch reaches the model through the trial configuration.
+    from virtualmle.training.trainer import model_config
+
+    cfg = TrainConfig(attn_out_dropout=False, mask_padding_keys=False)
+    mc = model_config(cfg, 10)
+    assert (mc.attn_out_dropout, mc.mask_padding_keys) == (False, False)

@@ -38,6 +38,8 @@ _SHARED: dict[str, Any] = {
     "adam_beta2": 0.98,
     "init": "normal",
     "batch_order": "bucketed",
+    "attn_out_dropout": True,
+    "mask_padding_keys": True,
     "max_epochs": 20,
     "patience": 3,
     "eval_every": 1,
@@ -140,6 +142,8 @@ class TrainConfig(BaseModel):
     # and Linear weights, zero biases (SASRec.pytorch, CE-SCE-LLMRec).
     init: Literal["normal", "xavier"] = "normal"
     batch_order: Literal["bucketed", "random"] = "bucketed"  # length-bucketed or random users
+    attn_out_dropout: bool = True  # sasrec: dropout on the attention branch output (published: none)
+    mask_padding_keys: bool = True  # sasrec: hide padding keys (published PyTorch code: causal only)
     max_epochs: int = Field(20, ge=1, le=10_000)
     patience: int = Field(3, ge=0, le=10_000)  # validations without improvement, 0 = never stop early
     eval_every: int = Field(1, ge=1, le=1000)  # validate every k epochs (and after the last)
@@ -232,6 +236,8 @@ PARAM_HELP: dict[str, str] = {
     "adam_beta2": "Adam / AdamW beta2 (beta1 is 0.9)",
     "init": "normal (N(0, 0.02) embeddings) | xavier (xavier-normal embeddings and Linear weights)",
     "batch_order": "bucketed (users of similar length per batch) | random (random users per batch)",
+    "attn_out_dropout": "sasrec: dropout on the attention branch output (the published code has none)",
+    "mask_padding_keys": "sasrec: hide padding keys from attention (the published PyTorch code does not)",
     "max_epochs": "epochs at most",
     "patience": "validations without improvement before stopping, 0 = never",
     "eval_every": "validate every k epochs (and after the last one)",
