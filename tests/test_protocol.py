@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-
 from virtualmle.data import SequenceData, load_dataset, profile_dataset
 from virtualmle.data.dataset import data_dir
 from virtualmle.data.profile import repeated_target_shares
