@@ -25,7 +25,7 @@ from virtualmle.models import build_model
 from virtualmle.training import TrainConfig
 from virtualmle.training.batching import TrainBatches
 from virtualmle.training.evaluation import build_eval_batches, evaluate
-from virtualmle.training.losses import LOSSES
+from virtualmle.training.losses import LOSSES, LossContext, NegativeSampler
 from virtualmle.training.trainer import _make_optimizer, model_config, seed_everything
 
 CASES = [
@@ -48,6 +48,7 @@ def bench(data, model_name: str, overrides: dict, epochs: int, device: str) -> d
     model = build_model(cfg.model, model_config(cfg, data.num_items)).to(device)
     opt = _make_optimizer(cfg, model)
     loss_fn = LOSSES[cfg.loss]
+    loss_ctx = LossContext(cfg.negatives, gen, NegativeSampler("uniform", data.num_items))
     train_s, eval_s, train_cpu, eval_cpu = [], [], [], []
     for _ in range(epochs):
         t, c = time.perf_counter(), time.process_time()
@@ -55,7 +56,7 @@ def bench(data, model_name: str, overrides: dict, epochs: int, device: str) -> d
         for items, ts, targets in batches.epoch(rng):
             states = model.encode(items, ts)
             sel = targets != 0
-            loss = loss_fn(states[sel], targets[sel], model, cfg.negatives, gen)
+            loss = loss_fn(states[sel], targets[sel], model, loss_ctx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

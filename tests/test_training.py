@@ -125,10 +125,10 @@ def test_rank_excludes_history_and_padding_but_never_the_target():
 
 
 def test_splits_are_leave_one_out_and_evaluate_uses_them():
-    # User 0's test target (2) is also in its history: it must still be ranked.
+    # User 0's test target (2) is also in its history: under the release rule it is still ranked.
     data = SequenceData(name="toy", sequences=[np.array([1, 2, 3, 2]), np.array([4, 5, 6, 7, 8])], num_items=8)
-    valid = build_eval_batches(data, "valid", max_len=50)[0]
-    test = build_eval_batches(data, "test", max_len=50)[0]
+    valid = build_eval_batches(data, "valid", max_len=50, mask="history_except_target")[0]
+    test = build_eval_batches(data, "test", max_len=50, mask="history_except_target")[0]
     # Sorted by history length: user 0 first.
     assert valid.items.tolist() == [[0, 1, 2], [4, 5, 6]] and valid.targets.tolist() == [3, 7]
     assert test.items.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]] and test.targets.tolist() == [2, 8]

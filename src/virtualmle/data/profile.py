@@ -30,6 +30,41 @@ def _top_share(counts_desc: np.ndarray, fraction: float) -> float:
     return float(counts_desc[:k].sum() / counts_desc.sum())
 
 
+def repeated_target_shares(data: SequenceData) -> tuple[float, float]:
+    """Shares of validation and test targets the user already had earlier in their history.
+
+    Validation target ``seq[-2]`` against ``seq[:-2]`` (users with 3+ items), test target
+    ``seq[-1]`` against ``seq[:-1]`` (users with 2+ items): the users the evaluation ranks. A
+    repeated target is what makes the choice of evaluation mask matter (docs/training.md).
+    """
+    shares = []
+    for cut in (2, 1):
+        hits = total = 0
+        for s in data.sequences:
+            if len(s) > cut:
+                total += 1
+                hits += bool(np.any(s[:-cut] == s[-cut]))
+        shares.append(hits / total if total else 0.0)
+    return shares[0], shares[1]
+
+
+def degenerate_warnings(profile: dict) -> list[str]:
+    """One line per property of a profiled file that makes its metrics meaningless.
+
+    A single user (every metric is one user's hit or miss) or a density above 1 (more
+    interactions than user x item pairs: the file is mostly repeats).
+    """
+    out = []
+    if profile["users"] <= 1:
+        out.append(f"{profile['name']}: only {profile['users']} user: metrics are one user's hit or miss")
+    if profile["density"] > 1.0:
+        out.append(
+            f"{profile['name']}: density {profile['density']:.2f} > 1 (more interactions than "
+            "user x item pairs): the file is mostly repeats"
+        )
+    return out
+
+
 def profile_dataset(data: SequenceData, max_len: int = 50) -> dict:
     """Descriptors of `data` under the leave-one-out protocol, JSON-ready.
 
@@ -54,6 +89,8 @@ def profile_dataset(data: SequenceData, max_len: int = 50) -> dict:
 
     # Repeats: interactions whose item the same user already had earlier.
     repeats = interactions - int(sum(np.unique(s).size for s in data.sequences))
+
+    repeat_valid, repeat_test = repeated_target_shares(data)
 
     def pct(q: float) -> float:
         return float(np.percentile(lengths, q)) if lengths.size else 0.0
@@ -86,11 +123,14 @@ def profile_dataset(data: SequenceData, max_len: int = 50) -> dict:
         "test_only_items_distinct": int(np.unique(test_targets[unseen]).size),
         "test_only_share": float(unseen.mean()) if unseen.size else 0.0,
         "repeat_interactions": repeats,
+        "repeat_valid_share": repeat_valid,
+        "repeat_test_share": repeat_test,
         "has_timestamps": data.timestamps is not None,
     }
     if data.timestamps is not None and interactions:
         ts = np.concatenate(data.timestamps)
         profile["time_span_days"] = float((ts.max() - ts.min()) / 86400.0)
+    profile["warnings"] = degenerate_warnings(profile)
     return profile
 
 
@@ -108,6 +148,9 @@ def describe_profile(profile: dict) -> str:
         f"hold {pop['top10pct_share']:.1%} of interactions.",
         f"Leave-one-out: {profile['test_only_items']} test targets ({profile['test_only_share']:.2%}) are items "
         f"never seen before test ({profile['test_only_items_distinct']} distinct items).",
+        f"Repeats: {profile['repeat_valid_share']:.2%} of validation and {profile['repeat_test_share']:.2%} "
+        "of test targets are items the user already had (they decide the evaluation mask).",
         "Timestamps: " + ("yes." if profile["has_timestamps"] else "no (order only)."),
     ]
+    lines += [f"Warning: {w}" for w in profile.get("warnings", [])]
     return "\n".join(lines)

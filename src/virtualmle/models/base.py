@@ -33,6 +33,8 @@ class ModelConfig:
     attn_dim: int = 16  # HSTU per-head Q/K size
     l2_norm: bool = False  # L2-normalise user states and item vectors before scoring
     temperature: float = 1.0  # logits are divided by it
+    attn_out_dropout: bool = True  # SASRec: dropout on the attention branch's output (published code: none)
+    mask_padding_keys: bool = True  # SASRec: hide padding keys (published PyTorch code: causal mask only)
 
 
 class Dropout(nn.Module):

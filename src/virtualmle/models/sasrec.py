@@ -53,6 +53,7 @@ class SASRecBlock(EncoderBlock):
         self.ln2 = nn.LayerNorm(cfg.hidden)
         self.ffn = FeedForward(cfg)
         self.drop = Dropout(cfg.dropout)
+        self.attn_drop = self.drop if cfg.attn_out_dropout else nn.Identity()
 
     @staticmethod
     def prepare(valid: torch.Tensor, timestamps: torch.Tensor | None, cfg: ModelConfig) -> torch.Tensor:
@@ -63,6 +64,8 @@ class SASRecBlock(EncoderBlock):
         """
         t = valid.size(1)
         causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril_()
+        if not cfg.mask_padding_keys:  # padding keys stay visible: an attention sink
+            return causal.expand(valid.size(0), 1, t, t)
         eye = torch.eye(t, dtype=torch.bool, device=valid.device)
         return (causal & (valid[:, None, :] | eye)).unsqueeze(1)
 
@@ -73,7 +76,7 @@ class SASRecBlock(EncoderBlock):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.norm_first:
-            x = x + self.drop(self.attn(self.ln1(x), mask))
+            x = x + self.attn_drop(self.attn(self.ln1(x), mask))
             return x + self.drop(self.ffn(self.ln2(x)))
-        x = self.ln1(x + self.drop(self.attn(x, mask)))
+        x = self.ln1(x + self.attn_drop(self.attn(x, mask)))
         return self.ln2(x + self.drop(self.ffn(x)))

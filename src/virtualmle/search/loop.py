@@ -305,7 +305,8 @@ class _Search:
         config.update(model=self.opts.model, metric=self.opts.metric)
         config.setdefault("seed", self.opts.seed)
         if self.opts.max_epochs is not None:
-            config["max_epochs"] = self.opts.max_epochs
+            # A cap: a searched max_epochs (the extended spaces) keeps a smaller value.
+            config["max_epochs"] = min(config.get("max_epochs", self.opts.max_epochs), self.opts.max_epochs)
         return config
 
     def _epoch_callback(self, trial: optuna.Trial):
@@ -368,6 +369,7 @@ class _Search:
                 num_params=result.get("num_params"),
                 best_epoch=result.get("best_epoch"),
                 stopped=result.get("stopped"),
+                eval_mask=result.get("eval_mask"),  # the protocol the metrics were ranked with
             )
         else:
             attrs["error"] = out.error

@@ -261,18 +261,30 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def builtin_space_path(model: str) -> Path:
-    """Path of the shipped space file of a backbone."""
-    return Path(str(resources.files("virtualmle.search").joinpath("spaces", f"{model}.yaml")))
+# Shipped presets: `--space NAME` loads spaces/<model>_NAME.yaml (docs/search.md).
+PRESETS: tuple[str, ...] = ("extended",)
+
+
+def builtin_space_path(model: str, preset: str | None = None) -> Path:
+    """Path of the shipped space file of a backbone (`preset`: e.g. "extended")."""
+    name = model if preset is None else f"{model}_{preset}"
+    return Path(str(resources.files("virtualmle.search").joinpath("spaces", f"{name}.yaml")))
 
 
 def load_space(model: str | None = None, path: str | Path | None = None) -> SearchSpace:
-    """Load the shipped space of ``model``, or a user's space file at ``path``.
+    """Load the shipped space of ``model``, a shipped preset, or a user's space file at ``path``.
+
+    ``path`` may name a preset (``"extended"``) instead of a file, unless a file of that name
+    exists: the shipped ``spaces/<model>_extended.yaml``.
 
     Raises:
         ConfigError: unknown backbone, unreadable or invalid file (the message names the file and
             the problem), or a space for another backbone than ``model``.
     """
+    if path is not None and str(path) in PRESETS and not Path(path).exists():
+        if model not in ("sasrec", "hstu"):
+            raise ConfigError(f"search space preset {str(path)!r} needs a backbone (sasrec or hstu), got {model!r}")
+        path = builtin_space_path(model, str(path))
     if path is None:
         if model not in ("sasrec", "hstu"):
             raise ConfigError(f"unknown backbone {model!r}: use one of sasrec, hstu")

@@ -1,9 +1,12 @@
-"""Training batches, precomputed once per trial and bucketed by sequence length.
+"""Training batches, precomputed once per trial and (by default) bucketed by sequence length.
 
 Amazon sequences are short (Beauty: mean 8.9 items) against max_len 50, so padding every batch to
-max_len wastes most of the compute. Users are sorted by length (random order among equal
-lengths), cut into batches, and each batch is left-padded only to its own longest sequence; the
-batch order is shuffled with the trial's seeded RNG.
+max_len wastes most of the compute. With `order="bucketed"` (the release) users are sorted by
+length (random order among equal lengths), cut into batches, and each batch is left-padded only
+to its own longest sequence; the batch order is shuffled with the trial's seeded RNG. With
+`order="random"` a batch is a uniformly random set of users (as the published SASRec code
+batches), still padded only to its own longest sequence: each batch then mixes short and long
+histories, which changes how positions are weighted in a batch's mean loss.
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ class TrainBatches:
         *,
         last_only: bool = False,
         device: str | torch.device = "cpu",
+        order: str = "bucketed",
     ) -> None:
+        if order not in ("bucketed", "random"):
+            raise ValueError(f"batch order must be bucketed or random, got {order!r}")
+        self.order = order
         self.batch_size = batch_size
         users = [u for u, s in enumerate(data.sequences) if len(s) - 2 >= 2]
         n = len(users)
@@ -66,7 +73,7 @@ class TrainBatches:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
         """Yield (items, timestamps, targets), each (B, T) with T the batch's longest sequence."""
         perm = rng.permutation(self.num_samples)
-        order = perm[np.argsort(self.lengths[perm], kind="stable")]
+        order = perm if self.order == "random" else perm[np.argsort(self.lengths[perm], kind="stable")]
         chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for j in rng.permutation(len(chunks)):
             idx_np = chunks[j]

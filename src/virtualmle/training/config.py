@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from virtualmle.errors import ConfigError
 
 ModelName = Literal["sasrec", "hstu"]
-LossName = Literal["bce", "sampled_softmax", "softmax"]
+LossName = Literal["bce", "sampled_softmax", "softmax", "gbce"]
+EvalMask = Literal["auto", "history", "none", "history_except_target"]
 MetricName = Literal["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"]
 
 METRICS: tuple[str, ...] = get_args(MetricName)
@@ -29,10 +30,23 @@ _SHARED: dict[str, Any] = {
     "train_targets": "all",
     "loss": "sampled_softmax",
     "negatives": 500,
+    "neg_sampler": "uniform",
+    "logq": False,
+    "gbce_t": 0.75,
+    "ce_chunk": 0,
     "grad_clip": 5.0,
+    "adam_beta2": 0.98,
+    "init": "normal",
+    "batch_order": "bucketed",
+    "attn_out_dropout": True,
+    "mask_padding_keys": True,
     "max_epochs": 20,
     "patience": 3,
+    "eval_every": 1,
+    "lr_schedule": "constant",
+    "warmup_epochs": 0.0,
     "metric": "ndcg@10",
+    "eval_mask": "auto",
     "seed": 0,
     "linear_dim": 16,
     "attn_dim": 16,
@@ -111,16 +125,33 @@ class TrainConfig(BaseModel):
     l2_norm: bool = False  # L2-normalise item embeddings and user states before scoring
     temperature: float = Field(1.0, ge=1e-3, le=100.0)  # logits are divided by it
     loss: LossName = "sampled_softmax"
-    negatives: int = Field(500, ge=1, le=100_000)  # negatives per positive (bce, sampled_softmax)
+    negatives: int = Field(500, ge=1, le=100_000)  # negatives per positive (bce, sampled_softmax, gbce)
+    # Where shared negatives come from (sampled_softmax, gbce); in_batch: the batch's positives.
+    neg_sampler: Literal["uniform", "popularity", "in_batch"] = "uniform"
+    logq: bool = False  # sampled_softmax: subtract log q(item), the sampling-bias correction
+    gbce_t: float = Field(0.75, ge=0.0, le=1.0)  # gbce calibration: 0 = BCE, 1 = fully calibrated
+    ce_chunk: int = Field(0, ge=0, le=1_000_000)  # softmax: rows per logits chunk, 0 = auto
     train_targets: Literal["all", "last"] = "all"  # supervise every position or the last one
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(3e-4, gt=0.0, le=1e6)  # wide on purpose: divergence is a trial outcome
     weight_decay: float = Field(1e-5, ge=0.0, le=10.0)
     batch_size: int = Field(256, ge=1, le=65_536)
     grad_clip: float = Field(5.0, ge=0.0, le=1e6)  # max gradient norm, 0 = no clipping
+    adam_beta2: float = Field(0.98, ge=0.0, lt=1.0)  # 0.98: SASRec.pytorch / HSTU; 0.999: torch default
+    # normal: N(0, 0.02) embeddings, torch's default Linear init; xavier: xavier-normal embeddings
+    # and Linear weights, zero biases (SASRec.pytorch, CE-SCE-LLMRec).
+    init: Literal["normal", "xavier"] = "normal"
+    batch_order: Literal["bucketed", "random"] = "bucketed"  # length-bucketed or random users
+    attn_out_dropout: bool = True  # sasrec: dropout on the attention branch output (published: none)
+    mask_padding_keys: bool = True  # sasrec: hide padding keys (published PyTorch code: causal only)
     max_epochs: int = Field(20, ge=1, le=10_000)
-    patience: int = Field(3, ge=0, le=10_000)  # epochs without improvement, 0 = never stop early
+    patience: int = Field(3, ge=0, le=10_000)  # validations without improvement, 0 = never stop early
+    eval_every: int = Field(1, ge=1, le=1000)  # validate every k epochs (and after the last)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"  # decay after warm-up
+    warmup_epochs: float = Field(0.0, ge=0.0, le=1000.0)  # linear warm-up length (fractions ok)
     metric: MetricName = "ndcg@10"  # validation metric for early stopping and the search
+    # Which history items leave the ranking; auto = history unless repeated targets are common.
+    eval_mask: EvalMask = "auto"
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
     def __init__(self, **data: Any) -> None:
@@ -151,6 +182,10 @@ class TrainConfig(BaseModel):
             raise ValueError(f"window ({self.window}) must be 0 or at most max_len ({self.max_len})")
         if not math.isfinite(self.lr):
             raise ValueError("lr must be finite")
+        if self.warmup_epochs > self.max_epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs:g}) must be at most max_epochs ({self.max_epochs})"
+            )
         return self
 
     @classmethod
@@ -186,17 +221,30 @@ PARAM_HELP: dict[str, str] = {
     "attn_dim": "hstu: per-head Q/K size",
     "l2_norm": "L2-normalise user states and item vectors",
     "temperature": "logits are divided by it",
-    "loss": "bce | sampled_softmax | softmax (full)",
-    "negatives": "uniform negatives per positive (bce, sampled_softmax)",
+    "loss": "bce | sampled_softmax | softmax (full) | gbce (gSASRec)",
+    "negatives": "negatives per positive (bce, sampled_softmax, gbce)",
+    "neg_sampler": "uniform | popularity | in_batch: shared negatives of sampled_softmax and gbce",
+    "logq": "sampled_softmax: subtract log q(item) (sampling-bias correction)",
+    "gbce_t": "gbce calibration in [0, 1]: 0 = plain BCE, 1 = fully calibrated",
+    "ce_chunk": "softmax: rows per logits chunk (bounded memory), 0 = auto",
     "train_targets": "supervise all positions or the last one",
     "optimizer": "adam | adamw",
     "lr": "learning rate",
     "weight_decay": "weight decay (L2 for adam, decoupled for adamw)",
     "batch_size": "users per training batch",
     "grad_clip": "max gradient norm, 0 = off",
+    "adam_beta2": "Adam / AdamW beta2 (beta1 is 0.9)",
+    "init": "normal (N(0, 0.02) embeddings) | xavier (xavier-normal embeddings and Linear weights)",
+    "batch_order": "bucketed (users of similar length per batch) | random (random users per batch)",
+    "attn_out_dropout": "sasrec: dropout on the attention branch output (the published code has none)",
+    "mask_padding_keys": "sasrec: hide padding keys from attention (the published PyTorch code does not)",
     "max_epochs": "epochs at most",
-    "patience": "epochs without validation improvement before stopping, 0 = never",
+    "patience": "validations without improvement before stopping, 0 = never",
+    "eval_every": "validate every k epochs (and after the last one)",
+    "lr_schedule": "constant | linear | cosine: decay to 0 at max_epochs after the warm-up",
+    "warmup_epochs": "linear learning-rate warm-up, in epochs (fractions allowed), 0 = none",
     "metric": "validation metric for early stopping: hr@5/10/20, ndcg@5/10/20, mrr",
+    "eval_mask": "history items left out of the ranking: auto | history | none | history_except_target",
     "seed": "seed for init, dropout, batching and negatives",
 }
 

@@ -1,22 +1,60 @@
 """Full-ranking leave-one-out evaluation (REFERENCE.md section 2), the only one in the package.
 
 Validation ranks seq[-2] given seq[:-2]; test ranks seq[-1] given seq[:-1]. The target is ranked
-against ALL items; items in the user's history are excluded from the ranking, except the target
-itself (a repeat purchase still counts). Ranks are 0-based counts of items scoring strictly higher
-than the target, so ties are resolved in the target's favour.
+against ALL items. Which history items leave the ranking is the evaluation mask (`eval_mask`):
+
+- ``history``: every history item is excluded; a target that repeats a history item is excluded
+  with them and counts as a miss (the S3-Rec convention);
+- ``none``: nothing is excluded (data where repeats are the point);
+- ``history_except_target``: history excluded except the target (the VirtualMLE release's rule).
+  It leaks: a repeated target is then the only history item left, so a model that scores its
+  history high finds it at rank 1. Kept only to compare with the release.
+
+``auto`` resolves to ``history`` when repeated targets are rare (< `REPEAT_THRESHOLD` of the
+validation and of the test targets), else ``none``. Ranks are 0-based counts of items scoring
+strictly higher than the target, so ties are resolved in the target's favour.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from virtualmle.data.dataset import SequenceData
+from virtualmle.data.profile import repeated_target_shares
+
+logger = logging.getLogger(__name__)
 
 KS: tuple[int, ...] = (5, 10, 20)
 EVAL_BATCH = 2048  # users per scoring batch: big enough to amortise per-batch overhead
+MASKS: tuple[str, ...] = ("history", "none", "history_except_target")
+# Above this share of repeated validation or test targets, `auto` ranks all items (`none`).
+REPEAT_THRESHOLD = 0.01
+
+
+def resolve_eval_mask(mask: str, data: SequenceData) -> str:
+    """The concrete mask for `data`: `auto` becomes `history` or `none` (see the module doc).
+
+    `history_except_target` logs a warning when the data has repeated targets, because then its
+    metrics reward scoring the history high.
+    """
+    if mask not in (*MASKS, "auto"):
+        raise ValueError(f"unknown eval_mask {mask!r}")
+    if mask in ("history", "none"):
+        return mask
+    valid_share, test_share = repeated_target_shares(data)
+    if mask == "auto":
+        return "history" if max(valid_share, test_share) < REPEAT_THRESHOLD else "none"
+    if valid_share or test_share:
+        logger.warning(
+            "%s: eval_mask=history_except_target with %.2f%% of validation and %.2f%% of test "
+            "targets repeating a history item: a model that scores its history high is rewarded "
+            "(use history or none)", data.name, 100 * valid_share, 100 * test_share,
+        )
+    return mask
 
 
 def metrics_from_ranks(ranks: torch.Tensor | np.ndarray) -> dict[str, float]:
@@ -36,15 +74,19 @@ def rank_targets(
     targets: torch.Tensor,
     history_rows: torch.Tensor,
     history_items: torch.Tensor,
+    missed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """0-based rank of each row's target among all items, history excluded but never the target.
+    """0-based rank of each row's target among all items, the given history items excluded.
 
-    A row whose target score is NaN gets the worst rank.
+    The target keeps its own score even when its column is excluded; rows flagged in `missed`
+    (a target excluded with the history, mask `history`) and rows whose target score is NaN get
+    the worst rank.
 
     Args:
         scores: (B, num_items + 1) scores; column 0 is padding and never ranked. Modified in place.
         targets: (B,) target item ids.
         history_rows, history_items: (H,) coordinates of the history items to exclude.
+        missed: (B,) bool, rows that count as a miss whatever the scores; None = none.
     Returns:
         (B,) int64 ranks.
     """
@@ -56,7 +98,10 @@ def rank_targets(
     # about 2.5x faster on CPU than summing a fresh bool tensor (exact below 2**24 items).
     ranks = scores.gt_(target_scores).sum(dim=1).long()
     # A NaN target score would otherwise beat nothing and count as rank 0: make it the worst.
-    return ranks.masked_fill_(target_scores.squeeze(1).isnan(), scores.size(1) - 1)
+    worst = target_scores.squeeze(1).isnan()
+    if missed is not None:
+        worst |= missed
+    return ranks.masked_fill_(worst, scores.size(1) - 1)
 
 
 @dataclass
@@ -68,16 +113,25 @@ class EvalBatch:
     targets: torch.Tensor  # (B,)
     history_rows: torch.Tensor  # (H,) row in this batch
     history_items: torch.Tensor  # (H,) item id to exclude
+    missed: torch.Tensor | None = None  # (B,) bool: target excluded with the history (a miss)
 
 
 def build_eval_batches(
-    data: SequenceData, split: str, max_len: int, device: str | torch.device = "cpu"
+    data: SequenceData,
+    split: str,
+    max_len: int,
+    device: str | torch.device = "cpu",
+    mask: str = "history",
 ) -> list[EvalBatch]:
     """Precompute the scoring batches of a split ("valid" or "test") once per trial.
 
-    Users are sorted by history length so each batch is padded only to its own longest history.
-    Users whose history would be empty (fewer than 2 items for test, 3 for valid) are skipped.
+    `mask` is a resolved evaluation mask (`history`, `none`, `history_except_target`; see
+    `resolve_eval_mask`). Users are sorted by history length so each batch is padded only to its
+    own longest history. Users whose history would be empty (fewer than 2 items for test, 3 for
+    valid) are skipped.
     """
+    if mask not in MASKS:
+        raise ValueError(f"eval mask must be one of {', '.join(MASKS)}, got {mask!r}")
     cut = {"valid": 2, "test": 1}[split]
     users = [u for u, s in enumerate(data.sequences) if len(s) > cut]
     lengths = np.array([min(len(data.sequences[u]) - cut, max_len) for u in users])
@@ -95,17 +149,22 @@ def build_eval_batches(
             items[i, t - len(recent) :] = recent
             if ts is not None:
                 ts[i, t - len(recent) :] = data.timestamps[u][: len(h)][-max_len:]
-            # Exclude the whole history, not only the part the model sees.
-            rows.append(np.full(len(h), i, dtype=np.int64))
-            cols.append(np.asarray(h, dtype=np.int64))
+            if mask != "none":  # exclude the whole history, not only the part the model sees
+                rows.append(np.full(len(h), i, dtype=np.int64))
+                cols.append(np.asarray(h, dtype=np.int64))
         targets = np.array([data.sequences[u][-cut] for u in chunk], dtype=np.int64)
+        missed = None
+        if mask == "history":
+            missed = torch.from_numpy(np.array([bool(np.any(h == y)) for h, y in zip(hists, targets)])).to(device)
+        empty = [np.zeros(0, dtype=np.int64)]
         batches.append(
             EvalBatch(
                 items=torch.from_numpy(items).to(device),
                 timestamps=None if ts is None else torch.from_numpy(ts).to(device),
                 targets=torch.from_numpy(targets).to(device),
-                history_rows=torch.from_numpy(np.concatenate(rows)).to(device),
-                history_items=torch.from_numpy(np.concatenate(cols)).to(device),
+                history_rows=torch.from_numpy(np.concatenate(rows or empty)).to(device),
+                history_items=torch.from_numpy(np.concatenate(cols or empty)).to(device),
+                missed=missed,
             )
         )
     return batches
@@ -123,6 +182,6 @@ def evaluate(model: torch.nn.Module, batches: list[EvalBatch]) -> dict[str, floa
     for b in batches:
         states = model.encode(b.items, b.timestamps)[:, -1, :]  # (B, D): last position
         scores = model.score_all(states, item_table, out=buf[: len(b.targets)])  # (B, N + 1)
-        ranks.append(rank_targets(scores, b.targets, b.history_rows, b.history_items))
+        ranks.append(rank_targets(scores, b.targets, b.history_rows, b.history_items, b.missed))
     model.train(was_training)
     return metrics_from_ranks(torch.cat(ranks).cpu())

@@ -23,8 +23,9 @@ from virtualmle.errors import DataError, DivergedError
 from virtualmle.models import ModelConfig, SequentialRecommender, build_model
 from virtualmle.training.batching import TrainBatches
 from virtualmle.training.config import TrainConfig
-from virtualmle.training.evaluation import build_eval_batches, evaluate
-from virtualmle.training.losses import LOSSES
+from virtualmle.training.evaluation import build_eval_batches, evaluate, resolve_eval_mask
+from virtualmle.training.losses import LOSSES, LossContext, NegativeSampler
+from virtualmle.training.schedule import make_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class TrainResult:
     seconds: float
     peak_memory_mb: float
     stopped: str  # "early_stop" | "max_epochs" | "pruned"
+    eval_mask: str = "history"  # the resolved evaluation mask both splits were ranked with
     # The trained model holding the best-validation weights (what --save writes); not in to_json.
     model: SequentialRecommender | None = field(default=None, repr=False, compare=False)
 
@@ -83,6 +85,7 @@ class TrainResult:
             "seconds": self.seconds,
             "peak_memory_mb": self.peak_memory_mb,
             "stopped": self.stopped,
+            "eval_mask": self.eval_mask,
         }
 
 
@@ -105,10 +108,29 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    # betas (0.9, 0.98) as in both reference implementations (SASRec.pytorch and HSTU).
+    # beta2 0.98 by default, as in SASRec.pytorch and HSTU; CE-SCE-LLMRec's runs use 0.999.
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
-    return cls(model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-8, foreach=True,
+    return cls(model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2), eps=1e-8, foreach=True,
                weight_decay=config.weight_decay)
+
+
+def xavier_init(model: torch.nn.Module) -> None:
+    """Xavier-normal item/position embeddings and Linear weights, zero biases, zero padding rows.
+
+    The published SASRec code (SASRec.pytorch, CE-SCE-LLMRec) initialises this way; the item
+    embedding then starts at std sqrt(2 / (N + D)) (0.013 on Beauty) instead of 0.02, and the
+    position embedding at sqrt(2 / (max_len + D)) (0.13) instead of 0.02.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, torch.nn.Embedding):
+            torch.nn.init.xavier_normal_(module.weight)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
 
 
 def _check_finite(value: float, what: str, epoch: int, step: int, config: TrainConfig) -> None:
@@ -149,36 +171,60 @@ def train(
 
     batches = TrainBatches(
         data, config.train_window, config.batch_size,
-        last_only=config.train_targets == "last", device=dev,
+        last_only=config.train_targets == "last", device=dev, order=config.batch_order,
     )
     if batches.num_samples == 0:
         raise DataError(f"{data.name}: no user has the 4+ items a training sample needs")
-    valid_batches = build_eval_batches(data, "valid", config.max_len, dev)
-    model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items)).to(dev)
+    profile = profile_dataset(data, max_len=config.max_len)
+    for warning in profile["warnings"]:
+        logger.warning(warning)
+    eval_mask = resolve_eval_mask(config.eval_mask, data)
+    valid_batches = build_eval_batches(data, "valid", config.max_len, dev, eval_mask)
+    model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items))
+    if config.init == "xavier":
+        xavier_init(model)
+    model = model.to(dev)
     optimizer = _make_optimizer(config, model)
+    loss_ctx = LossContext(
+        negatives=config.negatives, gen=gen, logq=config.logq, gbce_t=config.gbce_t, ce_chunk=config.ce_chunk,
+        sampler=NegativeSampler.from_sequences(config.neg_sampler, data.sequences, data.num_items).to(dev),
+    )
     logger.info("training %s on %s: %d samples, %d params", config.model, data.name,
                 batches.num_samples, model.num_params())
+
+    scheduler = make_scheduler(
+        optimizer, schedule=config.lr_schedule, total_steps=config.max_epochs * len(batches),
+        warmup_steps=round(config.warmup_epochs * len(batches)),
+    )
 
     display = _Display(config, len(batches)) if progress else None
     logs: list[EpochLog] = []
     best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
     stopped = "max_epochs"
+    since_best = 0  # validations without improvement
     try:
+        t0 = time.perf_counter()
         for epoch in range(1, config.max_epochs + 1):
-            t0 = time.perf_counter()
-            train_loss = _train_epoch(model, batches, rng, optimizer, config, gen, epoch, display)
+            train_loss = _train_epoch(model, batches, rng, optimizer, config, loss_ctx, epoch, display, scheduler)
+            # Validate every `eval_every` epochs and after the last; a log covers the epochs
+            # since the previous validation (its seconds) and reports this epoch's loss.
+            if epoch % config.eval_every and epoch != config.max_epochs:
+                continue
             valid = evaluate(model, valid_batches)
             log = EpochLog(epoch, train_loss, valid, time.perf_counter() - t0, config.metric)
+            t0 = time.perf_counter()
             if log.score > best_score:
-                best_score, best_epoch, log.is_best = log.score, epoch, True
+                best_score, best_epoch, log.is_best, since_best = log.score, epoch, True, 0
                 best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
             logs.append(log)
             if display:
                 display.epoch_done(log)
             if on_epoch is not None and on_epoch(log):
                 stopped = "pruned"
                 break
-            if config.patience and epoch - best_epoch >= config.patience:
+            if config.patience and since_best >= config.patience:
                 stopped = "early_stop"
                 break
     finally:
@@ -186,11 +232,13 @@ def train(
             display.close()
 
     model.load_state_dict(best_state)
-    best_valid = logs[best_epoch - 1].valid if best_epoch else evaluate(model, valid_batches)
-    test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev))
+    best_valid = next((e.valid for e in logs if e.epoch == best_epoch), None)
+    if best_valid is None:
+        best_valid = evaluate(model, valid_batches)
+    test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev, eval_mask))
     return TrainResult(
         config=config,
-        profile=profile_dataset(data, max_len=config.max_len),
+        profile=profile,
         num_params=model.num_params(),
         epochs=logs,
         best_epoch=best_epoch,
@@ -199,6 +247,7 @@ def train(
         seconds=time.perf_counter() - start,
         peak_memory_mb=_peak_memory_mb(dev),
         stopped=stopped,
+        eval_mask=eval_mask,
         model=model.eval(),
     )
 
@@ -209,9 +258,10 @@ def _train_epoch(
     rng: np.random.Generator,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
-    gen: torch.Generator,
+    loss_ctx: LossContext,
     epoch: int,
     display: _Display | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> float:
     """One pass over the training batches; returns the mean batch loss."""
     model.train()
@@ -222,7 +272,7 @@ def _train_epoch(
     for step, (items, ts, targets) in enumerate(batches.epoch(rng), 1):
         states = model.encode(items, ts)  # (B, T, D)
         sel = targets != 0  # (B, T) supervised positions
-        loss = loss_fn(states[sel], targets[sel], model, config.negatives, gen)
+        loss = loss_fn(states[sel], targets[sel], model, loss_ctx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
@@ -230,6 +280,8 @@ def _train_epoch(
         _check_finite(value, "the loss", epoch, step, config)
         _check_finite(float(norm), "the gradient norm", epoch, step, config)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total, count = total + value, count + 1
         if display:
             display.step(epoch, value)

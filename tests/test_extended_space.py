@@ -1,0 +1,42 @@
+"""The `extended` space preset: the shipped space plus the issue-11 training parameters."""
+
+from __future__ import annotations
+
+import pytest
+
+from virtualmle.errors import ConfigError
+from virtualmle.search.space import load_space
+from virtualmle.training import TrainConfig
+
+NEW = {"max_epochs", "patience", "eval_every", "lr_schedule", "warmup_epochs", "neg_sampler", "logq",
+       "gbce_t", "adam_beta2", "grad_clip", "init", "batch_order"}
+
+
+@pytest.mark.parametrize("model", ["sasrec", "hstu"])
+def test_extended_is_the_shipped_space_plus_the_new_parameters(model):
+    shipped, extended = load_space(model), load_space(model, "extended")
+    assert extended.model == model and extended.source.endswith(f"{model}_extended.yaml")
+    assert NEW <= set(extended.params)
+    for name, spec in shipped.params.items():
+        if name == "loss":  # grows by gbce, keeps every shipped choice and the default
+            assert set(spec.choices) < set(extended.params["loss"].choices)
+            assert "gbce" in extended.params["loss"].choices and extended.params["loss"].default == spec.default
+        else:
+            assert extended.params[name] == spec, name
+    assert extended.grid_names == shipped.grid_names and extended.fixed == shipped.fixed
+    # Every default and grid point is a valid trial configuration.
+    TrainConfig(model=model, **extended.fixed, **extended.defaults())
+    points = extended.grid_points()
+    assert len(points) == len(shipped.grid_points())
+    for p in points[:50]:
+        TrainConfig(model=model, **extended.fixed, **p)
+    assert extended.defaults()["max_epochs"] == 200 and extended.defaults()["patience"] == 10
+
+
+def test_preset_needs_a_backbone_and_a_file_of_that_name_wins(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"preset 'extended' needs a backbone"):
+        load_space(None, "extended")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "extended").write_text("model: sasrec\nparams:\n  lr: {type: float, low: 0.001, high: 0.01, default: 0.001, grid: [0.001]}\n")
+    assert set(load_space("sasrec", "extended").params) == {"lr"}
+
