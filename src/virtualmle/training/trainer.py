@@ -25,6 +25,7 @@ from virtualmle.training.batching import TrainBatches
 from virtualmle.training.config import TrainConfig
 from virtualmle.training.evaluation import build_eval_batches, evaluate
 from virtualmle.training.losses import LOSSES
+from virtualmle.training.priors import ScorePriors
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ def train(
     if batches.num_samples == 0:
         raise DataError(f"{data.name}: no user has the 4+ items a training sample needs")
     valid_batches = build_eval_batches(data, "valid", config.max_len, dev)
+    # Train-split priors, added to the scores at validation and test alike; None when all off.
+    priors = ScorePriors.from_config(data, config)
     model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items)).to(dev)
     optimizer = _make_optimizer(config, model)
     logger.info("training %s on %s: %d samples, %d params", config.model, data.name,
@@ -165,7 +168,7 @@ def train(
         for epoch in range(1, config.max_epochs + 1):
             t0 = time.perf_counter()
             train_loss = _train_epoch(model, batches, rng, optimizer, config, gen, epoch, display)
-            valid = evaluate(model, valid_batches)
+            valid = evaluate(model, valid_batches, priors)
             log = EpochLog(epoch, train_loss, valid, time.perf_counter() - t0, config.metric)
             if log.score > best_score:
                 best_score, best_epoch, log.is_best = log.score, epoch, True
@@ -184,8 +187,8 @@ def train(
             display.close()
 
     model.load_state_dict(best_state)
-    best_valid = logs[best_epoch - 1].valid if best_epoch else evaluate(model, valid_batches)
-    test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev))
+    best_valid = logs[best_epoch - 1].valid if best_epoch else evaluate(model, valid_batches, priors)
+    test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev), priors)
     return TrainResult(
         config=config,
         profile=profile_dataset(data, max_len=config.max_len),
