@@ -60,7 +60,7 @@ def test_validation_and_test_targets_never_contribute(cache_dir):
     # and the test target 10 gets nothing from it.
     scorer = ScorePriors(tables, transition=1.0)
     scores = scorer(torch.zeros(1, 11), torch.tensor([[1, 2, 3, 9]]))
-    torch.testing.assert_close(scores[0, 1:], torch.full((10,), 0.1))
+    torch.testing.assert_close(scores[0, 1:].exp(), torch.full((10,), 0.1))
 
 
 def test_hook_adds_the_weighted_priors_to_the_softmax(cache_dir):
@@ -73,7 +73,17 @@ def test_hook_adds_the_weighted_priors_to_the_softmax(cache_dir):
         for b in range(1, 11):
             cooc = sum(tables.cooc.row(a).get(b, 0.0) for a in recent) / np.sqrt(len(recent))
             expected[row, b] += 0.5 * tables.transition.row(2).get(b, 0.0) + 2.0 * cooc + 3.0 * tables.popularity[b]
-    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(out, expected.log())  # the log of the sum: same order, no underflow
+
+
+def test_far_below_items_keep_the_model_order(cache_dir):
+    # Logits 200 apart: their probabilities underflow to 0 in float32, so a plain sum would tie
+    # every such item (and ties count in the target's favour). The log domain keeps the order.
+    tables = load_prior_tables(_data(HAND), window=1)
+    logits = torch.tensor([[0.0, 400.0, 0.0, -200.0, -100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    out = ScorePriors(tables, transition=0.5)(logits, torch.tensor([[3, 4]]))  # row 4: empty
+    assert out[0, 3] < out[0, 4] < out[0, 2] < out[0, 1]
+    assert torch.isfinite(out[0, 1:]).all()
 
 
 def test_weights_zero_give_exactly_the_model_ranking(cache_dir):

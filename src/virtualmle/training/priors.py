@@ -186,7 +186,10 @@ _NORMS = {"sqrt": np.sqrt, "count": lambda m: m, "none": np.ones_like}
 
 
 class ScorePriors:
-    """The evaluation's `score_adjust` hook: softmax the model's scores, add the weighted priors."""
+    """The evaluation's `score_adjust` hook: softmax the model's scores, add the weighted priors.
+
+    Returns the log of that sum (same ranking, no float underflow: see `__call__`).
+    """
 
     def __init__(self, tables: PriorTables, *, transition: float = 0.0, cooc: float = 0.0,
                  pop: float = 0.0, recent_k: int = 5, norm: str = "count") -> None:
@@ -195,6 +198,7 @@ class ScorePriors:
         self.recent_k = recent_k
         self.norm = _NORMS[norm]
         self._popularity = torch.from_numpy(tables.popularity)
+        self._log_pop: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, data: SequenceData, config: TrainConfig, *, cache: bool = True) -> ScorePriors | None:
@@ -212,32 +216,44 @@ class ScorePriors:
             scores: (B, N + 1) model scores (column 0 is padding). Overwritten.
             items: (B, T) left-padded histories, the most recent item last.
         Returns:
-            `scores`, now softmax probabilities plus the weighted priors (column 0: 0).
+            `scores`, now log(softmax(scores) + weighted priors); column 0 is -inf.
         """
+        # The log of the sum ranks exactly like the sum, but a probability that underflows to 0
+        # in float32 (a logit ~100 below the best) would tie with every other such item, and the
+        # evaluation breaks ties in the target's favour: in the log domain nothing underflows.
+        # Each prior is folded in with log(x + q) = logaddexp(log x, log q): one dense pass for
+        # popularity, sparse updates at the few entries the other two touch.
         scores[:, 0] = -torch.inf
-        # In-place softmax: a fresh (B, N + 1) matrix would cost ~100 MB per batch on Beauty.
-        scores.sub_(scores.max(dim=1, keepdim=True).values).exp_()
-        scores.div_(scores.sum(dim=1, keepdim=True))
+        scores.sub_(torch.logsumexp(scores, dim=1, keepdim=True))  # log softmax, (B, N + 1)
+        if self.pop:
+            torch.logaddexp(scores, self._log_popularity(scores), out=scores)
         hist = items.cpu().numpy()
         if self.transition:
             owner, cols, vals = self.tables.transition.gather(hist[:, -1])
-            self._add(scores, owner, cols, vals * self.transition)
+            self._fold(scores, owner, cols, vals * self.transition)
         if self.cooc:
             recent = hist[:, -self.recent_k:]  # (B, k), left-padded with 0
-            row, col = np.nonzero(recent)
-            m = (recent != 0).sum(axis=1)  # (B,) recent items per user
-            weight = self.cooc / self.norm(m[row].astype(np.float64))  # (E_users,) per recent item
-            owner, cols, vals = self.tables.cooc.gather(recent[row, col])
-            self._add(scores, row[owner], cols, vals * weight[owner])
-        if self.pop:
-            scores.add_(self._popularity.to(scores.device, scores.dtype), alpha=self.pop)
+            m = np.maximum((recent != 0).sum(axis=1), 1).astype(np.float64)  # (B,) recent items
+            weight = self.cooc / self.norm(m)  # (B,)
+            # One pass per recent position: within a pass every (user, item) is unique, so the
+            # sparse update needs no de-duplication. Padding (id 0) has an empty row.
+            for j in range(recent.shape[1]):
+                owner, cols, vals = self.tables.cooc.gather(recent[:, j])
+                self._fold(scores, owner, cols, vals * weight[owner])
         return scores
 
+    def _log_popularity(self, scores: torch.Tensor) -> torch.Tensor:
+        """(N + 1,) log(prior_pop * P_pop), -inf where an item was never seen in training."""
+        if self._log_pop is None or self._log_pop.device != scores.device or self._log_pop.dtype != scores.dtype:
+            self._log_pop = (self._popularity.double() * self.pop).log().to(scores.device, scores.dtype)
+        return self._log_pop
+
     @staticmethod
-    def _add(scores: torch.Tensor, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
+    def _fold(scores: torch.Tensor, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
+        """scores[r, c] = log(exp(scores[r, c]) + v) at unique (r, c) entries."""
+        if len(rows) == 0:
+            return
         dev = scores.device
-        scores.index_put_(
-            (torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)),
-            torch.from_numpy(np.asarray(vals)).to(dev, scores.dtype),
-            accumulate=True,
-        )
+        idx = (torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev))
+        mass = torch.from_numpy(np.asarray(vals, dtype=np.float64)).to(dev, scores.dtype)
+        scores.index_put_(idx, torch.logaddexp(scores[idx], mass.log()))
