@@ -8,6 +8,9 @@ bytes), which NumPy loads in milliseconds. One file per entry so
 a write is atomic (temp file + ``os.replace``); an entry that fails to load or to validate is
 ignored, logged and rebuilt.
 
+The same directory and atomic write hold derived per-dataset tables (`store_arrays` /
+`load_arrays`): the train-split score priors (``priors-<key>.npz``, `training/priors.py`).
+
 Location: ``$VIRTUALMLE_CACHE_DIR``, default ``~/.cache/virtualmle/cache``.
 """
 
@@ -112,8 +115,6 @@ def load(key: str, root: Path | None = None) -> Parsed | None:
 
 def store(key: str, parsed: Parsed, root: Path | None = None) -> Path | None:
     """Write `parsed` under `key` atomically; returns the entry path, None if not writable."""
-    root = root or cache_dir()
-    path = entry_path(key, root)
     meta = dict(parsed.meta, num_items=int(parsed.num_items))
     # int32 halves the entry and load time; ids beyond 2**31 keep int64.
     item_dtype = np.int32 if parsed.num_items < 2**31 else np.int64
@@ -128,6 +129,29 @@ def store(key: str, parsed: Parsed, root: Path | None = None) -> Path | None:
         ids = getattr(parsed, name)
         if ids is not None:
             arrays[name] = np.asarray(ids, dtype=str)  # fixed-width unicode: no pickle needed
+    return store_arrays(key, arrays, root)
+
+
+def load_arrays(key: str, root: Path | None = None) -> dict[str, np.ndarray] | None:
+    """Every array of the entry `key`, or None when there is none or it cannot be read.
+
+    For derived per-dataset tables (the train-split priors); the caller validates the content.
+    """
+    path = entry_path(key, root)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        logger.warning("ignoring unusable cache entry %s (%s); recomputing", path, exc)
+        return None
+
+
+def store_arrays(key: str, arrays: Mapping[str, np.ndarray], root: Path | None = None) -> Path | None:
+    """Write `arrays` under `key` atomically; returns the entry path, None if not writable."""
+    root = root or cache_dir()
+    path = entry_path(key, root)
     tmp_name = None
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -139,7 +163,7 @@ def store(key: str, parsed: Parsed, root: Path | None = None) -> Path | None:
         tmp_name = None
     except OSError as exc:
         # A read-only or full cache disk costs speed, not correctness.
-        logger.warning("cannot write parse cache %s (%s); continuing without it", path, exc)
+        logger.warning("cannot write cache entry %s (%s); continuing without it", path, exc)
         return None
     finally:
         if tmp_name is not None:

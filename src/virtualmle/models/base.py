@@ -2,18 +2,26 @@
 
 A backbone is `SequentialRecommender` plus an encoder block class; only the block differs
 (as in generative-recommenders). Sequences are left-padded with item id 0 and the user state is
-the output at the last position.
+the output at the last position (`pooling=last`) or a recency-weighted mean of the last
+`pool_k` positions (`pooling=recency_mean`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from virtualmle.models.position import PosEnc, has_absolute, positions_from_end
+
+FFN = Literal["gelu", "swiglu", "none"]
+Pooling = Literal["last", "recency_mean"]
+FFNS: tuple[str, ...] = get_args(FFN)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,11 @@ class ModelConfig:
     temperature: float = 1.0  # logits are divided by it
     attn_out_dropout: bool = True  # SASRec: dropout on the attention branch's output (published code: none)
     mask_padding_keys: bool = True  # SASRec: hide padding keys (published PyTorch code: causal mask only)
+    ffn: FFN = "gelu"  # SASRec feed-forward: GELU MLP or gated SwiGLU (HSTU has none: "none")
+    ffn_mult: int = 1  # SASRec feed-forward inner size = ffn_mult * hidden
+    pos_enc: PosEnc = "learned"  # order signal, see models/position.py (HSTU reference: learned+relative)
+    pooling: Pooling = "last"  # user state: last position, or recency-weighted mean of the last pool_k
+    pool_k: int = 3  # positions pooled by pooling=recency_mean
 
 
 class Dropout(nn.Module):
@@ -86,7 +99,8 @@ class SequentialRecommender(nn.Module):
         self.block_cls = block_cls
         d = cfg.hidden
         self.item_emb = nn.Embedding(cfg.num_items + 1, d, padding_idx=0)
-        self.pos_emb = nn.Embedding(cfg.max_len, d)  # index 0 = the most recent item
+        # index 0 = the most recent item
+        self.pos_emb = nn.Embedding(cfg.max_len, d) if has_absolute(cfg.pos_enc) else None
         self.out_emb = None if cfg.tied else nn.Embedding(cfg.num_items + 1, d, padding_idx=0)
         self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(block_cls(cfg) for _ in range(cfg.blocks))
@@ -110,16 +124,20 @@ class SequentialRecommender(nn.Module):
         """
         b, t = items.shape
         valid = items != 0  # (B, T)
-        # Positions count back from the most recent item, so left padding never shifts them
-        # (with fixed padding to max_len this is exactly SASRec's absolute position).
-        pos = torch.arange(t - 1, -1, -1, device=items.device).clamp_(max=self.cfg.max_len - 1)
-        x = self.item_emb(items) * math.sqrt(self.cfg.hidden) + self.pos_emb(pos)  # (B, T, D)
+        x = self.item_emb(items) * math.sqrt(self.cfg.hidden)  # (B, T, D)
+        if self.pos_emb is not None:
+            # Positions count back from the most recent item, so left padding never shifts them
+            # (with fixed padding to max_len this is exactly SASRec's absolute position).
+            pos = positions_from_end(t, items.device).clamp_(max=self.cfg.max_len - 1)
+            x = x + self.pos_emb(pos)
         mask = valid.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         x = self.drop(x) * mask
         ctx = self.block_cls.prepare(valid, timestamps, self.cfg)
         for block in self.blocks:
             x = block(x, ctx) * mask
         x = self.norm(x)
+        if self.cfg.pooling == "recency_mean":
+            x = recency_pool(x, mask, self.cfg.pool_k)
         if self.cfg.l2_norm:
             x = F.normalize(x, dim=-1)
         return x
@@ -152,3 +170,27 @@ class SequentialRecommender(nn.Module):
     def num_params(self) -> int:
         """Trainable parameter count."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def recency_pool(x: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """Causal recency-weighted mean: out[t] = sum_j w_j x[t-j] / sum_j w_j, j < k, w_j = k - j.
+
+    Applied at every position, so training on all positions supervises exactly the pooled state
+    that scoring uses, and position t still depends on items[:t + 1] only. Padding positions
+    (mask 0) carry no weight; a padding position's output is 0.
+
+    Args:
+        x: (B, T, D) states.
+        mask: (B, T, 1) 1.0 at real items, 0.0 at padding.
+        k: how many of the most recent positions to pool (k = 1 is the last position).
+    """
+    t = x.size(1)
+    xm = x * mask  # (B, T, D)
+    num = torch.zeros_like(x)  # (B, T, D)
+    den = torch.zeros_like(mask)  # (B, T, 1)
+    for j in range(min(k, t)):
+        w = float(k - j)
+        # Shift right by j along T: position t receives position t - j.
+        num = num + w * F.pad(xm, (0, 0, j, 0))[:, :t]
+        den = den + w * F.pad(mask, (0, 0, j, 0))[:, :t]
+    return num / den.clamp_min(1e-12)

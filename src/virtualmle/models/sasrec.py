@@ -1,12 +1,29 @@
-"""SASRec's encoder block (Kang & McAuley 2018): causal multi-head self-attention + GELU FFN."""
+"""SASRec's encoder block (Kang & McAuley 2018): causal multi-head self-attention + feed-forward.
+
+The feed-forward is GELU D -> mD -> D (`ffn=gelu`, the release's m = 1; S3-Rec and eSASRec use
+m = 4) or gated SwiGLU (`ffn=swiglu`). Positions (`pos_enc`, see `position.py`) enter here as a
+per-block relative attention bias and / or rotary queries and keys.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from virtualmle.models.base import Dropout, EncoderBlock, ModelConfig
+from virtualmle.models.position import apply_rotary, has_relative, relative_distance, rotary_tables
+
+
+@dataclass
+class SASRecContext:
+    """Per-forward attention inputs shared by all SASRec blocks."""
+
+    mask: torch.Tensor  # (B, 1, T, T) bool: True where query may attend key
+    distance: torch.Tensor | None  # (T, T) long query - key distance (pos_enc relative), else None
+    rotary: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (T, D / H), or None
 
 
 class CausalSelfAttention(nn.Module):
@@ -18,11 +35,20 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = cfg.attn_dropout
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+        # One learned bias per distance, shared by the heads (HSTU's rab); None when off, so the
+        # default model's parameters are exactly the release's.
+        self.pos_bias = nn.Parameter(torch.randn(cfg.max_len) * 0.02) if has_relative(cfg.pos_enc) else None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: SASRecContext) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=-1)  # 3 x (B, T, D)
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        if ctx.rotary is not None:
+            q, k = apply_rotary(q, *ctx.rotary), apply_rotary(k, *ctx.rotary)  # (B, H, T, D / H)
+        mask: torch.Tensor = ctx.mask
+        if self.pos_bias is not None and ctx.distance is not None:
+            # Additive float mask: the bias where attention is allowed, -inf elsewhere.
+            mask = self.pos_bias[ctx.distance].masked_fill(~ctx.mask, float("-inf"))  # (B, 1, T, T)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
         )  # (B, H, T, D / H)
@@ -30,16 +56,39 @@ class CausalSelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise D -> D -> D with GELU (SASRec keeps the inner size equal to D)."""
+    """Position-wise D -> mD -> D with GELU (the release keeps m = 1: D -> D -> D)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(cfg.hidden, cfg.hidden)
-        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+        inner = cfg.ffn_mult * cfg.hidden
+        self.fc = nn.Linear(cfg.hidden, inner)
+        self.proj = nn.Linear(inner, cfg.hidden)
         self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.drop(F.gelu(self.fc(x))))
+        return self.proj(self.drop(F.gelu(self.fc(x))))  # (B, T, D)
+
+
+class SwiGLUFeedForward(nn.Module):
+    """Gated D -> mD -> D: proj(SiLU(x W_gate) * x W_value) (Shazeer 2020).
+
+    One fused input matrix for gate and value; 1.5x the parameters of the GELU MLP of the same
+    inner size (kept equal rather than shrunk by 2/3, so `ffn_mult` means the same for both).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        inner = cfg.ffn_mult * cfg.hidden
+        self.fc = nn.Linear(cfg.hidden, 2 * inner)
+        self.proj = nn.Linear(inner, cfg.hidden)
+        self.drop = Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.fc(x).chunk(2, dim=-1)  # 2 x (B, T, mD)
+        return self.proj(self.drop(F.silu(gate) * value))  # (B, T, D)
+
+
+FEED_FORWARDS: dict[str, type[nn.Module]] = {"gelu": FeedForward, "swiglu": SwiGLUFeedForward}
 
 
 class SASRecBlock(EncoderBlock):
@@ -51,32 +100,36 @@ class SASRecBlock(EncoderBlock):
         self.ln1 = nn.LayerNorm(cfg.hidden)
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.hidden)
-        self.ffn = FeedForward(cfg)
+        self.ffn = FEED_FORWARDS[cfg.ffn](cfg)
         self.drop = Dropout(cfg.dropout)
         self.attn_drop = self.drop if cfg.attn_out_dropout else nn.Identity()
 
     @staticmethod
-    def prepare(valid: torch.Tensor, timestamps: torch.Tensor | None, cfg: ModelConfig) -> torch.Tensor:
-        """(B, 1, T, T) boolean mask: causal, padding keys hidden.
+    def prepare(valid: torch.Tensor, timestamps: torch.Tensor | None, cfg: ModelConfig) -> SASRecContext:
+        """Causal mask with padding keys hidden, plus the position inputs `pos_enc` asks for.
 
         Every position may also see itself, so padding rows are never all-masked (which would
         give NaN); real positions never see padding because padding is always on the left.
         """
-        t = valid.size(1)
-        causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril_()
-        if not cfg.mask_padding_keys:  # padding keys stay visible: an attention sink
-            return causal.expand(valid.size(0), 1, t, t)
-        eye = torch.eye(t, dtype=torch.bool, device=valid.device)
-        return (causal & (valid[:, None, :] | eye)).unsqueeze(1)
+        t, dev = valid.size(1), valid.device
+        causal = torch.ones(t, t, dtype=torch.bool, device=dev).tril_()
+        if cfg.mask_padding_keys:
+            eye = torch.eye(t, dtype=torch.bool, device=dev)
+            mask = (causal & (valid[:, None, :] | eye)).unsqueeze(1)  # (B, 1, T, T)
+        else:  # padding keys stay visible: an attention sink
+            mask = causal.expand(valid.size(0), 1, t, t)
+        distance = relative_distance(t, cfg.max_len, dev) if has_relative(cfg.pos_enc) else None
+        rotary = rotary_tables(t, cfg.hidden // cfg.heads, dev) if cfg.pos_enc == "rotary" else None
+        return SASRecContext(mask=mask, distance=distance, rotary=rotary)
 
     @staticmethod
     def final_norm(cfg: ModelConfig) -> nn.Module:
         # Pre-LN leaves the residual stream unnormalised; post-LN blocks already end in a norm.
         return nn.LayerNorm(cfg.hidden) if cfg.norm_first else nn.Identity()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: SASRecContext) -> torch.Tensor:
         if self.norm_first:
-            x = x + self.attn_drop(self.attn(self.ln1(x), mask))
+            x = x + self.attn_drop(self.attn(self.ln1(x), ctx))
             return x + self.drop(self.ffn(self.ln2(x)))
-        x = self.ln1(x + self.attn_drop(self.attn(x, mask)))
+        x = self.ln1(x + self.attn_drop(self.attn(x, ctx)))
         return self.ln2(x + self.drop(self.ffn(x)))

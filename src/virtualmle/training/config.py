@@ -15,6 +15,8 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from virtualmle.errors import ConfigError
+from virtualmle.models.base import FFN, Pooling
+from virtualmle.models.position import PosEnc
 
 ModelName = Literal["sasrec", "hstu"]
 LossName = Literal["bce", "sampled_softmax", "softmax", "gbce"]
@@ -51,6 +53,17 @@ _SHARED: dict[str, Any] = {
     "linear_dim": 16,
     "attn_dim": 16,
     "norm_first": True,
+    # Structure switches (docs/training.md "Structure switches"): off, i.e. the release's model.
+    "ffn_mult": 1,
+    "pooling": "last",
+    "pool_k": 3,
+    # Train-split score priors (training/priors.py): every weight 0 = off.
+    "prior_transition": 0.0,
+    "prior_cooc": 0.0,
+    "prior_pop": 0.0,
+    "prior_recent_k": 5,
+    "prior_window": 3,
+    "prior_norm": "count",
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "sasrec": {
@@ -64,6 +77,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "tied": False,
         "l2_norm": False,
         "temperature": 1.0,
+        "ffn": "gelu",
+        "pos_enc": "learned",
         "optimizer": "adam",
         "lr": 3e-4,
         "weight_decay": 1e-5,
@@ -80,6 +95,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "tied": True,
         "l2_norm": True,
         "temperature": 0.05,
+        "ffn": "none",
+        "pos_enc": "learned+relative",
         "optimizer": "adamw",
         "lr": 3e-4,
         "weight_decay": 0.0,
@@ -153,6 +170,19 @@ class TrainConfig(BaseModel):
     # Which history items leave the ranking; auto = history unless repeated targets are common.
     eval_mask: EvalMask = "auto"
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    # Structure switches (models/); defaults are the release's model.
+    ffn: FFN = "gelu"  # SASRec feed-forward: gelu | swiglu; HSTU has none ("none")
+    ffn_mult: int = Field(1, ge=1, le=8)  # SASRec feed-forward inner size = ffn_mult * hidden
+    pos_enc: PosEnc = "learned"  # learned | none | relative | rotary | learned+relative
+    pooling: Pooling = "last"  # user state: last position or recency-weighted mean of pool_k
+    pool_k: int = Field(3, ge=1, le=1024)  # positions pooled by pooling=recency_mean
+    # Train-split score priors (training/priors.py), added at scoring time; 0 = off.
+    prior_transition: float = Field(0.0, ge=0.0, le=1000.0)  # weight of P(last item -> item)
+    prior_cooc: float = Field(0.0, ge=0.0, le=1000.0)  # weight of co-occurrence with recent items
+    prior_pop: float = Field(0.0, ge=0.0, le=1000.0)  # weight of item popularity
+    prior_recent_k: int = Field(5, ge=1, le=1024)  # most recent history items feeding prior_cooc
+    prior_window: int = Field(3, ge=1, le=50)  # co-occurrence: items at most this far apart
+    prior_norm: Literal["sqrt", "count", "none"] = "count"  # divide the prior_cooc sum by sqrt(m), m, 1
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -186,7 +216,25 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"warmup_epochs ({self.warmup_epochs:g}) must be at most max_epochs ({self.max_epochs})"
             )
+        self._check_structure()
         return self
+
+    def _check_structure(self) -> None:
+        # A switch the backbone does not have is an error, not a silent no-op: a user (or the
+        # search) setting it would otherwise believe it was tried.
+        if self.model == "hstu" and self.ffn != "none":
+            raise ValueError(f"ffn={self.ffn} is not available for hstu: HSTU blocks have no feed-forward "
+                             "(the U gate plays its part); use ffn=none or model=sasrec")
+        if self.model == "hstu" and self.ffn_mult != 1:
+            raise ValueError(f"ffn_mult={self.ffn_mult} is not available for hstu: HSTU blocks have no "
+                             "feed-forward; use ffn_mult=1 or model=sasrec")
+        if self.model == "sasrec" and self.ffn == "none":
+            raise ValueError("ffn=none is not available for sasrec: use gelu or swiglu")
+        if self.pos_enc == "rotary":
+            head = self.hidden // self.heads if self.model == "sasrec" else self.attn_dim
+            what = "hidden / heads" if self.model == "sasrec" else "attn_dim"
+            if head % 2:
+                raise ValueError(f"pos_enc=rotary needs an even per-head size ({what} = {head})")
 
     @classmethod
     def for_model(cls, model: str = "sasrec", **overrides: Any) -> TrainConfig:
@@ -246,6 +294,17 @@ PARAM_HELP: dict[str, str] = {
     "metric": "validation metric for early stopping: hr@5/10/20, ndcg@5/10/20, mrr",
     "eval_mask": "history items left out of the ranking: auto | history | none | history_except_target",
     "seed": "seed for init, dropout, batching and negatives",
+    "ffn": "sasrec feed-forward: gelu | swiglu (hstu: none)",
+    "ffn_mult": "sasrec feed-forward inner size = ffn_mult * hidden (1, 2, 4)",
+    "pos_enc": "learned | none | relative | rotary | learned+relative",
+    "pooling": "user state: last | recency_mean (of the last pool_k positions)",
+    "pool_k": "positions pooled by pooling=recency_mean",
+    "prior_transition": "weight of the train-split transition prior, 0 = off",
+    "prior_cooc": "weight of the train-split co-occurrence prior, 0 = off",
+    "prior_pop": "weight of the train-split popularity prior, 0 = off",
+    "prior_recent_k": "most recent history items feeding the co-occurrence prior",
+    "prior_window": "co-occurrence prior: items at most this far apart in a sequence",
+    "prior_norm": "co-occurrence prior sum over recent items divided by: sqrt | count | none",
 }
 
 

@@ -18,6 +18,7 @@ strictly higher than the target, so ties are resolved in the target's favour.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,11 @@ def resolve_eval_mask(mask: str, data: SequenceData) -> str:
             "(use history or none)", data.name, 100 * valid_share, 100 * test_share,
         )
     return mask
+
+# The ranking's one extension point, outside the protocol: called with a batch's model scores
+# (B, N + 1) and its left-padded histories (B, T), it returns the scores to rank (it may modify
+# and return the same tensor). The train-split priors use it (training/priors.py, ScorePriors).
+ScoreAdjust = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def metrics_from_ranks(ranks: torch.Tensor | np.ndarray) -> dict[str, float]:
@@ -171,8 +177,13 @@ def build_eval_batches(
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, batches: list[EvalBatch]) -> dict[str, float]:
-    """Full-ranking metrics of `model` over precomputed batches (see `build_eval_batches`)."""
+def evaluate(
+    model: torch.nn.Module, batches: list[EvalBatch], score_adjust: ScoreAdjust | None = None
+) -> dict[str, float]:
+    """Full-ranking metrics of `model` over precomputed batches (see `build_eval_batches`).
+
+    `score_adjust` (optional) rewrites each batch's scores before ranking (see `ScoreAdjust`).
+    """
     was_training = model.training
     model.eval()
     ranks = []
@@ -182,6 +193,8 @@ def evaluate(model: torch.nn.Module, batches: list[EvalBatch]) -> dict[str, floa
     for b in batches:
         states = model.encode(b.items, b.timestamps)[:, -1, :]  # (B, D): last position
         scores = model.score_all(states, item_table, out=buf[: len(b.targets)])  # (B, N + 1)
+        if score_adjust is not None:
+            scores = score_adjust(scores, b.items)  # (B, N + 1)
         ranks.append(rank_targets(scores, b.targets, b.history_rows, b.history_items, b.missed))
     model.train(was_training)
     return metrics_from_ranks(torch.cat(ranks).cpu())

@@ -25,6 +25,7 @@ from virtualmle.training.batching import TrainBatches
 from virtualmle.training.config import TrainConfig
 from virtualmle.training.evaluation import build_eval_batches, evaluate, resolve_eval_mask
 from virtualmle.training.losses import LOSSES, LossContext, NegativeSampler
+from virtualmle.training.priors import ScorePriors
 from virtualmle.training.schedule import make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -180,6 +181,8 @@ def train(
         logger.warning(warning)
     eval_mask = resolve_eval_mask(config.eval_mask, data)
     valid_batches = build_eval_batches(data, "valid", config.max_len, dev, eval_mask)
+    # Train-split priors, added to the scores at validation and test alike; None when all off.
+    priors = ScorePriors.from_config(data, config)
     model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items))
     if config.init == "xavier":
         xavier_init(model)
@@ -210,7 +213,7 @@ def train(
             # since the previous validation (its seconds) and reports this epoch's loss.
             if epoch % config.eval_every and epoch != config.max_epochs:
                 continue
-            valid = evaluate(model, valid_batches)
+            valid = evaluate(model, valid_batches, priors)
             log = EpochLog(epoch, train_loss, valid, time.perf_counter() - t0, config.metric)
             t0 = time.perf_counter()
             if log.score > best_score:
@@ -234,8 +237,8 @@ def train(
     model.load_state_dict(best_state)
     best_valid = next((e.valid for e in logs if e.epoch == best_epoch), None)
     if best_valid is None:
-        best_valid = evaluate(model, valid_batches)
-    test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev, eval_mask))
+        best_valid = evaluate(model, valid_batches, priors)
+    test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev, eval_mask), priors)
     return TrainResult(
         config=config,
         profile=profile,
