@@ -10,13 +10,18 @@ from virtualmle.training import TrainConfig
 
 NEW = {"max_epochs", "patience", "eval_every", "lr_schedule", "warmup_epochs", "neg_sampler", "logq",
        "gbce_t", "adam_beta2", "grad_clip", "init", "batch_order"}
+# Issue 11 section 3: both backbones get pooling, position encodings and the score priors;
+# only SASRec has a feed-forward to switch.
+STRUCTURE = {"pos_enc", "pooling", "pool_k", "prior_transition", "prior_cooc", "prior_pop", "prior_recent_k",
+             "prior_window", "prior_norm"}
 
 
 @pytest.mark.parametrize("model", ["sasrec", "hstu"])
 def test_extended_is_the_shipped_space_plus_the_new_parameters(model):
     shipped, extended = load_space(model), load_space(model, "extended")
     assert extended.model == model and extended.source.endswith(f"{model}_extended.yaml")
-    assert NEW <= set(extended.params)
+    assert NEW | STRUCTURE <= set(extended.params)
+    assert ({"ffn", "ffn_mult"} <= set(extended.params)) == (model == "sasrec")
     for name, spec in shipped.params.items():
         if name == "loss":  # grows by gbce, keeps every shipped choice and the default
             assert set(spec.choices) < set(extended.params["loss"].choices)
@@ -40,3 +45,21 @@ def test_preset_needs_a_backbone_and_a_file_of_that_name_wins(tmp_path, monkeypa
     (tmp_path / "extended").write_text("model: sasrec\nparams:\n  lr: {type: float, low: 0.001, high: 0.01, default: 0.001, grid: [0.001]}\n")
     assert set(load_space("sasrec", "extended").params) == {"lr"}
 
+
+
+@pytest.mark.parametrize("model", ["sasrec", "hstu"])
+def test_random_points_of_the_extended_space_are_valid_trial_configurations(model):
+    import optuna
+
+    space = load_space(model, "extended")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    dists = space.distributions()
+    seen = set()
+    for _ in range(200):
+        trial = study.ask(dists)
+        params = dict(trial.params)
+        if space.violations(params):
+            continue
+        TrainConfig(model=model, **space.fixed, **params)  # raises on an invalid combination
+        seen.add(params["pos_enc"])
+    assert seen == set(space.params["pos_enc"].choices)

@@ -9,7 +9,7 @@ import torch
 from virtualmle.errors import ConfigError
 from virtualmle.models import BLOCKS, ModelConfig, build_model
 from virtualmle.training import TrainConfig
-from virtualmle.training.losses import sampled_softmax_loss
+from virtualmle.training.losses import LossContext, NegativeSampler, sampled_softmax_loss
 from virtualmle.training.trainer import model_config
 
 NUM_ITEMS = 40
@@ -276,7 +276,9 @@ def test_tied_and_l2_norm_work_for_both_backbones(name, tied, l2_norm):
         torch.testing.assert_close(model.output_embeddings()[1:].norm(dim=-1), torch.ones(NUM_ITEMS))
     else:
         assert not torch.allclose(norms, torch.ones(2), atol=1e-2)
-    loss = sampled_softmax_loss(states[:, -1], torch.tensor([6, 7]), model, 8, torch.Generator().manual_seed(0))
+    ctx = LossContext(negatives=8, gen=torch.Generator().manual_seed(0),
+                      sampler=NegativeSampler("uniform", NUM_ITEMS))
+    loss = sampled_softmax_loss(states[:, -1], torch.tensor([6, 7]), model, ctx)
     loss.backward()
     # The input table always learns; tied, it also carries the scoring gradient of item 6.
     assert model.item_emb.weight.grad[5].abs().sum() > 0
