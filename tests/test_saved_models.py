@@ -101,6 +101,35 @@ def test_train_save_recommend_evaluate(shop_csv, tmp_path):
     assert model.recommend([["never-seen"]], k=3) == [[]]
 
 
+def test_a_model_with_score_priors_keeps_them_and_ranks_with_them(shop_csv, tmp_path):
+    r = cli("train", "--data", str(shop_csv), *COLS, *FAST, "--set", "hidden=16", "--set", "prior_transition=3",
+            "--set", "prior_cooc=1", "--save", "model", "--output", "result.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert (tmp_path / "model" / "priors.npz").is_file()
+    assert meta["protocol"]["eval_mask"] == "history"
+    result = json.loads((tmp_path / "result.json").read_text())
+    # evaluate ranks with the stored priors: the trial's metrics, bit for bit.
+    r = cli("evaluate", "--model", "model", "--data", str(shop_csv), "--json", "eval.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "eval.json").read_text())["test"] == result["test"]
+
+    from virtualmle import load_model
+
+    model = load_model(tmp_path / "model", device="cpu")
+    assert model.priors is not None
+    history = [row[1] for row in sorted((row for row in csv.reader(shop_csv.open()) if row[0] == "c-5"),
+                                        key=lambda row: row[2])]
+    with_priors = model.recommend([history], k=10)[0]
+    model.priors = None
+    alone = model.recommend([history], k=10)[0]
+    assert with_priors != alone  # the priors change the ranking, as they changed the metrics
+    # Without priors.npz the model cannot rank as it was measured: a one-line error, not a silent change.
+    (tmp_path / "model" / "priors.npz").unlink()
+    r = cli("evaluate", "--model", "model", "--data", str(shop_csv), cwd=tmp_path)
+    assert r.returncode == 2 and "prior tables are missing" in r.stderr
+
+
 def test_unknown_users_and_bad_model_dir_are_one_line(shop_csv, tmp_path):
     (tmp_path / "who.txt").write_text("nobody\n")
     (tmp_path / "empty").mkdir()

@@ -20,8 +20,9 @@ import torch
 from virtualmle.data.dataset import SequenceData
 from virtualmle.errors import ConfigError
 from virtualmle.models import SequentialRecommender, build_model
-from virtualmle.models.artifact import load_weights
+from virtualmle.models.artifact import load_priors, load_weights
 from virtualmle.training.config import TrainConfig
+from virtualmle.training.evaluation import ScoreAdjust
 
 RECOMMEND_BATCH = 1024  # users per scoring batch
 
@@ -46,6 +47,8 @@ class LoadedModel:
         item_ids: the file's id of model item k at index k - 1.
         user_ids: the training users, in model order.
         device: where `module` lives.
+        priors: the train-split score priors the config weights (`training.priors`), or None;
+            recommendations and evaluation rank with them, as the trial's metrics did.
     """
 
     module: SequentialRecommender
@@ -54,6 +57,7 @@ class LoadedModel:
     item_ids: list[str]
     user_ids: list[str]
     device: torch.device
+    priors: ScoreAdjust | None = None
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +71,12 @@ class LoadedModel:
     def uses_time(self) -> bool:
         """Whether the model was trained with timestamps (HSTU's time-gap biases)."""
         return bool(self.meta["data"].get("has_timestamps"))
+
+    @property
+    def excludes_history(self) -> bool:
+        """Whether rankings leave the user's history out (the model's evaluation mask; `none`
+        keeps it, for data where users repeat items)."""
+        return self.meta.get("protocol", {}).get("eval_mask", "history") != "none"
 
     def item_index(self, item: Any) -> int:
         """The model's id of a file item id (0: the model never saw it)."""
@@ -111,8 +121,9 @@ class LoadedModel:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(items, scores), each (U, k): top-`k` model item ids per history of model ids.
 
-        The whole history is excluded from the ranking (the evaluation protocol); when fewer
-        than `k` items are left, the rest of a row is 0 with score -inf.
+        The whole history is excluded from the ranking unless the model was evaluated with
+        eval_mask=none; when fewer than `k` items are left, the rest of a row is 0 with score
+        -inf. Scores are the model's, or log(softmax + priors) for a model with score priors.
         """
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
@@ -142,10 +153,13 @@ class LoadedModel:
                 torch.from_numpy(items).to(dev), None if ts is None else torch.from_numpy(ts).to(dev)
             )[:, -1, :]  # (B, D)
             scores = self.module.score_all(states, table)  # (B, N + 1)
+            if self.priors is not None:
+                scores = self.priors(scores, torch.from_numpy(items).to(dev))
             scores[:, 0] = -torch.inf
-            r = torch.from_numpy(np.concatenate(rows)).to(dev)
-            c = torch.from_numpy(np.concatenate(cols)).to(dev)
-            scores.index_put_((r, c), torch.tensor(-torch.inf, dtype=scores.dtype, device=dev))
+            if self.excludes_history:
+                r = torch.from_numpy(np.concatenate(rows)).to(dev)
+                c = torch.from_numpy(np.concatenate(cols)).to(dev)
+                scores.index_put_((r, c), torch.tensor(-torch.inf, dtype=scores.dtype, device=dev))
             top = torch.topk(scores, k_eff, dim=1)  # (B, k)
             idx, val = top.indices.cpu().numpy(), top.values.float().cpu().numpy()
             idx[~np.isfinite(val)] = 0  # masked items are not recommendations
@@ -182,12 +196,14 @@ class LoadedModel:
 
     def evaluate(self, data: SequenceData) -> dict[str, dict[str, float]]:
         """Validation and test metrics on `data` (already in this model's ids), as training does."""
-        from virtualmle.training.evaluation import build_eval_batches, evaluate
+        from virtualmle.training.evaluation import build_eval_batches, evaluate, resolve_eval_mask
 
         if not data.sequences:
             raise ConfigError(f"{data.name}: no user left to evaluate")
+        mask = resolve_eval_mask(self.config.eval_mask, data)
         return {
-            split: evaluate(self.module, build_eval_batches(data, split, self.max_len, self.device))
+            split: evaluate(self.module, build_eval_batches(data, split, self.max_len, self.device, mask),
+                            self.priors)
             for split in ("valid", "test")
         }
 
@@ -205,6 +221,7 @@ def load_model(directory: str | Path, *, device: str = "auto") -> LoadedModel:
     Raises:
         ConfigError: not a model directory, an unreadable one, or an unusable device.
     """
+    from virtualmle.training.priors import ScorePriors
     from virtualmle.training.trainer import model_config
 
     directory = Path(directory).expanduser()
@@ -216,9 +233,13 @@ def load_model(directory: str | Path, *, device: str = "auto") -> LoadedModel:
     except RuntimeError as exc:
         raise ConfigError(f"{directory}: weights do not fit the stored config "
                           f"({str(exc).splitlines()[0]})") from None
+    try:
+        priors = ScorePriors.from_saved(load_priors(directory), config, int(meta["num_items"]))
+    except ValueError as exc:
+        raise ConfigError(f"{directory}: {exc}") from None
     dev = resolve_device(device)
     module.to(dev).eval()
-    return LoadedModel(module, config, meta, list(ids["items"]), list(ids.get("users", [])), dev)
+    return LoadedModel(module, config, meta, list(ids["items"]), list(ids.get("users", [])), dev, priors)
 
 
 def read_data_for(

@@ -173,8 +173,10 @@ def run(args: argparse.Namespace) -> int:
     doc["data"] = {"spec": args.data, "name": data.name, "slice_users": args.slice_users, "options": options}
     if save is not None:
         from virtualmle.models.artifact import save_model
+        from virtualmle.training.priors import prior_arrays
 
         save_model(save, result.model, config=doc["config"], data=data,
+                   eval_mask=result.eval_mask, priors=prior_arrays(data, result.config),
                    data_info={"spec": args.data, "slice_users": args.slice_users, "options": options},
                    metrics={k: doc[k] for k in ("valid", "test", "best_epoch", "stopped")})
         doc["model_dir"] = str(save)

@@ -11,6 +11,8 @@ Layout (``ARTIFACT_VERSION`` 1)::
                       back with ``torch.load(weights_only=True)``: tensors only, never pickled code
     DIR/ids.json      ``{"items": [...], "users": [...]}``: the file's id of model item k is
                       ``items[k - 1]``; ``users`` are the training users in model order
+    DIR/priors.npz    only when the config weights a train-split score prior: the prior tables
+                      (`virtualmle.training.priors`), plain arrays read with allow_pickle=False
 
 A directory is written next to its final place and renamed into it, so a reader never sees a
 half-written model; replacing an existing model keeps the old one until the new one is complete.
@@ -34,10 +36,14 @@ from virtualmle.errors import ConfigError
 
 FORMAT = "virtualmle-model"
 ARTIFACT_VERSION = 1
-META_FILE, WEIGHTS_FILE, IDS_FILE = "model.json", "weights.pt", "ids.json"
-# What evaluation and `recommend` exclude from the ranking: every item of the user's history
-# (the evaluation protocol of `virtualmle.training.evaluation`).
-PROTOCOL = {"split": "leave-one-out", "ranking": "full", "history_masked": True}
+META_FILE, WEIGHTS_FILE, IDS_FILE, PRIORS_FILE = "model.json", "weights.pt", "ids.json", "priors.npz"
+
+
+def protocol(eval_mask: str) -> dict[str, Any]:
+    """The evaluation protocol stored in model.json; `eval_mask` is the resolved mask
+    (`virtualmle.training.evaluation`): which history items evaluation and `recommend` exclude."""
+    return {"split": "leave-one-out", "ranking": "full", "eval_mask": eval_mask,
+            "history_masked": eval_mask != "none"}
 
 
 def _ids(values: np.ndarray | None, count: int) -> list[str]:
@@ -56,6 +62,8 @@ def save_model(
     data_info: dict[str, Any],
     metrics: dict[str, Any],
     extra: dict[str, Any] | None = None,
+    eval_mask: str = "history",
+    priors: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write the model directory atomically (see the module docstring); returns it.
 
@@ -67,6 +75,8 @@ def save_model(
         data_info: how the data was read: ``spec``, ``slice_users``, ``options`` (format, columns).
         metrics: ``valid``, ``test``, ``best_epoch`` and the like.
         extra: more JSON-ready fields for model.json (e.g. the trial number).
+        eval_mask: the resolved evaluation mask the metrics were measured with.
+        priors: the train-split prior tables as arrays (written to priors.npz), or None.
     """
     from virtualmle import __version__
 
@@ -90,7 +100,7 @@ def save_model(
             "has_timestamps": data.timestamps is not None,
         },
         "metrics": metrics,
-        "protocol": PROTOCOL,
+        "protocol": protocol(eval_mask),
         "versions": {"virtualmle": __version__, "torch": torch.__version__, "python": platform.python_version()},
         **(extra or {}),
     }
@@ -100,6 +110,8 @@ def save_model(
         state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
         torch.save(state, tmp / WEIGHTS_FILE)
         (tmp / IDS_FILE).write_text(json.dumps(ids), encoding="utf-8")
+        if priors is not None:
+            np.savez(tmp / PRIORS_FILE, **priors)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a model directory is shareable
         replace_dir(tmp, directory)
@@ -162,3 +174,15 @@ def load_weights(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
         raise ConfigError(f"{directory}: {IDS_FILE} holds {len(ids.get('items', ()))} item ids, "
                           f"model.json says {meta['num_items']}")
     return meta, state, ids
+
+
+def load_priors(directory: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of priors.npz, None when the model has none."""
+    path = Path(directory) / PRIORS_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except Exception as exc:  # truncated or foreign: numpy and zipfile raise many types
+        raise ConfigError(f"{path}: cannot read the saved priors ({type(exc).__name__})") from None

@@ -191,9 +191,11 @@ def run(spec: dict[str, Any], events: _Events) -> None:
 def _save(spec: dict[str, Any], result: Any, doc: dict[str, Any], data: Any) -> None:
     """This trial's model into ``<trial_dir>/model`` (`virtualmle.models.artifact` layout)."""
     from virtualmle.models.artifact import save_model
+    from virtualmle.training.priors import prior_arrays
 
     save_model(
         Path(spec["trial_dir"]) / "model", result.model, config=doc["config"], data=data,
+        eval_mask=result.eval_mask, priors=prior_arrays(data, result.config),
         data_info={"spec": spec["data"], "slice_users": spec.get("slice_users"),
                    "options": spec.get("data_options") or {}},
         metrics={k: doc[k] for k in ("valid", "test", "best_epoch", "stopped")},

@@ -185,6 +185,13 @@ def load_prior_tables(data: SequenceData, window: int, *, cache: bool = True) ->
 _NORMS = {"sqrt": np.sqrt, "count": lambda m: m, "none": np.ones_like}
 
 
+def prior_arrays(data: SequenceData, config: TrainConfig) -> dict[str, np.ndarray] | None:
+    """What a saved model keeps of its priors (see `models.artifact`); None when all are off."""
+    if not (config.prior_transition or config.prior_cooc or config.prior_pop):
+        return None
+    return load_prior_tables(data, config.prior_window).to_arrays()
+
+
 class ScorePriors:
     """The evaluation's `score_adjust` hook: softmax the model's scores, add the weighted priors.
 
@@ -207,6 +214,23 @@ class ScorePriors:
             return None
         return cls(load_prior_tables(data, config.prior_window, cache=cache),
                    transition=config.prior_transition, cooc=config.prior_cooc, pop=config.prior_pop,
+                   recent_k=config.prior_recent_k, norm=config.prior_norm)
+
+    @classmethod
+    def from_saved(cls, arrays: dict[str, np.ndarray] | None, config: TrainConfig,
+                   num_items: int) -> ScorePriors | None:
+        """The priors of a saved model (its priors.npz arrays); None when it uses none.
+
+        Raises:
+            ValueError: the config weights a prior but the arrays are missing or do not fit.
+        """
+        if not (config.prior_transition or config.prior_cooc or config.prior_pop):
+            return None
+        tables = None if arrays is None else PriorTables.from_arrays(arrays, num_items, config.prior_window)
+        if tables is None:
+            raise ValueError("the config weights a score prior but the saved prior tables are missing "
+                             "or do not fit the model")
+        return cls(tables, transition=config.prior_transition, cooc=config.prior_cooc, pop=config.prior_pop,
                    recent_k=config.prior_recent_k, norm=config.prior_norm)
 
     def __call__(self, scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
