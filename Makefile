@@ -19,12 +19,33 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 DEMO_DIR ?= demo-output
 
+# The embedded LLM's runtime, llama-cpp-python, compiles from source. A default build targets the
+# building CPU (GGML_NATIVE), and on virtual machines that advertise AMX without enabling it such a
+# wheel dies with SIGSEGV on its first call; pip's wheel cache then hands that wheel to every later
+# install. So the wheel is built once for any x86-64 CPU with AVX2 and kept in a cache keyed by
+# version and flags. LLAMA_PORTABLE=0 skips this (bring your own build, e.g. CUDA).
+LLAMA_VERSION ?= 0.3.36
+LLAMA_PORTABLE ?= $(if $(filter x86_64,$(shell uname -m)),1,0)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_WHEELS ?= $(HOME)/.cache/virtualmle/wheels/llama-cpp-python-$(LLAMA_VERSION)-portable
+
 .PHONY: install demo test results system-deps clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	@if [ "$(LLAMA_PORTABLE)" = 1 ]; then \
+		if ! ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1; then \
+			echo "building llama-cpp-python $(LLAMA_VERSION) for any AVX2 CPU (about 5 minutes, once)"; \
+			rm -rf $(LLAMA_WHEELS).tmp && mkdir -p $(LLAMA_WHEELS).tmp && \
+			CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-cache-dir --no-deps -w $(LLAMA_WHEELS).tmp \
+				"llama-cpp-python==$(LLAMA_VERSION)" && \
+			rm -rf $(LLAMA_WHEELS) && mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS) || exit 1; \
+		fi; \
+		$(PIP) install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/*.whl || exit 1; \
+	fi
 	$(PIP) install -q -e ".[dev,server]"
 	touch $@
 
