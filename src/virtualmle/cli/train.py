@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from virtualmle.files import write_atomic
 from virtualmle.errors import ConfigError
 from virtualmle.training.config import PARAM_HELP, PARAM_NAMES, TrainConfig, coerce_params, default_params
 
@@ -124,18 +123,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    """Write `doc` to `path` via a temp file in the same directory and os.replace."""
-    path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `doc` to `path` as indented JSON, atomically."""
+    write_atomic(path.resolve(), json.dumps(doc, indent=2) + "\n")
 
 
 def _print_table(doc: dict[str, Any]) -> None:

@@ -31,7 +31,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from virtualmle.errors import ConfigError, StorageError, VirtualMLEError
 from virtualmle.search.executor import LocalExecutor, TrialExecutor, TrialOutcome, TrialSpec
-from virtualmle.search.method import Method, Outcome, Proposal, SearchContext, TrialRecord, sampler_for
+from virtualmle.records import Outcome, TrialRecord
+from virtualmle.search.method import Method, Proposal, SearchContext, end_study, sampler_for
 from virtualmle.search.space import SearchSpace, load_space
 from virtualmle.search.storage import default_study_name, open_storage, owner_info, recover_interrupted
 
@@ -454,7 +455,7 @@ def run_search(
     """Run (or resume) a search until its budget is used or the method has nothing left.
 
     Args:
-        method: any `Method` (see `virtualmle.search.methods.get_method`).
+        method: any `Method` (see `virtualmle.methods.get_method`).
         options: dataset, backbone, budget, fidelity, study name.
         executor: default a `LocalExecutor` with ``options.workers`` workers.
         storage: an Optuna storage or URL (default ``sqlite:///virtualmle.db``).
@@ -529,6 +530,9 @@ def run_search(
         search.display = _Display(ctx, study_name, method.name)
     try:
         search.loop()
+        # The loop returns only when the budget is used or the method is exhausted: the study is
+        # over, every trial is recorded, and the method may close it (the agent distils memory).
+        end_study(method, ctx)
     except KeyboardInterrupt:
         search.interrupt()
         raise
