@@ -78,8 +78,10 @@ def test_off_table_proposal_snaps_to_the_nearest_point_and_is_counted(table, tmp
     assert snap.snapped and snap.moved["loss"] == ("bce", table.constants["loss"])
     assert snap.moved["lr"][0] == top_lr * 5
     # The answer is a real row: the nearest one on the normalised axes.
-    assert snap.row.params["lr"] == top_lr or table.key({**base.params, "lr": top_lr}) not in table._index
-    assert out.result is None or out.result["valid"] == snap.row.valid
+    # the nearest point moves lr down to the table's top value (the point exists for a complete row)
+    assert table.key({**base.params, "lr": top_lr}) in table._index
+    assert snap.row.params["lr"] == top_lr
+    assert snap.row.outcome is Outcome.COMPLETE and out.result["valid"] == snap.row.valid
     exact = {**table.constants, **base.params}
     ex.run(spec_for(2, exact, tmp_path))
     assert sum(s.snapped for s in ex.snaps.values()) == 1
