@@ -121,7 +121,7 @@ def _at(res, method: str, n: int, target: float | None) -> tuple[list[float], li
 def _by_budget(res, budgets=(5, 10, 15, 20, 30)) -> list[str]:
     """Markdown table: best validation after n trials per method (mean ± se), for several n."""
     from virtualmle.bench.report import fmt
-    from virtualmle.bench.runner import _mean, _se
+    from virtualmle.bench.stats import mean as _mean, se as _se
 
     shown = [n for n in budgets if any(r.trials >= n for r in res.runs)]
     lines = ["| method | " + " | ".join(f"after {n}" for n in shown) + " |", "|---|" + "---|" * len(shown)]
@@ -139,7 +139,7 @@ def _verdicts(res) -> list[str]:
     """Plain statements comparing the LLM methods with TPE, random and the default, at the same
     number of trials (the LLM methods' budget), from the numbers."""
     from virtualmle.bench.report import fmt
-    from virtualmle.bench.runner import _mean, _se
+    from virtualmle.bench.stats import mean as _mean, se as _se
 
     out = []
     methods = res.methods()
@@ -378,9 +378,9 @@ def write_page(args, classic, llm, transfer, peer, full=None):
         L += ["Not measured for this version (run `benchmarks/peer_speed.py --json FILE`, pass `--peer-json FILE`)."]
     text = ("\n".join(L) + "\n").replace(str(ROOT) + "/", "")
     path = ROOT / "docs" / "results.md"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from virtualmle.files import write_atomic
+
+    write_atomic(path, text)
     print(f"wrote {path} and {', '.join(p.name for p in pngs)}", file=sys.stderr)
 
 

@@ -106,8 +106,10 @@ def test_tune_writes_reflections_insights_and_summary(workdir: Path, first_study
         assert a["hypothesis"]["text"] and a["diagnostics"]["trial"] == t.number
         assert a["verdict"] in ("keep", "discard", "inconclusive")
         for earlier in trials[: t.number]:  # the agent never sees a test metric
-            for v in earlier.user_attrs["test"].values():
-                assert f"{v:.6f}" not in a["planning_context"] or v == earlier.user_attrs["valid"].get("ndcg@10")
+            # a test value that happens to equal a validation value may appear as the latter
+            leaks = ({f"{v:.6f}" for v in earlier.user_attrs["test"].values()}
+                     - {f"{v:.6f}" for v in earlier.user_attrs["valid"].values()})
+            assert leaks and not [x for x in leaks if x in a["planning_context"]]
     reflections = [t.user_attrs["reflection"] for t in trials[1:] if "reflection" in t.user_attrs]
     assert reflections, [t.user_attrs.get("reflection_error") for t in trials]
     for r in reflections:
@@ -117,7 +119,8 @@ def test_tune_writes_reflections_insights_and_summary(workdir: Path, first_study
     for t in trials[1:]:
         inc = max((p for p in trials if p.number < t.number), key=lambda p: (p.value, -p.number))
         assert (t.user_attrs["verdict"] == "keep") == (t.value > inc.value)
-    assert best.number in (0, 1, 2)
+    stored = optuna.load_study(study_name="beauty-first", storage=f"sqlite:///{workdir / 'studies.db'}")
+    assert stored.best_trial.number == best.number  # the incumbent the verdicts used is Optuna's best
     insights = json.loads(next((workdir / "memory" / "insights").glob("beauty__sasrec.json")).read_text())
     assert insights["insights"], "no insight written"
     summaries = list((workdir / "memory" / "summaries").glob("beauty__sasrec__*.json"))
@@ -133,8 +136,9 @@ def test_tune_writes_reflections_insights_and_summary(workdir: Path, first_study
 @needs_data
 def test_transfer_auto_brings_the_first_studys_rules(workdir: Path, first_study) -> None:
     assert first_study.returncode == 0
-    proc = _tune(workdir, "--transfer", "auto", "--no-reflection", data="baby", trials=2, study="baby-transfer",
-                 run="run-baby")
+    # --mode llm: the LLM is asked on every step, so the rules must be in the prompt it got
+    proc = _tune(workdir, "--transfer", "auto", "--no-reflection", "--mode", "llm", data="baby", trials=2,
+                 study="baby-transfer", run="run-baby")
     assert proc.returncode == 0, proc.stderr[-2000:]
     trials = _trials(workdir, "baby-transfer")
     assert len(trials) == 2
@@ -144,10 +148,9 @@ def test_transfer_auto_brings_the_first_studys_rules(workdir: Path, first_study)
     assert "from beauty" in ctx and "not as unconditional truths" in ctx
     assert "reflection" not in trials[1].user_attrs  # --no-reflection
     log_path = workdir / "run-baby" / "llm_log.jsonl"
-    if log_path.exists():  # the LLM was asked (near-tied candidates): the rules were in its prompt
-        prompts = [m["content"] for line in log_path.read_text().splitlines()
-                   for m in json.loads(line)["messages"] if m["role"] == "user"]
-        assert any("from beauty" in p for p in prompts)
+    prompts = [m["content"] for line in log_path.read_text().splitlines()
+               for m in json.loads(line)["messages"] if m["role"] == "user"]
+    assert prompts and all("from beauty" in p for p in prompts)
 
 
 # ---- section 6: a backend that dies: clean stop, one line, resume without losing memory ---------

@@ -6,14 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from virtualmle.agent.candidates import (
-    ProposalRejected,
-    RuleHint,
-    generate_candidates,
-    plateau_state,
-    random_config,
-    space_view,
-)
+from virtualmle.agent.candidates import RuleHint, generate_candidates, global_candidates, plateau_state, tpe_candidates
+from virtualmle.agent.space_view import ProposalRejected, random_config, space_view
 from virtualmle.agent.diagnostics import Observation, best_of, curve_shape, diagnose, estimate_noise
 from virtualmle.agent.surrogate import PriorTrial, Surrogate, axis_groups, rank_candidates
 from virtualmle.search.space import load_space
@@ -214,7 +208,7 @@ def test_hybrid_pool_has_global_and_tpe_candidates(tmp_path):
                         metric="ndcg@10", budget=20, study_name="pool", run_dir=tmp_path, history=history)
     agent = VirtualMLEAgent(space=space, seed=0, memory=False, reflection=False, shortlist=1, explore=32, tpe=3)
     tried = {agent.view.key(r.params) for r in history}
-    tpe = agent._tpe_candidates(ctx, best_of(agent.observations(ctx)), set(tried), seed=1)
+    tpe = tpe_candidates(agent.view, space, ctx.history, best_of(agent.observations(ctx)), set(tried), 1, 3)
     assert tpe and all(c.source == "tpe" and agent.view.violation(c.config) is None for c in tpe)
     assert not {agent.view.key(c.config) for c in tpe} & tried
     prop = agent.propose(ctx)
@@ -223,8 +217,7 @@ def test_hybrid_pool_has_global_and_tpe_candidates(tmp_path):
     assert step["kind"] in ("local", "rule", "global", "tpe")
     assert agent.view.key(prop.params) not in tried
     # more draws than values per axis: a Latin hypercube uses every value of every axis
-    agent.cfg.explore = 96
-    lhs = agent._global_candidates(best_of(agent.observations(ctx)), set(tried), seed=2)
+    lhs = global_candidates(agent.view, best_of(agent.observations(ctx)), set(tried), 2, 96)
     assert len(lhs) > 48 and all(agent.view.violation(c.config) is None for c in lhs)
     for name, axis in agent.view.axes.items():
         assert len({agent.view.key({name: c.config[name]}) for c in lhs}) == len(axis.values), name

@@ -110,32 +110,58 @@ def test_token_counts_add_up(tmp_path: Path) -> None:
         assert entry["prompt_tokens"] > content
 
 
-def test_reask_path_ends_valid_or_in_llm_output_error(tmp_path: Path) -> None:
-    client = make_llm(None, run_dir=tmp_path, max_reasks=2)
-    try:
-        result: MagicNumber | None = client.structured(
-            MAGIC_MESSAGES, MagicNumber, max_tokens=16, purpose="magic"
-        )
-        failure = None
-    except LLMOutputError as exc:
-        result, failure = None, exc
+class AlwaysWrong(BaseModel):
+    """Valid JSON for the grammar, never valid for the validator: every re-ask is spent."""
 
+    number: int
+
+    @field_validator("number")
+    @classmethod
+    def _never(cls, value: int) -> int:
+        raise ValueError("number must leave remainder 13 when divided by 97")
+
+
+_WRONG_ONCE_SEEN: list[int] = []
+
+
+class WrongOnce(BaseModel):
+    """Refused the first time it is validated, accepted after: exactly one re-ask."""
+
+    number: int
+
+    @field_validator("number")
+    @classmethod
+    def _first_refused(cls, value: int) -> int:
+        _WRONG_ONCE_SEEN.append(value)
+        if len(_WRONG_ONCE_SEEN) == 1:
+            raise ValueError("any other answer, please")
+        return value
+
+
+def test_reask_path_ends_in_llm_output_error_when_never_valid(tmp_path: Path) -> None:
+    client = make_llm(None, run_dir=tmp_path, max_reasks=2)
+    with pytest.raises(LLMOutputError, match="no valid AlwaysWrong after 2 re-asks") as info:
+        client.structured(MAGIC_MESSAGES, AlwaysWrong, max_tokens=16, purpose="magic")
+    assert "remainder 13" in str(info.value)
     entries = _log(tmp_path)
-    assert [e["reask"] for e in entries] == list(range(len(entries)))
+    assert [e["reask"] for e in entries] == [0, 1, 2] and not any(e["ok"] for e in entries)
     assert len({e["call_id"] for e in entries}) == 1
-    assert entries[0]["ok"] is False and "remainder 13" in entries[0]["error"]
+    assert "remainder 13" in entries[0]["error"]
     # Each re-ask shows the model its previous reply and the validation error.
     for previous, entry in zip(entries, entries[1:]):
         assert entry["messages"][-2] == {"role": "assistant", "content": previous["response"]}
         assert previous["error"] in entry["messages"][-1]["content"]
-    assert client.usage.reasks == len(entries) - 1
-    if failure is not None:
-        assert len(entries) == 3 and not any(e["ok"] for e in entries)
-        assert "no valid MagicNumber after 2 re-asks" in str(failure)
-        assert "remainder 13" in str(failure)
-    else:
-        assert result is not None and result.number % 97 == 13
-        assert entries[-1]["ok"] is True
+    assert client.usage.reasks == 2
+
+
+def test_reask_path_ends_valid_after_one_refusal(tmp_path: Path) -> None:
+    _WRONG_ONCE_SEEN.clear()
+    client = make_llm(None, run_dir=tmp_path, max_reasks=2)
+    result = client.structured(MAGIC_MESSAGES, WrongOnce, max_tokens=16, purpose="magic")
+    entries = _log(tmp_path)
+    assert [(e["reask"], e["ok"]) for e in entries] == [(0, False), (1, True)]
+    assert "any other answer" in entries[0]["error"] and entries[1]["messages"][-1]["content"].count("any other answer")
+    assert result.number == _WRONG_ONCE_SEEN[-1] and client.usage.reasks == 1
 
 
 def test_zero_reasks_fails_after_one_request(tmp_path: Path) -> None:

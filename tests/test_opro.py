@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from virtualmle.agent import OproMethod, ProposalRejected
-from virtualmle.agent.candidates import random_config
+from virtualmle.agent.space_view import random_config
 from virtualmle.agent.schemas import opro_schema
 from virtualmle.search.space import parse_space
 

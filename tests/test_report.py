@@ -18,7 +18,7 @@ import pytest
 from virtualmle.cli import main
 from virtualmle.search.loop import SearchOptions, run_search
 from virtualmle.search.method import Proposal, SearchContext, TrialRecord
-from virtualmle.search.methods import get_method
+from virtualmle.methods import get_method
 from virtualmle.search.space import load_space
 from virtualmle.search.storage import open_storage
 from virtualmle.search.testing import TINY_FIXED, TINY_SLICE_USERS, write_tiny_space

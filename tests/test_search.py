@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from virtualmle.search.loop import SearchOptions, run_search
 from virtualmle.search.method import TrialRecord
-from virtualmle.search.methods import get_method, method_names
+from virtualmle.methods import get_method, method_names
 from virtualmle.search.space import load_space
 from virtualmle.search.storage import open_storage
 from virtualmle.search.testing import TINY_FIXED, TINY_SLICE_USERS, write_tiny_space

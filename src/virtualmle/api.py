@@ -52,7 +52,7 @@ def search(
     Returns:
         (study, best model directory or None).
     """
-    from virtualmle.search.methods import get_method
+    from virtualmle.methods import get_method
     from virtualmle.search.space import load_space
 
     space = load_space(model, options.pop("space", None))

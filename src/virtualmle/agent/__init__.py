@@ -1,21 +1,20 @@
 """The VirtualMLE agent and the OPRO baseline, as methods of the one search loop.
 
-Importing this package registers ``agent`` and ``opro`` with `virtualmle.search.methods`, so
-``virtualmle search --method agent|opro`` and ``virtualmle tune`` run through the same loop,
-executor and storage as grid / random / TPE. See docs/agent.md.
+`virtualmle.methods` registers ``agent`` and ``opro`` (this package does not import the
+registry), so ``virtualmle search --method agent|opro`` and ``virtualmle tune`` run through the
+same loop, executor and storage as grid / random / TPE. See docs/agent.md.
 """
 
 from virtualmle.agent.agent import AgentConfig, VirtualMLEAgent
-from virtualmle.agent.candidates import Axis, Candidate, ProposalRejected, RuleHint, SpaceView, space_view
+from virtualmle.agent.candidates import Candidate, RuleHint
 from virtualmle.agent.diagnostics import Diagnostics, Observation, diagnose
+from virtualmle.agent.llm_call import LLMCaller, LLMOptions
 from virtualmle.agent.opro import OproMethod
+from virtualmle.agent.space_view import Axis, ProposalRejected, SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
-from virtualmle.search.methods import register
-
-register("agent", VirtualMLEAgent)
-register("opro", OproMethod)
 
 __all__ = [
-    "AgentConfig", "Axis", "Candidate", "Diagnostics", "Observation", "OproMethod", "ProposalRejected",
+    "AgentConfig", "Axis", "Candidate", "Diagnostics", "LLMCaller", "LLMOptions", "Observation", "OproMethod",
+    "ProposalRejected",
     "RuleHint", "SpaceView", "Surrogate", "VirtualMLEAgent", "diagnose", "rank_candidates", "space_view",
 ]

@@ -17,21 +17,23 @@ Every value is snapped to the space's legal values, configurations that break a 
 were already tried are dropped, and after K trials on the same parameters without improvement
 (plateau) only candidates touching another parameter survive (forced diversity).
 
-The same `SpaceView` validates what an LLM proposes: unknown names, unparseable or out-of-range
-values, too many changed parameters, no change at all and duplicates are refused with a reason.
+Next to these local moves, three whole-configuration sources: ``global`` (a Latin-hypercube
+sample of the space), ``tpe`` (an independent Optuna TPE sampler's suggestions) and ``random``
+(when nothing is left near the incumbent). The space itself is `space_view.SpaceView`.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from virtualmle.agent.diagnostics import Diagnostics, Observation, config_key
-
-AxisKind = Literal["int", "float", "categorical", "bool"]
+from virtualmle.agent.diagnostics import Diagnostics, Observation
+from virtualmle.agent.prompts import fmt
+from virtualmle.agent.space_view import Axis, ProposalRejected, SpaceView, random_config
+from virtualmle.records import TrialRecord, same_value
 
 # Prior bonus (in units of the surrogate's standardised score) by where a candidate came from.
 # Diagnostics and matched rules are evidence; plain neighbours are not.
@@ -70,228 +72,6 @@ UNDERFIT_PAIRS: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = (
 )
 
 
-class ProposalRejected(ValueError):
-    """A proposed change that cannot be run. `reason` is a short machine-readable code
-    (``garbage``, ``unknown_param``, ``out_of_range``, ``too_many_changes``, ``no_change``,
-    ``duplicate``, ``constraint``); the message says what was wrong, for a re-ask."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One searched parameter: its legal values and how to order them.
-
-    `positions` (same length as `values`) places each value on a line for ordered axes; by
-    default the value itself (its log on log axes). A parameter whose 0 means "the maximum"
-    (``window``: 0 = ``max_len``) gets 0 placed at the top.
-    """
-
-    name: str
-    kind: AxisKind
-    values: tuple[Any, ...]
-    log: bool = False
-    positions: tuple[float, ...] | None = None
-
-    @property
-    def ordered(self) -> bool:
-        return self.kind in ("int", "float", "bool")
-
-    def index(self, value: Any) -> int | None:
-        """Position of a legal value in `values`, None if it is not one."""
-        for i, v in enumerate(self.values):
-            if _same(v, value):
-                return i
-        return None
-
-    def position(self, x: Any) -> float:
-        """Where a (legal or raw numeric) value lies on the axis."""
-        i = self.index(x)
-        if i is not None and self.positions is not None:
-            return self.positions[i]
-        if self.kind == "categorical":
-            return float(i if i is not None else -1)
-        x = float(x)
-        return math.log(x) if self.log and x > 0 else x
-
-    def _positions(self) -> list[float]:
-        return list(self.positions) if self.positions is not None else [self.position(v) for v in self.values]
-
-    def sorted_values(self) -> list[Any]:
-        """Legal values from the lowest position to the highest."""
-        pos = self._positions()
-        return [self.values[i] for i in sorted(range(len(self.values)), key=lambda i: pos[i])]
-
-    def parse(self, raw: Any) -> Any:
-        """Turn raw input (an LLM's string, a number) into a value of the axis' type.
-
-        Raises ProposalRejected("garbage") for anything that is not a value of this type.
-        """
-        if self.kind == "bool":
-            if isinstance(raw, bool):
-                return raw
-            s = str(raw).strip().lower()
-            if s in ("true", "1", "yes", "on"):
-                return True
-            if s in ("false", "0", "no", "off"):
-                return False
-            raise ProposalRejected("garbage", f"{self.name}: {str(raw)[:40]!r} is not true or false")
-        if self.kind == "categorical":
-            s = str(raw).strip().strip("'\"").lower()
-            for v in self.values:
-                if str(v).lower() == s:
-                    return v
-            raise ProposalRejected(
-                "out_of_range", f"{self.name}: {str(raw)[:40]!r} is not one of {', '.join(map(str, self.values))}")
-        if isinstance(raw, bool):
-            raise ProposalRejected("garbage", f"{self.name}: expected a number, got {raw!r}")
-        try:
-            x = float(raw) if isinstance(raw, (int, float)) else float(str(raw).strip())
-        except ValueError:
-            raise ProposalRejected("garbage", f"{self.name}: {str(raw)[:40]!r} is not a number") from None
-        if not math.isfinite(x):
-            raise ProposalRejected("garbage", f"{self.name}: {raw!r} is not a finite number")
-        return x
-
-    def snap(self, raw: Any, *, strict: bool = True) -> Any:
-        """The legal value nearest to `raw` (log distance on log axes).
-
-        With `strict`, a value beyond either end of the axis by more than half the adjacent
-        step is refused as ``out_of_range`` (snapping it would silently run something else);
-        without, it is clipped to the end.
-        """
-        x = self.parse(raw)
-        if self.kind in ("bool", "categorical"):
-            return x
-        i = self.index(x)
-        if i is not None:
-            return self.values[i]
-        if self.log and x <= 0:
-            if strict:
-                raise ProposalRejected("out_of_range", f"{self.name}: {raw!r} must be positive")
-            return self.sorted_values()[0]
-        vals = [v for v in self.values if not (self.positions is None and self.log and float(v) <= 0)]
-        pos = [self.position(v) for v in vals]
-        p = self.position(x)
-        order = sorted(range(len(pos)), key=lambda k: pos[k])
-        lo, hi = pos[order[0]], pos[order[-1]]
-        if strict:
-            if len(pos) == 1:
-                raise ProposalRejected("out_of_range", f"{self.name}: only {vals[0]!r} is allowed")
-            lo_step = pos[order[1]] - lo
-            hi_step = hi - pos[order[-2]]
-            if p < lo - 0.5 * lo_step - 1e-12 or p > hi + 0.5 * hi_step + 1e-12:
-                raise ProposalRejected(
-                    "out_of_range",
-                    f"{self.name}: {raw!r} is outside the space [{vals[order[0]]}, {vals[order[-1]]}]")
-        best = min(range(len(pos)), key=lambda k: (abs(pos[k] - p), k))
-        return vals[best]
-
-    def step(self, value: Any, direction: str) -> Any | None:
-        """The next legal value up or down from `value` (None at the end of the axis)."""
-        if not self.ordered:
-            return None
-        vals = self.sorted_values()
-        cur = value if self.index(value) is not None else self.snap(value, strict=False)
-        i = next(i for i, v in enumerate(vals) if _same(v, cur))
-        j = i + (1 if direction == "up" else -1)
-        return vals[j] if 0 <= j < len(vals) else None
-
-    def rank(self, value: Any) -> int:
-        """0-based rank of a value among the sorted legal values (snapped first)."""
-        cur = value if self.index(value) is not None else self.snap(value, strict=False)
-        return next(i for i, v in enumerate(self.sorted_values()) if _same(v, cur))
-
-    def neighbours(self, value: Any) -> list[Any]:
-        """One step either way for ordered axes; every other value for categorical ones."""
-        if self.ordered:
-            return [v for v in (self.step(value, "down"), self.step(value, "up")) if v is not None]
-        return [v for v in self.values if not _same(v, value)]
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
-
-
-@dataclass
-class SpaceView:
-    """The agent's view of a search space: axes, fixed values, and a constraint check.
-
-    Attributes:
-        axes: searched parameters by name, in the space's order.
-        fixed: parameters the space holds constant (added to every configuration).
-        check: returns None for a legal full configuration, else a one-line reason
-            (constraints such as ``hidden % heads == 0``; TrainConfig validation).
-    """
-
-    axes: dict[str, Axis]
-    fixed: dict[str, Any] = field(default_factory=dict)
-    check: Callable[[dict[str, Any]], str | None] | None = None
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.axes)
-
-    def key(self, params: dict[str, Any]) -> str:
-        """Duplicate-detection key over the searched parameters only."""
-        return config_key({k: params.get(k) for k in self.axes})
-
-    def violation(self, params: dict[str, Any]) -> str | None:
-        """Why a configuration is illegal, or None."""
-        for name, axis in self.axes.items():
-            if name not in params or axis.index(params[name]) is None:
-                return f"{name}: {params.get(name)!r} is not a value of the space"
-        if self.check is not None:
-            return self.check({**self.fixed, **params})
-        return None
-
-    def snap_config(self, params: dict[str, Any], *, strict: bool = False) -> dict[str, Any]:
-        """Every searched parameter snapped to a legal value (unknown names ignored)."""
-        return {n: a.snap(params[n], strict=strict) for n, a in self.axes.items() if n in params}
-
-    def apply_changes(
-        self,
-        base: dict[str, Any],
-        changes: Iterable[tuple[str, Any]],
-        *,
-        max_changes: int = 2,
-        tried: set[str] | None = None,
-    ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-        """Validate `changes` (name, raw value) against `base`; return (config, changed).
-
-        Refuses: unknown names, garbage or out-of-range values, more than `max_changes` distinct
-        parameters, no actual change, a configuration that breaks a constraint, and one whose key
-        is in `tried`. Nothing is coerced silently except snapping an in-range value to the grid.
-        """
-        changes = list(changes)
-        names = [str(n) for n, _ in changes]
-        unknown = [n for n in names if n not in self.axes]
-        if unknown:
-            raise ProposalRejected(
-                "unknown_param", f"unknown parameter {unknown[0][:40]!r}; allowed: {', '.join(self.axes)}")
-        if len(set(names)) > max_changes:
-            raise ProposalRejected(
-                "too_many_changes", f"{len(set(names))} parameters changed; at most {max_changes} allowed")
-        new = dict(base)
-        for name, raw in changes:
-            new[name] = self.axes[name].snap(raw, strict=True)
-        changed = {n: [base.get(n), new[n]] for n in self.axes if not _same(base.get(n), new[n])}
-        if not changed:
-            raise ProposalRejected("no_change", "the proposal does not change the incumbent")
-        why = self.violation(new)
-        if why:
-            raise ProposalRejected("constraint", f"illegal configuration: {why}")
-        if tried is not None and self.key(new) in tried:
-            raise ProposalRejected("duplicate", "this configuration was already tried")
-        return new, changed
-
-
 @dataclass
 class Candidate:
     """A configuration to consider, with where it came from and why."""
@@ -310,17 +90,13 @@ class Candidate:
         """`lr 0.0003 -> 0.001, dropout 0.2 -> 0.3`; with `max_changes`, the rest as `(+k more)`."""
         items = list(self.changed.items())
         shown = items if max_changes is None else items[:max_changes]
-        text = ", ".join(f"{k} {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in shown)
+        text = ", ".join(f"{k} {fmt(a)} -> {fmt(b)}" for k, (a, b) in shown)
         return text + (f" (+{len(items) - len(shown)} more)" if len(shown) < len(items) else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"changes": {k: v for k, v in self.changed.items()}, "source": self.source,
                 "sources": self.sources or [self.source], "reason": self.reason,
                 "prior": round(self.prior, 4), "score": None if self.score is None else round(self.score, 4)}
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 @dataclass
@@ -356,7 +132,7 @@ def coverage(history: list[Observation], space: SpaceView) -> dict[str, list[Any
     for o in history:
         for n in space.axes:
             v = o.params.get(n)
-            if v is not None and not any(_same(v, w) for w in out[n]):
+            if v is not None and not any(same_value(v, w) for w in out[n]):
                 out[n].append(v)
     return out
 
@@ -396,6 +172,148 @@ def _direction_of(axis: Axis, old: Any, new: Any) -> str | None:
     return "up" if axis.position(new) > axis.position(old) else "down"
 
 
+Move = tuple[list[tuple[str, Any]], str, str, float]  # (name -> raw value moves, source, reason, prior)
+
+
+def _step(space: SpaceView, base: dict[str, Any], name: str, direction: str) -> Any | None:
+    axis = space.axes.get(name)
+    return None if axis is None else axis.step(base[name], direction)
+
+
+def neighbour_moves(space: SpaceView, base: dict[str, Any]) -> list[Move]:
+    """``neighbour``: one step up or down (or another category) of every parameter."""
+    return [([(name, v)], "neighbour", f"one step on {name}", SOURCE_PRIOR["neighbour"])
+            for name, axis in space.axes.items() for v in axis.neighbours(base[name])]
+
+
+def diagnostic_moves(space: SpaceView, base: dict[str, Any], last: Diagnostics | None) -> list[Move]:
+    """``diagnostic``: the remedies the last trial's diagnosis calls for. A failure of a
+    non-incumbent trial still says what to try next, but the moves are made on the incumbent."""
+    if last is None:
+        return []
+    moves: tuple[tuple[str, str], ...] = ()
+    pairs: tuple = ()
+    why = ""
+    if last.failure in ("diverged",):
+        moves, why = DIVERGED_MOVES, "the last trial diverged"
+    elif last.failure in ("oom", "timeout"):
+        moves, why = OOM_MOVES, f"the last trial hit {last.failure}"
+    elif last.overfitting:
+        moves, pairs, why = OVERFIT_MOVES, OVERFIT_PAIRS, "overfitting (validation peaked early, then fell)"
+    elif last.underfitting:
+        moves, pairs, why = UNDERFIT_MOVES, UNDERFIT_PAIRS, "underfitting (validation still rising)"
+    out: list[Move] = []
+    for rank, (name, d) in enumerate(moves):
+        # earlier moves in the list are the more standard remedy
+        out.append(([(name, _step(space, base, name, d))], "diagnostic",
+                    f"{why}: {'raise' if d == 'up' else 'lower'} {name}", SOURCE_PRIOR["diagnostic"] * (1.0 - 0.08 * rank)))
+    for (n1, d1), (n2, d2) in pairs:
+        out.append(([(n1, _step(space, base, n1, d1)), (n2, _step(space, base, n2, d2))], "diagnostic",
+                    f"{why}: {n1} {d1} and {n2} {d2} together", SOURCE_PRIOR["diagnostic"] * 0.8))
+    return out
+
+
+def momentum_moves(space: SpaceView, base: dict[str, Any], incumbent: Observation,
+                   history: list[Observation]) -> list[Move]:
+    """``momentum``: the move that made the incumbent, once more in the same direction."""
+    if incumbent.base is None or not incumbent.changed:
+        return []
+    prev = next((o for o in history if o.number == incumbent.base), None)
+    if prev is None:
+        return []
+    moves = []
+    for name in incumbent.changed:
+        axis = space.axes.get(name)
+        if axis is None or not axis.ordered:
+            continue
+        d = _direction_of(axis, prev.params.get(name), base[name])
+        if d:
+            moves.append((name, _step(space, base, name, d)))
+    if not moves:
+        return []
+    return [(moves, "momentum", "the move that made the incumbent, one step further", SOURCE_PRIOR["momentum"])]
+
+
+def combine_moves(incumbent: Observation, history: list[Observation]) -> list[Move]:
+    """``combine``: changes that improved on an older base, replayed on the incumbent."""
+    base_values = {o.number: o.value for o in history}
+    out: list[Move] = []
+    for o in history:
+        if o.base is None or not o.ok or o.number == incumbent.number or not o.changed:
+            continue
+        bv = base_values.get(o.base)
+        if bv is None or float(o.value) <= float(bv):  # type: ignore[arg-type]
+            continue
+        out.append(([(n, o.params.get(n)) for n in o.changed], "combine",
+                    f"trial {o.number}'s change helped on trial {o.base}; replay it on the incumbent",
+                    SOURCE_PRIOR["combine"]))
+    return out
+
+
+def rule_moves(space: SpaceView, base: dict[str, Any], hints: list[RuleHint]) -> list[Move]:
+    """``transfer`` / ``memory``: the moves matched rules call for (``avoid`` rules are
+    penalties, see `_penalise`)."""
+    out: list[Move] = []
+    for h in hints:
+        axis = space.axes.get(h.param)
+        if axis is None or h.avoid:
+            continue
+        v = _move_value(axis, base[h.param], h.direction, h.value)
+        out.append(([(h.param, v)], h.source, f"rule: {h.text or h.param}",
+                    SOURCE_PRIOR.get(h.source, 0.5) * max(0.0, min(1.0, h.confidence))))
+    return out
+
+
+def wider_moves(space: SpaceView, base: dict[str, Any]) -> list[Move]:
+    """Pairs of neighbour moves: a wider step, for when the one-step neighbourhood is used up."""
+    singles = [(n, v) for n, axis in space.axes.items() for v in axis.neighbours(base[n])]
+    return [([(n1, v1), (n2, v2)], "neighbour", f"wider step on {n1} and {n2}", SOURCE_PRIOR["neighbour"] - 0.05)
+            for i, (n1, v1) in enumerate(singles) for n2, v2 in singles[i + 1:] if n1 != n2]
+
+
+class _Pool:
+    """Candidates merged by configuration: the same configuration from several sources adds up
+    its evidence (capped); illegal, tried and over-wide moves are dropped."""
+
+    def __init__(self, space: SpaceView, base: dict[str, Any], tried: set[str], max_changes: int) -> None:
+        self.space, self.base, self.tried, self.max_changes = space, base, tried, max_changes
+        self.by_key: dict[str, Candidate] = {}
+
+    def add(self, move: Move) -> None:
+        moves, source, reason, prior = move
+        moves = [(n, v) for n, v in moves if n in self.space.axes and v is not None]
+        if not moves or len({n for n, _ in moves}) > self.max_changes:
+            return
+        try:
+            cfg, changed = self.space.apply_changes(self.base, moves, max_changes=self.max_changes, tried=self.tried)
+        except ProposalRejected:
+            return
+        key = self.space.key(cfg)
+        cand = self.by_key.get(key)
+        if cand is None:
+            self.by_key[key] = Candidate(cfg, changed, source, reason, prior, [source])
+        elif source not in cand.sources:
+            cand.sources.append(source)
+            cand.prior = min(1.5, cand.prior + max(prior, 0.0) * 0.5) if prior >= 0 else cand.prior + prior
+            if prior > 0 and SOURCE_PRIOR.get(source, 0) > SOURCE_PRIOR.get(cand.source, 0):
+                cand.source, cand.reason = source, reason
+
+
+def _penalise(space: SpaceView, cands: Iterable[Candidate], hints: list[RuleHint]) -> None:
+    """An ``avoid`` rule lowers the prior of every candidate making that move."""
+    for h in hints:
+        if not h.avoid or h.param not in space.axes:
+            continue
+        for cand in cands:
+            if h.param not in cand.changed:
+                continue
+            old, new = cand.changed[h.param]
+            hit = (h.direction is not None and _direction_of(space.axes[h.param], old, new) == h.direction) or (
+                h.direction is None and same_value(new, h.value))
+            if hit:
+                cand.prior -= AVOID_PENALTY * max(0.0, min(1.0, h.confidence))
+
+
 def generate_candidates(
     space: SpaceView,
     incumbent: Observation,
@@ -408,135 +326,34 @@ def generate_candidates(
     max_changes: int = 2,
     min_pool: int = 0,
 ) -> CandidateSet:
-    """All candidate changes of the incumbent, merged by configuration, illegal and tried ones
-    removed, with a prior bonus per source (see `SOURCE_PRIOR`). When fewer than `min_pool`
-    remain, pairs of neighbour moves are added (a wider step)."""
+    """All local candidate changes of the incumbent (one function per source above), merged by
+    configuration, illegal and tried ones removed, with a prior bonus per source (see
+    `SOURCE_PRIOR`). When fewer than `min_pool` remain, pairs of neighbour moves are added."""
     base = {n: incumbent.params.get(n) for n in space.axes}
     tried = {space.key(o.params) for o in history} | {space.key(p) for p in pending or []}
-    pool: dict[str, Candidate] = {}
+    pool = _Pool(space, base, tried, max_changes)
+    hints = hints or []
+    for move in (neighbour_moves(space, base) + diagnostic_moves(space, base, last)
+                 + momentum_moves(space, base, incumbent, history) + combine_moves(incumbent, history)
+                 + rule_moves(space, base, hints)):
+        pool.add(move)
 
-    def add(moves: list[tuple[str, Any]], source: str, reason: str, prior: float) -> None:
-        moves = [(n, v) for n, v in moves if n in space.axes and v is not None]
-        if not moves or len({n for n, _ in moves}) > max_changes:
-            return
-        try:
-            cfg, changed = space.apply_changes(base, moves, max_changes=max_changes, tried=tried)
-        except ProposalRejected:
-            return
-        key = space.key(cfg)
-        cand = pool.get(key)
-        if cand is None:
-            pool[key] = Candidate(cfg, changed, source, reason, prior, [source])
-        else:  # the same configuration from several sources: evidence adds up, capped
-            if source not in cand.sources:
-                cand.sources.append(source)
-                cand.prior = min(1.5, cand.prior + max(prior, 0.0) * 0.5) if prior >= 0 else cand.prior + prior
-                if prior > 0 and SOURCE_PRIOR.get(source, 0) > SOURCE_PRIOR.get(cand.source, 0):
-                    cand.source, cand.reason = source, reason
-
-    def step(name: str, direction: str) -> Any | None:
-        axis = space.axes.get(name)
-        return None if axis is None else axis.step(base[name], direction)
-
-    # 1. neighbours of every parameter
-    for name, axis in space.axes.items():
-        for v in axis.neighbours(base[name]):
-            add([(name, v)], "neighbour", f"one step on {name}", SOURCE_PRIOR["neighbour"])
-
-    # 2. diagnostics of the last trial (a failure of a non-incumbent trial still tells us
-    #    what to avoid next, but its moves are relative to the incumbent)
-    if last is not None:
-        moves: tuple[tuple[str, str], ...] = ()
-        pairs: tuple = ()
-        why = ""
-        if last.failure in ("diverged",):
-            moves, why = DIVERGED_MOVES, "the last trial diverged"
-        elif last.failure in ("oom", "timeout"):
-            moves, why = OOM_MOVES, f"the last trial hit {last.failure}"
-        elif last.overfitting:
-            moves, pairs, why = OVERFIT_MOVES, OVERFIT_PAIRS, "overfitting (validation peaked early, then fell)"
-        elif last.underfitting:
-            moves, pairs, why = UNDERFIT_MOVES, UNDERFIT_PAIRS, "underfitting (validation still rising)"
-        for rank, (name, d) in enumerate(moves):
-            # earlier moves in the list are the more standard remedy
-            add([(name, step(name, d))], "diagnostic", f"{why}: {'raise' if d == 'up' else 'lower'} {name}",
-                SOURCE_PRIOR["diagnostic"] * (1.0 - 0.08 * rank))
-        for (n1, d1), (n2, d2) in pairs:
-            add([(n1, step(n1, d1)), (n2, step(n2, d2))], "diagnostic",
-                f"{why}: {n1} {d1} and {n2} {d2} together", SOURCE_PRIOR["diagnostic"] * 0.8)
-
-    # 3. momentum: the move that made the incumbent, once more in the same direction
-    if incumbent.base is not None and incumbent.changed:
-        prev = next((o for o in history if o.number == incumbent.base), None)
-        if prev is not None:
-            moves_m = []
-            for name in incumbent.changed:
-                axis = space.axes.get(name)
-                if axis is None or not axis.ordered:
-                    continue
-                d = _direction_of(axis, prev.params.get(name), base[name])
-                if d:
-                    moves_m.append((name, step(name, d)))
-            if moves_m:
-                add(moves_m, "momentum", "the move that made the incumbent, one step further",
-                    SOURCE_PRIOR["momentum"])
-
-    # 4. combine: moves that improved (or were positive within noise) on an older base
-    base_values = {o.number: o.value for o in history}
-    for o in history:
-        if o.base is None or not o.ok or o.number == incumbent.number or not o.changed:
-            continue
-        bv = base_values.get(o.base)
-        if bv is None or float(o.value) <= float(bv):  # type: ignore[arg-type]
-            continue
-        add([(n, o.params.get(n)) for n in o.changed], "combine",
-            f"trial {o.number}'s change helped on trial {o.base}; replay it on the incumbent",
-            SOURCE_PRIOR["combine"])
-
-    # 5. rules from memory / transfer
-    penalties: list[RuleHint] = []
-    for h in hints or []:
-        axis = space.axes.get(h.param)
-        if axis is None:
-            continue
-        if h.avoid:
-            penalties.append(h)
-            continue
-        v = _move_value(axis, base[h.param], h.direction, h.value)
-        add([(h.param, v)], h.source, f"rule: {h.text or h.param}",
-            SOURCE_PRIOR.get(h.source, 0.5) * max(0.0, min(1.0, h.confidence)))
-
-    # 6. coverage: parameters never varied get a small bonus on their neighbours
+    # coverage: parameters never varied get a small bonus on their neighbours
     cov = coverage(history, space)
     uncovered = [n for n, vals in cov.items() if len(vals) <= 1 and len(space.axes[n].values) > 1]
-    for cand in pool.values():
+    for cand in pool.by_key.values():
         if any(n in uncovered for n in cand.changed):
             cand.prior += SOURCE_PRIOR["coverage"]
             if "coverage" not in cand.sources:
                 cand.sources.append("coverage")
+    _penalise(space, pool.by_key.values(), hints)
 
-    for h in penalties:
-        for cand in pool.values():
-            if h.param not in cand.changed:
-                continue
-            old, new = cand.changed[h.param]
-            axis = space.axes[h.param]
-            hit = (h.direction is not None and _direction_of(axis, old, new) == h.direction) or (
-                h.direction is None and _same(new, h.value))
-            if hit:
-                cand.prior -= AVOID_PENALTY * max(0.0, min(1.0, h.confidence))
-
-    # 7. a wider step when the one-step neighbourhood is (almost) used up: pairs of neighbour moves
-    if len(pool) < min_pool and max_changes >= 2:
-        singles = [(n, v) for n, axis in space.axes.items() for v in axis.neighbours(base[n])]
-        for i, (n1, v1) in enumerate(singles):
-            for n2, v2 in singles[i + 1:]:
-                if n1 != n2:
-                    add([(n1, v1), (n2, v2)], "neighbour", f"wider step on {n1} and {n2}",
-                        SOURCE_PRIOR["neighbour"] - 0.05)
+    if len(pool.by_key) < min_pool and max_changes >= 2:
+        for move in wider_moves(space, base):
+            pool.add(move)
 
     plateau, stale = plateau_state(history, plateau_k)
-    cands = list(pool.values())
+    cands = list(pool.by_key.values())
     if plateau:
         fresh = [c for c in cands if any(n not in stale for n in c.changed)]
         if fresh:
@@ -548,115 +365,81 @@ def generate_candidates(
     return CandidateSet(cands, plateau=plateau, stale_params=stale, uncovered=uncovered)
 
 
-def random_config(space: SpaceView, rng: random.Random, tried: set[str] | None = None,
-                  tries: int = 200) -> dict[str, Any] | None:
-    """A uniformly random legal, untried configuration (OPRO's fallback), or None."""
-    for _ in range(tries):
-        cfg = {n: rng.choice(a.values) for n, a in space.axes.items()}
-        if space.violation(cfg) is None and (tried is None or space.key(cfg) not in tried):
-            return cfg
-    return None
+def _whole(cfg: dict[str, Any], incumbent: Observation, source: str, reason: str) -> Candidate:
+    return Candidate(cfg, {k: [incumbent.params.get(k), v] for k, v in cfg.items()
+                           if v != incumbent.params.get(k)}, source, reason, 0.0, [source])
 
 
-# ---- the agent's view of a `virtualmle.search.space.SearchSpace` ---------------------------
-
-def _nice_log_ladder(low: float, high: float) -> list[float]:
-    """1-2-5-free "1, 3" ladder (1e-4, 3e-4, 1e-3, ...) inside [low, high]."""
-    out: list[float] = []
-    e = math.floor(math.log10(low)) - 1
-    while 10.0**e <= high * 1.0001:
-        for m in (1.0, 3.0):
-            v = float(f"{m * 10.0**e:.6g}")
-            if low * 0.9999 <= v <= high * 1.0001:
-                out.append(v)
-        e += 1
+def global_candidates(space: SpaceView, incumbent: Observation, tried: set[str], seed: int, n: int) -> list[Candidate]:
+    """``global``: ``n`` configurations spread over the whole space, a Latin-hypercube sample
+    (every axis's values used about equally often, independently permuted per axis), with
+    illegal and already-tried points dropped (and added to ``tried``)."""
+    if n <= 0:
+        return []
+    draw = random.Random(seed)
+    columns: dict[str, list[Any]] = {}
+    for name, axis in space.axes.items():
+        vals = list(axis.values)
+        col = [vals[(i * len(vals)) // n] for i in range(n)] if n >= len(vals) else draw.sample(vals, n)
+        draw.shuffle(col)
+        columns[name] = col
+    out: list[Candidate] = []
+    for i in range(n):
+        cfg = {name: col[i] for name, col in columns.items()}
+        if space.violation(cfg) is not None or space.key(cfg) in tried:
+            continue
+        tried.add(space.key(cfg))
+        out.append(_whole(cfg, incumbent, "global", "a Latin-hypercube draw from the whole space"))
     return out
 
 
-_NICE_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+def tpe_candidates(space: SpaceView, search_space: Any, history: list[TrialRecord], incumbent: Observation,
+                   tried: set[str], seed: int, n: int) -> list[Candidate]:
+    """``tpe``: ``n`` suggestions of an independent Optuna TPE sampler fed the study's history
+    (in memory), snapped to the view's legal values; illegal and tried ones are dropped."""
+    if n <= 0:
+        return []
+    import warnings
 
+    import optuna
 
-def _axis_values(spec: Any) -> tuple[str, tuple[Any, ...], bool]:
-    """(kind, legal values in order, log) of one space parameter.
-
-    Categorical choices are all legal. Numeric parameters get their grid values and default plus
-    a short ladder over [low, high] (1-3 per decade on log scales, at most about nine round
-    steps on linear ones), so local moves can leave the 3-value grid without leaving the space.
-    """
-    t = spec.type
-    if t == "bool":
-        return "bool", (False, True), False
-    if t == "categorical":
-        choices = list(spec.choices)
-        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
-        if numeric:  # ordered numbers (hidden sizes, batch sizes): an ordered axis
-            kind = "int" if all(isinstance(c, int) for c in choices) else "float"
-            vals = sorted(choices, key=float)
-            log = all(v > 0 for v in vals) and len(vals) > 2 and max(vals) / min(vals) >= 8
-            return kind, tuple(vals), log
-        return "categorical", tuple(choices), False
-    vals = set(spec.grid) | {spec.default}
-    if t == "float":
-        if spec.log:
-            vals |= set(_nice_log_ladder(spec.low, spec.high))
-        else:
-            step = spec.step or next((s for s in _NICE_STEPS if (spec.high - spec.low) / s <= 9), None)
-            if step:
-                n = int(math.floor((spec.high - spec.low) / step + 1e-9))
-                if n <= 12:
-                    vals |= {float(f"{spec.low + i * step:.6g}") for i in range(n + 1)}
-        vals = {float(v) for v in vals if spec.low <= v <= spec.high}
-        return "float", tuple(sorted(vals)), bool(spec.log)
-    if spec.log:
-        vals |= {spec.high}
-    else:
-        n = (spec.high - spec.low) // spec.step
-        k = spec.step * max(1, math.ceil(n / 6))
-        vals |= set(range(spec.low, spec.high + 1, k))
-    vals = {int(v) for v in vals if spec.low <= v <= spec.high}
-    return "int", tuple(sorted(vals)), bool(spec.log)
-
-
-# Parameters whose value 0 means "as large as possible" (TrainConfig: window 0 = max_len).
-ZERO_MEANS_MAX = {"window": "max_len"}
-
-
-def space_view(space: Any, *, model: str | None = None) -> SpaceView:
-    """Build the agent's `SpaceView` from a `virtualmle.search.space.SearchSpace`.
-
-    The constraint check is the space's own constraints plus `TrainConfig` validation of the
-    full configuration, so the agent never proposes something the trainer would refuse.
-    """
-    axes: dict[str, Axis] = {}
-    for name, spec in space.params.items():
-        kind, values, log = _axis_values(spec)
-        axes[name] = Axis(name, kind, values, log)  # type: ignore[arg-type]
-    backbone = model or getattr(space, "model", None) or "sasrec"
-    fixed = dict(getattr(space, "fixed", {}) or {})
-    for name, top_name in ZERO_MEANS_MAX.items():
-        axis = axes.get(name)
-        top = fixed.get(top_name)
-        if axis is None or not isinstance(top, int) or axis.index(0) is None:
+    dists = search_space.distributions()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+    for rec in history:
+        params = {k: rec.params[k] for k in dists if k in rec.params}
+        if len(params) != len(dists):
             continue
-        # window == max_len is the same run as window == 0: keep 0 and place it at the top
-        values = tuple(v for v in axis.values if v == 0 or v < top)
-        axes[name] = Axis(name, axis.kind, values, False,
-                          tuple(float(top) if v == 0 else float(v) for v in values))
-
-    def check(config: dict[str, Any]) -> str | None:
-        bad = space.violations(config)
-        if bad:
-            return bad[0]
         try:
-            from virtualmle.training.config import TrainConfig
-        except ImportError:  # pragma: no cover - partial checkout
-            return None
-        from virtualmle.errors import ConfigError
+            study.add_trial(optuna.trial.create_trial(
+                params=params, distributions=dists, value=float(rec.value) if rec.ok else None,
+                state=optuna.trial.TrialState.COMPLETE if rec.ok else optuna.trial.TrialState.FAIL))
+        except (ValueError, TypeError):  # a value outside this space's distributions
+            continue
+    out: list[Candidate] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(n):
+            trial = study.ask(dists)
+            try:
+                cfg = space.snap_config(trial.params)
+            except Exception:  # noqa: BLE001 - a suggestion the view cannot snap is just skipped
+                cfg = None
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # next ask gives another point
+            if cfg is None or space.violation(cfg) is not None or space.key(cfg) in tried:
+                continue
+            tried.add(space.key(cfg))
+            out.append(_whole(cfg, incumbent, "tpe", "Optuna TPE's suggestion for this study"))
+    return out
 
-        try:
-            TrainConfig(**{**config, "model": backbone})
-        except ConfigError as exc:
-            return str(exc)
+
+def random_candidate(space: SpaceView, incumbent: Observation, tried: set[str], seed: int) -> Candidate | None:
+    """``random``: one uniformly random legal, untried configuration (when nothing is left near
+    the incumbent), or None when the space is exhausted."""
+    cfg = random_config(space, random.Random(seed), tried)
+    if cfg is None:
         return None
-
-    return SpaceView(axes=axes, fixed=fixed, check=check)
+    return Candidate(cfg, {k: [incumbent.params.get(k), v] for k, v in cfg.items()
+                           if v != incumbent.params.get(k)}, "random", "space exhausted locally")

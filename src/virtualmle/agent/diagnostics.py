@@ -19,6 +19,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from virtualmle.records import config_key
+
 # Run-to-run noise of NDCG@10 / HR@10 on the small Amazon datasets is a few percent of the value
 # (seed-only differences); used until the study has repeated configurations to measure it.
 DEFAULT_RELATIVE_NOISE = 0.03
@@ -161,17 +163,6 @@ def estimate_noise(history: list[Observation], reference: float | None, eval_use
     if dof:
         return max(math.sqrt(ss / dof), prior * 0.5)
     return max(prior, 1e-6)
-
-
-def config_key(params: dict[str, Any]) -> str:
-    """A canonical string for a configuration, for duplicate detection (floats rounded)."""
-    items = []
-    for k in sorted(params):
-        v = params[k]
-        if isinstance(v, float):
-            v = float(f"{v:.6g}")
-        items.append(f"{k}={v!r}")
-    return ";".join(items)
 
 
 def curve_shape(curve: list[float], stopped: str | None) -> tuple[bool, bool, int | None]:

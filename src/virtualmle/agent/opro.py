@@ -13,30 +13,30 @@ two are compared from the same start.
 from __future__ import annotations
 
 import logging
-import math
-import os
 import random
 import time
 from typing import Any
 
 from virtualmle.agent import prompts
-from virtualmle.agent.candidates import ProposalRejected, SpaceView, random_config, space_view
+from virtualmle.agent.llm_call import LLMCaller
 from virtualmle.agent.schemas import opro_schema
-from virtualmle.errors import LLMOutputError, LLMUnavailableError
-from virtualmle.search.method import Outcome, Proposal, SearchContext, TrialRecord
+from virtualmle.agent.space_view import ProposalRejected, SpaceView, random_config, space_view
+from virtualmle.errors import LLMOutputError
+from virtualmle.records import A_OPRO
+from virtualmle.search.method import Proposal, SearchContext, TrialRecord
 
 logger = logging.getLogger(__name__)
 
-UNAVAILABLE_RETRY_S = 2.0
-
 
 class OproMethod:
-    """OPRO as a search `Method` (registered as ``opro``).
+    """OPRO as a search `Method` (registered as ``opro`` in `virtualmle.methods`).
 
     Args:
         space: the search space.
         seed: the study seed (sampling seed of the LLM, fallback draws).
-        llm: an `LLMClient`, an ``--llm`` spec string, or None (``$VIRTUALMLE_LLM`` or embedded).
+        llm: an `LLMClient`, `LLMOptions`, an `LLMCaller`, an ``--llm`` spec string, or None
+            (``$VIRTUALMLE_LLM`` or embedded); built on the first call in the study's run directory.
+        max_llm_tokens: token budget when the client is built here from a spec (or None).
         temperature: sampling temperature (OPRO samples, it does not decode greedily).
         max_shown: best configurations shown in the prompt.
     """
@@ -48,31 +48,18 @@ class OproMethod:
         self.space = space
         self.seed = seed
         self.view: SpaceView = space_view(space)
-        self._llm = llm if llm is not None and not isinstance(llm, str) else None
-        self._llm_spec = llm if isinstance(llm, str) else None
-        self._max_tokens = max_llm_tokens
+        self.llm = LLMCaller.of(llm, max_tokens_budget=max_llm_tokens, retries=unavailable_retries)
         self.temperature = temperature
         self.max_shown = max_shown
-        self.unavailable_retries = unavailable_retries
-
-    def llm(self, ctx: SearchContext) -> Any:
-        """The LLM client (built on first use, logging into the study's run directory)."""
-        if self._llm is None:
-            from virtualmle.llm import make_llm
-
-            spec = self._llm_spec or os.environ.get("VIRTUALMLE_LLM") or None
-            self._llm = make_llm(spec, run_dir=ctx.run_dir, max_tokens_budget=self._max_tokens)
-        return self._llm
 
     def propose(self, ctx: SearchContext) -> Proposal | None:
         """The default first; then the LLM's configuration, snapped (or a recorded random fallback)."""
         defaults = self.space.defaults()
         tried = {self.view.key(r.params) for r in ctx.history} | {self.view.key(p) for p in ctx.pending}
         if not ctx.history and self.view.key(defaults) not in tried:
-            return Proposal(params=dict(defaults), user_attrs={"opro": {"source": "default"}})
+            return Proposal(params=dict(defaults), user_attrs={A_OPRO: {"source": "default"}})
         history = [({n: r.params.get(n) for n in self.view.axes},
-                    r.value if r.outcome is Outcome.COMPLETE and r.value is not None and math.isfinite(r.value)
-                    else None) for r in ctx.history]
+                    r.value if r.ok else None) for r in ctx.history]
         messages = prompts.opro_messages(history, list(self.view.axes.values()), metric=ctx.metric,
                                          max_shown=self.max_shown)
         schema = opro_schema(list(self.view.axes.values()))
@@ -80,7 +67,8 @@ class OproMethod:
         info: dict[str, Any] = {"source": "llm", "fallback": None}
         t = time.perf_counter()
         try:
-            reply = self._call(ctx, messages, schema, seed=self.seed * 1000 + len(ctx.history))
+            reply = self.llm.call(messages, schema, run_dir=ctx.run_dir, purpose="opro", temperature=self.temperature,
+                                  seed=self.seed * 1000 + len(ctx.history), max_tokens=400)
         except LLMOutputError as exc:
             reply = None
             info["fallback"] = f"llm_output_error: {str(exc)[:160]}"
@@ -107,7 +95,7 @@ class OproMethod:
             if config is None:
                 return None
             info["source"] = "random"
-        return Proposal(params={**defaults, **config}, user_attrs={"opro": info})
+        return Proposal(params={**defaults, **config}, user_attrs={A_OPRO: info})
 
     def snap(self, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Every parameter snapped to the space; names of those clipped from out of range."""
@@ -124,20 +112,6 @@ class OproMethod:
                 out[name] = axis.snap(raw[name], strict=False)
                 clipped.append(name)
         return out, clipped
-
-    def _call(self, ctx: SearchContext, messages: list[dict], schema: Any, *, seed: int) -> Any:
-        attempts = max(0, self.unavailable_retries) + 1
-        for i in range(attempts):
-            try:
-                return self.llm(ctx).structured(messages, schema, temperature=self.temperature, seed=seed,
-                                                max_tokens=400, purpose="opro")
-            except LLMUnavailableError as exc:
-                if i + 1 >= attempts:
-                    raise LLMUnavailableError(
-                        f"LLM backend unavailable (tried {attempts}x): {str(exc)[:200]}; the study stopped "
-                        "cleanly, run the same command again to resume") from None
-                time.sleep(UNAVAILABLE_RETRY_S)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def observe(self, ctx: SearchContext, record: TrialRecord) -> dict[str, Any]:
         """OPRO keeps no memory: nothing extra to store."""

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from virtualmle.memory.text import quote, render_for_prompt, sanitize_text
+from virtualmle.records import same_value
 
 SYSTEM_AGENT = (
     "You are VirtualMLE, a careful machine-learning engineer tuning a sequential recommender "
@@ -67,7 +68,8 @@ def degenerate(text: str) -> bool:
     return ratio < 0.35
 
 
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
+    """A parameter value for a prompt or a log line: floats to 4 significant digits."""
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -91,13 +93,13 @@ def render_profile(dataset: str, profile: dict[str, Any], keys: Sequence[str] = 
         for part in key.split("."):
             v = v.get(part) if isinstance(v, dict) else None
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            flat.append(f"{key}={_fmt(v)}")
+            flat.append(f"{key}={fmt(v)}")
     return f"dataset (data): {quote(dataset)}\ndescriptors: " + (", ".join(flat) or "none")
 
 
 def render_space(axes: Sequence[Any]) -> str:
     """One line per searched parameter with its legal values."""
-    return "\n".join(f"- {a.name}: {', '.join(_fmt(v) for v in a.sorted_values())}" for a in axes)
+    return "\n".join(f"- {a.name}: {', '.join(fmt(v) for v in a.sorted_values())}" for a in axes)
 
 
 def render_rules(lines: Sequence[str]) -> str:
@@ -115,18 +117,10 @@ def render_coverage(coverage: dict[str, list[Any]], axes: Sequence[Any], changed
     lines = []
     for a in axes:
         tried = coverage.get(a.name, [])
-        untried = [v for v in a.sorted_values() if not any(_same_value(v, t) for t in tried)]
-        lines.append(f"{a.name}: tried {', '.join(_fmt(v) for v in tried) or '-'}"
-                     f" (changed {changed_counts.get(a.name, 0)}x); untried {', '.join(_fmt(v) for v in untried[:6]) or '-'}")
+        untried = [v for v in a.sorted_values() if not any(same_value(v, t) for t in tried)]
+        lines.append(f"{a.name}: tried {', '.join(fmt(v) for v in tried) or '-'}"
+                     f" (changed {changed_counts.get(a.name, 0)}x); untried {', '.join(fmt(v) for v in untried[:6]) or '-'}")
     return "\n".join(lines)
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return abs(float(a) - float(b)) <= 1e-12 + 1e-9 * abs(float(b))
-    return a == b
 
 
 def planning_context(
@@ -195,7 +189,7 @@ def pick_messages(context: str, options: Sequence[tuple[str, str]], *, model: st
 def change_messages(context: str, incumbent_params: dict[str, Any], axes: Sequence[Any], *,
                     model: str, metric: str, max_changes: int, error: str | None = None) -> list[dict]:
     """Pure-LLM mode: propose ONE change of at most `max_changes` parameters to the incumbent."""
-    cfg = ", ".join(f"{k}={_fmt(v)}" for k, v in incumbent_params.items())
+    cfg = ", ".join(f"{k}={fmt(v)}" for k, v in incumbent_params.items())
     user = (
         f"{context}\n\n## Incumbent configuration\n{cfg}\n\n## Legal values\n{render_space(axes)}\n\n"
         f"Propose ONE testable change to the incumbent: 1 to {max_changes} parameters, each set to one of "

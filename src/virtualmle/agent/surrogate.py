@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from virtualmle.agent.candidates import Axis, SpaceView
+from virtualmle.agent.space_view import Axis, SpaceView
 
 STEP = 0.3  # encoded distance of one grid step
 LENGTHSCALES = (0.25, 0.4, 0.6, 0.9, 1.4)

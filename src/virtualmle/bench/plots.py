@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
+
+from virtualmle.files import write_atomic
 
 _COLORS = {"agent": "#d62728", "opro": "#ff7f0e", "tpe": "#1f77b4", "random": "#2ca02c", "grid": "#9467bd",
            "default": "#7f7f7f", "agent-code": "#8c564b", "agent-norefl": "#e377c2"}
@@ -14,9 +15,7 @@ _COLORS = {"agent": "#d62728", "opro": "#ff7f0e", "tpe": "#1f77b4", "random": "#
 def _save(fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    write_atomic(path, buf.getvalue())
     return path
 
 
@@ -39,7 +38,7 @@ def plot_curves(result: Any, out: Path, prefix: str = "") -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from virtualmle.bench.runner import _mean, _se
+    from virtualmle.bench.stats import mean as _mean, se as _se
 
     metric = result.options.get("metric", "ndcg@10")
     paths = []

@@ -6,21 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from virtualmle.bench.plots import plot_curves
-
-
-def _atomic(path: Path, text: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(text, bytes):
-        tmp.write_bytes(text)
-    else:
-        tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+from virtualmle.files import write_atomic
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -107,12 +97,12 @@ def write_report(result: Any, out: Path) -> dict[str, str]:
             curve_rows.append({"method": r.method, "seed": r.seed, "trial": n, "value": r.values[n - 1],
                                "best_so_far": best, "compute_seconds": round(cum, 3)})
     cols = list(run_rows[0]) if run_rows else ["method"]
-    _atomic(out / "runs.csv", _csv(run_rows, cols))
+    write_atomic(out / "runs.csv", _csv(run_rows, cols))
     files["runs.csv"] = str(out / "runs.csv")
-    _atomic(out / "curves.csv", _csv(curve_rows, ["method", "seed", "trial", "value", "best_so_far", "compute_seconds"]))
+    write_atomic(out / "curves.csv", _csv(curve_rows, ["method", "seed", "trial", "value", "best_so_far", "compute_seconds"]))
     files["curves.csv"] = str(out / "curves.csv")
     summary = result.summary()
-    _atomic(out / "summary.csv", _csv(summary, list(summary[0]) if summary else ["method"]))
+    write_atomic(out / "summary.csv", _csv(summary, list(summary[0]) if summary else ["method"]))
     files["summary.csv"] = str(out / "summary.csv")
     pngs = plot_curves(result, out)
     files.update({p.name: str(p) for p in pngs})
@@ -122,11 +112,11 @@ def write_report(result: Any, out: Path) -> dict[str, str]:
         md.append("LLM columns are 0 where a run has no `llm_log.jsonl` (nothing was logged).\n")
     for p in pngs:
         md.append(f"![{p.stem}]({p.name})")
-    _atomic(out / "bench.md", "\n".join(md) + "\n")
+    write_atomic(out / "bench.md", "\n".join(md) + "\n")
     files["bench.md"] = str(out / "bench.md")
     doc = {"options": result.options, "target": result.target, "best_any": result.best_any,
            "table_best": result.table_best, "summary": summary, "curves": result.curves(),
            "runs": run_rows}
-    _atomic(out / "bench.json", json.dumps(doc, indent=1, default=str))
+    write_atomic(out / "bench.json", json.dumps(doc, indent=1, default=str))
     files["bench.json"] = str(out / "bench.json")
     return files

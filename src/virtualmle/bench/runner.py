@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from virtualmle.bench import stats
 from virtualmle.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-LLM_METHODS = ("agent", "opro")  # methods that take llm= and write llm_log.jsonl
 
 
 def _label(method: str, agent_options: dict[str, Any]) -> str:
@@ -60,7 +60,8 @@ class BenchOptions:
         workers: trials at once per run.
         target_frac: target = this fraction of the best validation value any run found.
         metric: validation metric.
-        llm: ``--llm`` spec for LLM methods (None: ``$VIRTUALMLE_LLM`` or the embedded model).
+        llm: the LLM of LLM methods: `LLMOptions`, an ``--llm`` spec, or None (``$VIRTUALMLE_LLM``
+            or the embedded model); each run builds its own client in its run directory.
         agent_options: extra options for the agent (e.g. ``{"transfer": "none"}``).
         seed0: first seed.
         device, timeout_per_trial: as in `virtualmle search`.
@@ -84,7 +85,7 @@ class BenchOptions:
     workers: int = 1
     target_frac: float = 0.97
     metric: str = "ndcg@10"
-    llm: str | None = None
+    llm: Any = None
     agent_options: dict[str, Any] = field(default_factory=dict)
     seed0: int = 0
     device: str = "auto"
@@ -167,18 +168,18 @@ class BenchResult:
                 "method": m,
                 "runs": len(runs),
                 "trials": ntrials / max(1, len(runs)),
-                "best_valid_mean": _mean(bests), "best_valid_se": _se(bests),
-                "test_of_best_mean": _mean(tests), "test_of_best_se": _se(tests),
+                "best_valid_mean": stats.mean(bests), "best_valid_se": stats.se(bests),
+                "test_of_best_mean": stats.mean(tests), "test_of_best_se": stats.se(tests),
                 "reached": len(trials_to),
-                "trials_to_target_mean": _mean(trials_to), "trials_to_target_median": _median(trials_to),
-                "seconds_to_target_mean": _mean(secs_to),
-                "compute_seconds_mean": _mean([sum(r.seconds) for r in runs]),
+                "trials_to_target_mean": stats.mean(trials_to), "trials_to_target_median": stats.median(trials_to),
+                "seconds_to_target_mean": stats.mean(secs_to),
+                "compute_seconds_mean": stats.mean([sum(r.seconds) for r in runs]),
                 "snap_rate": (sum(snaps) / ntrials) if snaps and ntrials else None,
                 "llm_calls": sum(int(r.llm.get("calls", 0)) for r in runs) / max(1, len(runs)),
                 "llm_tokens": sum(int(r.llm.get("tokens", 0)) for r in runs) / max(1, len(runs)),
                 "llm_cost_usd": sum(float(r.llm.get("cost_usd", 0.0)) for r in runs) / max(1, len(runs)),
                 "llm_seconds": sum(float(r.llm.get("seconds", 0.0)) for r in runs) / max(1, len(runs)),
-                "wall_seconds_mean": _mean([r.wall_seconds for r in runs]),
+                "wall_seconds_mean": stats.mean([r.wall_seconds for r in runs]),
             }
             rows.append(row)
         return rows
@@ -193,30 +194,17 @@ class BenchResult:
             for i in range(n):
                 # A run that stopped early (grid exhausted) keeps its last best value.
                 col = [c[min(i, len(c) - 1)] for c in runs if c and c[min(i, len(c) - 1)] is not None]
-                mean.append(_mean(col))
-                se.append(_se(col))
+                mean.append(stats.mean(col))
+                se.append(stats.se(col))
             out[m] = {"mean": mean, "se": se}
         return out
 
 
-def _mean(xs: list[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None
-
-
-def _se(xs: list[float]) -> float | None:
-    if len(xs) < 2:
-        return 0.0 if xs else None
-    m = sum(xs) / len(xs)
-    var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
-    return math.sqrt(var / len(xs))
-
-
-def _median(xs: list[float]) -> float | None:
-    if not xs:
-        return None
-    s = sorted(xs)
-    k = len(s) // 2
-    return float(s[k]) if len(s) % 2 else (s[k - 1] + s[k]) / 2
+def _plain(value: Any) -> Any:
+    """An option as JSON-ready data (paths as strings, also inside the LLM options)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return str(value) if isinstance(value, Path) else value
 
 
 def study_name(method: str, seed: int, *, data: str, model: str, table: bool) -> str:
@@ -230,7 +218,7 @@ def check_methods(names: list[str]) -> list[str]:
     Raises:
         ConfigError: an empty list, a duplicate or an unknown name.
     """
-    from virtualmle.search.methods import method_names
+    from virtualmle.methods import method_names
 
     known = method_names()
     names = [n.strip() for n in names if n.strip()]
@@ -247,7 +235,7 @@ def check_methods(names: list[str]) -> list[str]:
 def make_method(name: str, space: Any, seed: int, opts: BenchOptions, memory_dir: Path) -> Any:
     """Build a method for one run; LLM methods get the bench's LLM, the agent its own memory
     bank per run (so seeds never learn from each other) and transfer off unless asked."""
-    from virtualmle.search.methods import get_method
+    from virtualmle.methods import LLM_METHODS, get_method
 
     extra: dict[str, Any] = {}
     if name in LLM_METHODS:
@@ -429,7 +417,7 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
     best_any = max((r.best_value for r in runs if r.best_value is not None), default=None)
     target = best_any * opts.target_frac if best_any is not None else None
     result = BenchResult(
-        options={**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+        options={**{k: _plain(v) for k, v in asdict(opts).items()},
                  "data": data_name, "model": model, "slice_users": slice_users, "max_epochs": max_epochs,
                  "storage": storage_url, "methods": methods},
         runs=runs, target=target, best_any=best_any,

@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from virtualmle.files import write_atomic
 from virtualmle.errors import ConfigError, DataError
 from virtualmle.search.executor import TrialOutcome, TrialSpec
-from virtualmle.search.method import Outcome
+from virtualmle.records import Outcome, same_value, value_key
 
 # Config keys that are not configuration choices: never compared against the table.
 IGNORED_KEYS = frozenset({"seed", "model", "metric", "max_epochs"})
@@ -132,12 +133,6 @@ def _parse_value(text: str) -> Any:
         return t
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b or (isinstance(a, bool) and isinstance(b, bool) and a == b)
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
 
 
 class TrialTable:
@@ -167,7 +162,7 @@ class TrialTable:
         for name in self.axes:
             seen: dict[tuple[str, Any], Any] = {}
             for r in rows:  # keep each value as the trial stored it (64, not 64.0)
-                seen.setdefault(_key(r.params[name]), r.params[name])
+                seen.setdefault(value_key(r.params[name]), r.params[name])
             numeric = all(k == "num" for k, _ in seen)
             raw = sorted(seen.values()) if numeric else sorted(seen.values(), key=str)
             log = numeric and all(v > 0 for v in raw) and max(raw) / min(raw) >= 10
@@ -229,7 +224,7 @@ class TrialTable:
     # -- lookup -----------------------------------------------------------------------------
     def key(self, params: dict[str, Any]) -> tuple:
         """Identity of a configuration on the table's axes."""
-        return tuple(_key(params.get(a)) for a in self.axes)
+        return tuple(value_key(params.get(a)) for a in self.axes)
 
     def lookup(self, config: dict[str, Any]) -> Snap:
         """The row answering ``config``: its own point, or the nearest one (a snap)."""
@@ -237,14 +232,14 @@ class TrialTable:
         for name, value in config.items():
             if name in IGNORED_KEYS or name in self.axes or name not in self.constants:
                 continue
-            if not _same(value, self.constants[name]):
+            if not same_value(value, self.constants[name]):
                 moved[name] = (value, self.constants[name])
         row = self._index.get(self.key(config))
         distance = 0.0
         if row is None:
             row, distance = self._nearest(config)
             for name in self.axes:
-                if not _same(config.get(name), row.params[name]):
+                if not same_value(config.get(name), row.params[name]):
                     moved[name] = (config.get(name), row.params[name])
         return Snap(snapped=bool(moved), distance=distance, moved=moved, row=row)
 
@@ -258,7 +253,7 @@ class TrialTable:
             for ax, t in zip(self._axes, target):
                 v = row.params[ax.name]
                 if t is None:
-                    d += 0.0 if _same(v, config.get(ax.name)) else 1.0
+                    d += 0.0 if same_value(v, config.get(ax.name)) else 1.0
                 else:
                     d += (ax.position(v) - t) ** 2
             if d < best_d:
@@ -281,7 +276,7 @@ class TrialTable:
         params = {}
         for ax in self._axes:
             default = defaults.get(ax.name)
-            if not any(_same(default, v) for v in ax.values):
+            if not any(same_value(default, v) for v in ax.values):
                 default = ax.values[len(ax.values) // 2]
             params[ax.name] = {"type": "categorical", "choices": list(ax.values), "default": default,
                                "grid": list(ax.values)}
@@ -294,12 +289,6 @@ class TrialTable:
         }
 
 
-def _key(value: Any) -> tuple[str, Any]:
-    if isinstance(value, bool):
-        return ("bool", value)
-    if isinstance(value, (int, float)):
-        return ("num", float(f"{float(value):.10g}"))
-    return ("str", value)
 
 
 def _row_from_csv(rec: dict[str, str], axes: list[str]) -> TableRow:
@@ -441,13 +430,12 @@ def table_rows_from_study(study: Any, axes: list[str], metric: str) -> tuple[lis
         for k, v in test.items():
             row[f"test_{k}"] = v
         row["curve"] = json.dumps(curve, separators=(",", ":"))
-        by_key[tuple(_key(params[a]) for a in axes)] = row
+        by_key[tuple(value_key(params[a]) for a in axes)] = row
     return list(by_key.values()), constants or {}
 
 
 def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     """Write a table file atomically (header comments, then the CSV)."""
-    import os
 
     metric_cols = sorted({k for r in rows for k in r if k.startswith(("valid_", "test_"))},
                          key=lambda k: (not k.startswith("valid_"), k))
@@ -463,9 +451,7 @@ def write_table(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) ->
     for r in rows:
         writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, buf.getvalue())
 
 
 __all__ = ["Snap", "TableExecutor", "TableRow", "TrialTable", "table_rows_from_study", "write_table"]

@@ -38,7 +38,7 @@ class TransferResult:
 
     def rows(self) -> list[dict[str, Any]]:
         """Per-arm summary rows."""
-        from virtualmle.bench.runner import _mean, _median, _se
+        from virtualmle.bench.stats import mean as _mean, median as _median, se as _se
 
         out = []
         for arm, runs in self.runs.items():
@@ -104,12 +104,12 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
     """
     import optuna
 
-    from virtualmle.bench.report import _atomic
+    from virtualmle.files import write_atomic
     from virtualmle.bench.runner import read_run, resolve_target
     from virtualmle.bench.table import TableExecutor
     from virtualmle.data import load_dataset
     from virtualmle.search.loop import SearchOptions, run_search
-    from virtualmle.search.methods import get_method
+    from virtualmle.methods import get_method
     from virtualmle.search.storage import open_storage
 
     if not sources:
@@ -151,11 +151,8 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
         summary = run_search(method, so, storage=storage)
         from virtualmle.memory import MemoryBank
 
+        # The loop's end-of-study hook distilled it (also when the study was already complete).
         sums = [s for s in MemoryBank(source_bank).summaries(model) if s.dataset == name]
-        if not sums:
-            # A study resumed after it was complete never calls finish; distil it now.
-            method.finish(_context_for(study, storage, space, name, model, opts, run_dir, so))
-            sums = [s for s in MemoryBank(source_bank).summaries(model) if s.dataset == name]
         src_rows.append({"dataset": name, "study": study, "best_value": summary.best_value,
                          "trials": summary.trials_used, "rules": len(sums[-1].rules) if sums else 0})
 
@@ -200,26 +197,11 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
                  "source_trials": source_trials, "slice_users": slice_users, "max_epochs": max_epochs,
                  "agent_options": agent_opts, "storage": storage_url},
     )
-    _atomic(out / "transfer.md", result.markdown())
+    write_atomic(out / "transfer.md", result.markdown())
     doc = {"options": result.options, "target": result.target, "best_any": best_any, "sources": src_rows,
            "arms": result.rows(),
            "runs": {arm: [{"seed": r.seed, "study": r.study, "values": r.values, "seconds": r.seconds,
                            "best_value": r.best_value, "llm": r.llm} for r in rs] for arm, rs in runs.items()}}
-    _atomic(out / "transfer.json", json.dumps(doc, indent=1, default=str))
+    write_atomic(out / "transfer.json", json.dumps(doc, indent=1, default=str))
     result.files = {"transfer.md": str(out / "transfer.md"), "transfer.json": str(out / "transfer.json")}
     return result
-
-
-def _context_for(study: str, storage: Any, space: Any, dataset: str, model: str, opts: Any, run_dir: Path,
-                 so: Any) -> Any:
-    """A `SearchContext` of a stored study (to distil a source study that was already complete)."""
-    import optuna
-
-    from virtualmle.search.loop import _counts, record_from_trial
-    from virtualmle.search.method import SearchContext
-
-    st = optuna.load_study(study_name=study, storage=storage)
-    history = [record_from_trial(t) for t in st.get_trials(deepcopy=False) if _counts(t)]
-    return SearchContext(space=space, dataset=dataset, profile=st.user_attrs.get("profile") or {}, model=model,
-                         seed=so.seed, metric=so.metric, budget=so.trials, study_name=study, run_dir=run_dir,
-                         history=history)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from virtualmle.cli.data_options import add_data_arguments, data_options
+from virtualmle.cli.data_options import data_options
+from virtualmle.cli.options import add_run_options, check_run_options, llm_options
 from virtualmle.errors import ConfigError
-from virtualmle.search.executors import add_executor_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,40 +42,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", default=None, metavar="NAME_OR_PATH", help="dataset (required without --table; the table's otherwise)")
-    p.add_argument("--model", default=None, metavar="NAME", help="backbone: sasrec or hstu (default sasrec, or the table's)")
     p.add_argument("--methods", default="agent,opro,tpe,random,grid,default", metavar="A,B,...",
                    help="registered methods to compare (default agent,opro,tpe,random,grid,default)")
-    p.add_argument("--trials", type=int, default=30, metavar="N", help="budget per run (default 30)")
     p.add_argument("--seeds", type=int, default=3, metavar="S", help="runs per method (default 3)")
-    p.add_argument("--seed", type=int, default=0, metavar="S0", help="first seed (default 0): seeds S0..S0+S-1")
-    p.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL (default sqlite:///<out>/bench.db)")
     p.add_argument("--out", default="bench-out", metavar="DIR", help="output directory (default bench-out)")
     p.add_argument("--table", default=None, metavar="FILE", help="replay this trial table instead of training")
     p.add_argument("--table-space", default="grid", choices=("grid", "full"),
                    help="with --table: search exactly the table's points (grid, default) or the shipped space "
                         "with off-table proposals snapped (full)")
-    p.add_argument("--max-epochs", type=int, default=None, metavar="E", help="fidelity of real runs: cap every trial's epochs")
-    p.add_argument("--slice-users", type=int, default=None, metavar="N", help="fidelity of real runs: first N users")
-    p.add_argument("--workers", type=int, default=1, metavar="K", help="trials at once per run (default 1)")
     p.add_argument("--target-frac", type=float, default=0.97, metavar="F",
                    help="target = F x the best validation value any run found (default 0.97)")
-    p.add_argument("--metric", default="ndcg@10", metavar="NAME", help="validation metric (default ndcg@10)")
-    p.add_argument("--llm", default=None, metavar="SPEC", help="LLM for agent / opro (default $VIRTUALMLE_LLM or the embedded model)")
     p.add_argument("--agent-transfer", default="none", metavar="auto|none|NAMES",
                    help="the agent's --transfer in a bench (default none: each run starts from an empty bank)")
     p.add_argument("--agent-no-reflection", action="store_true",
                    help="ablation: the agent without its Reflect step (fewer LLM calls; reported as agent-norefl)")
-    p.add_argument("--timeout-per-trial", type=float, default=None, metavar="S", help="real runs: kill a trial after S seconds")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where real trials train")
     p.add_argument("--transfer-experiment", action="store_true",
                    help="run the transfer experiment: distil --sources, then tune --data with transfer auto and none")
     p.add_argument("--sources", default="baby,toys", metavar="A,B",
                    help="transfer experiment: datasets whose studies are distilled (default baby,toys)")
     p.add_argument("--source-trials", type=int, default=10, metavar="N",
                    help="transfer experiment: agent trials per source dataset (default 10)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    add_executor_arguments(p)
-    add_data_arguments(p)
+    add_run_options(p, model_default=None, storage_help="Optuna storage URL (default sqlite:///<out>/bench.db)",
+                    seed_help="first seed (default 0): seeds S0..S0+S-1")
     p.set_defaults(func=run)
 
 
@@ -86,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from virtualmle.bench.runner import BenchOptions, check_methods
 
     console = Console(stderr=True, highlight=False)
+    check_run_options(args)
     methods = check_methods(args.methods.split(","))  # before any work
 
     def on_run(method: str, seed: int, i: int, total: int) -> None:
@@ -96,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         methods=methods, data=args.data, model=args.model, trials=args.trials, seeds=args.seeds,
         out=Path(args.out), storage=args.storage, table=Path(args.table) if args.table else None,
         table_space=args.table_space, max_epochs=args.max_epochs, slice_users=args.slice_users,
-        workers=args.workers, target_frac=args.target_frac, metric=args.metric, llm=args.llm,
+        workers=args.workers, target_frac=args.target_frac, metric=args.metric, llm=llm_options(args),
         agent_options={"transfer": args.agent_transfer, **({"reflection": False} if args.agent_no_reflection else {})}, seed0=args.seed, device=args.device,
         timeout_per_trial=args.timeout_per_trial, progress=not args.quiet, data_options=data_options(args),
     )

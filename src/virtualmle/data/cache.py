@@ -5,7 +5,7 @@ holds one ``<key>.npz`` per (file content, format, reader options, cache version
 uncompressed archive of ``.npy`` arrays (flat ``items``, ``offsets``, optional ``timestamps``,
 the file's ``user_ids`` and ``item_ids`` as fixed-width strings, and the parse metadata as JSON
 bytes), which NumPy loads in milliseconds. One file per entry so
-a write is atomic (temp file + ``os.replace``); an entry that fails to load or to validate is
+a write is atomic (`virtualmle.files.write_atomic`); an entry that fails to load or to validate is
 ignored, logged and rebuilt.
 
 The same directory and atomic write hold derived per-dataset tables (`store_arrays` /
@@ -17,10 +17,10 @@ Location: ``$VIRTUALMLE_CACHE_DIR``, default ``~/.cache/virtualmle/cache``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from virtualmle.data.parsing import Parsed
+from virtualmle.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -152,23 +153,12 @@ def store_arrays(key: str, arrays: Mapping[str, np.ndarray], root: Path | None =
     """Write `arrays` under `key` atomically; returns the entry path, None if not writable."""
     root = root or cache_dir()
     path = entry_path(key, root)
-    tmp_name = None
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=root)
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; entries are plain shareable data
-        os.replace(tmp_name, path)
-        tmp_name = None
+        write_atomic(path, buf.getvalue())
     except OSError as exc:
         # A read-only or full cache disk costs speed, not correctness.
         logger.warning("cannot write cache entry %s (%s); continuing without it", path, exc)
         return None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
     return path

@@ -19,7 +19,6 @@ import fcntl
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from virtualmle.memory.cognition import CognitionSummary
+from virtualmle.files import write_atomic
 from virtualmle.memory.errors import MemoryBankError, SchemaVersionError
 from virtualmle.memory.insights import ApplyResult, InsightOp, InsightOps, InsightSet, now
 from virtualmle.memory.rules import descriptors
@@ -96,22 +96,6 @@ def load_doc(path: Path) -> dict:
         doc = MIGRATIONS[version](doc)
         version = doc["schema_version"]
     return doc
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and os.replace: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _dump(kind: str, payload: dict) -> str:

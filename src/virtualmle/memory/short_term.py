@@ -18,13 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from virtualmle.memory.rules import Rule, Scalar
 from virtualmle.memory.text import render_for_prompt, sanitize_text
+from virtualmle.records import A_CHANGED, A_DIAGNOSTICS, A_HYPOTHESIS, A_PARENT, A_REFLECTION
 
-# User-attribute keys the agent writes on each trial (JSON values) and this module reads back.
-ATTR_HYPOTHESIS = "hypothesis"    # Hypothesis.model_dump() (or a plain string)
-ATTR_REFLECTION = "reflection"    # Reflection.model_dump()
-ATTR_DIAGNOSTICS = "diagnostics"  # dict computed in code (overfit, underfit, noise, failure, ...)
-ATTR_CHANGED = "changed"          # list of parameter names changed against the parent
-ATTR_PARENT = "parent"            # trial number of the configuration this one changed
+# User-attribute keys the agent writes on each trial (JSON values) and this module reads back;
+# declared once in `virtualmle.records`.
+ATTR_HYPOTHESIS = A_HYPOTHESIS  # Hypothesis.model_dump() (or a plain string)
+ATTR_REFLECTION = A_REFLECTION  # Reflection.model_dump()
+ATTR_DIAGNOSTICS = A_DIAGNOSTICS  # dict computed in code (overfit, underfit, noise, failure, ...)
+ATTR_CHANGED = A_CHANGED  # list of parameter names changed against the parent
+ATTR_PARENT = A_PARENT  # trial number of the configuration this one changed
 
 Outcome = str  # "complete" | "pruned" | a failure (see FAILURES) | "running" | "waiting" | "interrupted"
 
@@ -202,8 +204,6 @@ class StudyMemory:
         if not self._dirty:
             return
         self._coverage: dict[str, ParamCoverage] = {}
-        self._groups: dict[tuple[str, ...], int] = {}
-        self._since = 0
         inc: TrialEntry | None = None
         for e in self.trials_raw():
             attrs = e.user_attrs
@@ -223,9 +223,7 @@ class StudyMemory:
             e.improved = e.ok and (inc is None or self._better(e.value, inc.value))
             for k, v in e.params.items():
                 self._coverage.setdefault(k, ParamCoverage()).values[repr(v)] += 1
-            group = tuple(e.changed)
             if inc is not None and e.outcome in FINISHED:
-                self._since = 0 if e.improved else self._since + 1
                 for k in e.changed:
                     cov = self._coverage.setdefault(k, ParamCoverage())
                     cov.touched += 1
@@ -234,8 +232,6 @@ class StudyMemory:
                         cov.since_improvement = 0
                     else:
                         cov.since_improvement += 1
-                if group:
-                    self._groups[group] = 0 if e.improved else self._groups.get(group, 0) + 1
             if e.improved:
                 inc = e
         self._incumbent = inc
@@ -264,26 +260,6 @@ class StudyMemory:
         """Per parameter: values tried (counts), trials that changed it, trials since it last helped."""
         self._derive()
         return self._coverage
-
-    def group_staleness(self) -> dict[tuple[str, ...], int]:
-        """Per group of parameters changed together: trials since that group last improved."""
-        self._derive()
-        return dict(self._groups)
-
-    @property
-    def trials_since_improvement(self) -> int:
-        """Finished trials since the incumbent last improved."""
-        self._derive()
-        return self._since
-
-    def stale_params(self, k: int) -> list[str]:
-        """Parameters changed in >= k trials since one of those last improved (plateau)."""
-        return sorted(p for p, c in self.coverage().items() if c.since_improvement >= k)
-
-    def uncovered(self, params: Iterable[str]) -> list[str]:
-        """Of `params`, those no trial has changed yet."""
-        cov = self.coverage()
-        return [p for p in params if p not in cov or cov[p].touched == 0]
 
     def tried(self, params: Mapping[str, Any]) -> TrialEntry | None:
         """The earlier trial with exactly this configuration, if any (duplicate check)."""
@@ -341,23 +317,6 @@ class StudyMemory:
             mark = " *best*" if inc is not None and e.number == inc.number else ""
             verdict = e.reflection.verdict if e.reflection else "-"
             lines.append(f"{e.number} | {change} | {val}{mark} | {delta} | {e.outcome} | {verdict}")
-        return "\n".join(lines)
-
-    def render_coverage(self, space: Mapping[str, Iterable[Any]] | None = None) -> str:
-        """Per parameter: values tried with counts, trials changing it, trials since it last helped;
-        with a search space, also the legal values never tried."""
-        cov = self.coverage()
-        names = list(space) if space is not None else sorted(cov)
-        lines = ["param | tried values (count) | changed in | since improvement | untried"]
-        for p in names:
-            c = cov.get(p, ParamCoverage())
-            tried = ", ".join(f"{v}({n})" for v, n in sorted(c.values.items())) or "-"
-            untried = "-"
-            if space is not None:
-                legal = list(space[p]) if not isinstance(space[p], (str, bytes)) else [space[p]]
-                miss = [repr(v) for v in legal if repr(v) not in c.values]
-                untried = ", ".join(miss[:8]) or "-"
-            lines.append(f"{p} | {tried} | {c.touched} | {c.since_improvement} | {untried}")
         return "\n".join(lines)
 
     def render_reflections(self, k: int = 5) -> str:

@@ -14,12 +14,12 @@ from typing import Any
 
 _EXPORTS = {
     "Method": "method", "Proposal": "method", "TrialRecord": "method", "SearchContext": "method",
-    "Outcome": "method",
+    "Outcome": "method", "GridSearch": "methods", "RandomSearch": "methods",
+    "TPESearch": "methods", "DefaultControl": "methods",
     "SearchSpace": "space", "load_space": "space",
     "LocalExecutor": "executor", "TrialSpec": "executor", "TrialOutcome": "executor", "TrialExecutor": "executor",
     "open_storage": "storage", "default_study_name": "storage",
     "SearchOptions": "loop", "SearchSummary": "loop", "run_search": "loop",
-    "register": "methods", "get_method": "methods", "method_names": "methods",
     "write_report": "report",
 }
 __all__ = sorted(_EXPORTS)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from virtualmle.search.method import Outcome
+from virtualmle.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -238,9 +239,7 @@ class LocalExecutor:
         trial_dir = Path(spec.trial_dir)
         trial_dir.mkdir(parents=True, exist_ok=True)
         spec_path = trial_dir / "spec.json"
-        tmp = spec_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(spec), indent=1))
-        os.replace(tmp, spec_path)
+        write_atomic(spec_path, json.dumps(asdict(spec), indent=1))
         log_path = trial_dir / "worker.log"
         out = TrialOutcome(number=spec.number, outcome=Outcome.FAILED, log_path=str(log_path))
         if self._cancelled.is_set():

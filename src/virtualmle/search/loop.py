@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from virtualmle.errors import ConfigError, StorageError, VirtualMLEError
 from virtualmle.search.executor import LocalExecutor, TrialExecutor, TrialOutcome, TrialSpec
-from virtualmle.search.method import Method, Outcome, Proposal, SearchContext, TrialRecord, sampler_for
+from virtualmle.records import Outcome, TrialRecord
+from virtualmle.search.method import Method, Proposal, SearchContext, end_study, sampler_for
 from virtualmle.search.model_keeper import ModelKeeper
 from virtualmle.search.space import SearchSpace, load_space
 from virtualmle.search.storage import default_study_name, open_storage, owner_info, recover_interrupted
@@ -468,7 +469,7 @@ def run_search(
     """Run (or resume) a search until its budget is used or the method has nothing left.
 
     Args:
-        method: any `Method` (see `virtualmle.search.methods.get_method`).
+        method: any `Method` (see `virtualmle.methods.get_method`).
         options: dataset, backbone, budget, fidelity, study name.
         executor: default a `LocalExecutor` with ``options.workers`` workers.
         storage: an Optuna storage or URL (default ``sqlite:///virtualmle.db``).
@@ -546,6 +547,9 @@ def run_search(
         search.display = _Display(ctx, study_name, method.name)
     try:
         search.loop()
+        # The loop returns only when the budget is used or the method is exhausted: the study is
+        # over, every trial is recorded, and the method may close it (the agent distils memory).
+        end_study(method, ctx)
     except KeyboardInterrupt:
         search.interrupt()
         raise

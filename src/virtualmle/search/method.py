@@ -1,4 +1,5 @@
-"""The contract every search method speaks: `Method`, `Proposal`, `TrialRecord`, `SearchContext`.
+"""The contract every search method speaks: `Method`, `Proposal`, `SearchContext` (and the trial
+`TrialRecord` with its `Outcome`, which live in `virtualmle.records` and are re-exported here).
 
 One loop (`virtualmle.search.loop.run_search`) asks a method for proposals, runs them through one
 executor and records them into one Optuna study. Grid, random, TPE, the default-config control,
@@ -13,35 +14,17 @@ trial.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from virtualmle.records import Outcome, TrialRecord
+
+__all__ = ["Method", "Outcome", "Proposal", "SearchContext", "TrialRecord", "end_study", "sampler_for"]
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
     from virtualmle.search.space import SearchSpace
-
-
-class Outcome(str, Enum):
-    """How a trial ended. Stored as the Optuna user attribute ``outcome``.
-
-    Optuna state: COMPLETE for `COMPLETE`, PRUNED for `PRUNED`, FAIL for everything else.
-    """
-
-    COMPLETE = "complete"
-    PRUNED = "pruned"  # stopped early by the study's pruner; has validation metrics so far
-    FAILED = "failed"  # an exception in the trial (type and short traceback are kept)
-    TIMEOUT = "timeout"  # ran past --timeout-per-trial and was killed
-    OOM = "oom"  # out of memory (CUDA or host), or killed by the kernel's OOM killer
-    DIVERGED = "diverged"  # NaN / inf loss
-    INVALID = "invalid"  # the proposed configuration broke a constraint or failed validation
-    INTERRUPTED = "interrupted"  # the search process died or was cancelled; the trial is re-run
-
-    @property
-    def counts_against_budget(self) -> bool:
-        """Interrupted trials are re-run, so they do not use up the budget."""
-        return self is not Outcome.INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -56,36 +39,6 @@ class Proposal:
     """
 
     params: dict[str, Any] | None = None
-    user_attrs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """An immutable view of one finished trial, as methods see it (no test metrics).
-
-    Attributes:
-        number: Optuna trial number.
-        params: the configuration that was trained (space parameters and any extras; fidelity
-            controls such as ``max_epochs`` are not included).
-        outcome: how it ended.
-        value: the validation metric the study optimises (None unless complete or pruned).
-        valid: validation metrics of the selected epoch (``hr@10``, ``ndcg@10``, ...).
-        epochs: per-epoch logs (``epoch``, ``loss``, ``valid`` ..., as the trainer reports them).
-        seconds: wall-clock seconds of the trial including process start.
-        num_params: model parameter count, when known.
-        error: ``"ExceptionType: message"`` for failed / diverged / oom / timeout trials.
-        user_attrs: what the method stored with the proposal and from `observe`.
-    """
-
-    number: int
-    params: dict[str, Any]
-    outcome: Outcome
-    value: float | None = None
-    valid: dict[str, float] = field(default_factory=dict)
-    epochs: tuple[dict[str, Any], ...] = ()
-    seconds: float = 0.0
-    num_params: int | None = None
-    error: str | None = None
     user_attrs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,7 +91,7 @@ class SearchContext:
 
 @runtime_checkable
 class Method(Protocol):
-    """A search method. Register it with `virtualmle.search.methods.register`.
+    """A search method. Register it with `virtualmle.methods.register`.
 
     Required: ``name``, `propose`, `observe`. Optional, looked up with ``getattr``:
 
@@ -146,6 +99,11 @@ class Method(Protocol):
       several workers are free (otherwise `propose` is called ``k`` times).
     - ``make_sampler(seed: int, workers: int) -> optuna.samplers.BaseSampler``: the sampler that
       fills ``Proposal(params=None)``; without it the loop uses a seeded ``RandomSampler``.
+    - ``end(ctx) -> None``: the study is over (its budget is used up, or the method had nothing
+      left to propose) and every trial is recorded in ``ctx.history``. Called once per run of the
+      loop that ends that way, never after an interruption or an error; a resumed study that is
+      already complete calls it again, so it must be idempotent (the agent distils its memory
+      here).
     """
 
     name: str
@@ -157,6 +115,13 @@ class Method(Protocol):
     def observe(self, ctx: SearchContext, record: TrialRecord) -> dict[str, Any]:
         """See a finished trial; return extra JSON-ready user attrs to store with it."""
         ...
+
+
+def end_study(method: Method, ctx: SearchContext) -> None:
+    """Call the method's optional end-of-study hook (see `Method`)."""
+    end = getattr(method, "end", None)
+    if end is not None:
+        end(ctx)
 
 
 def sampler_for(method: Method, seed: int, workers: int) -> "optuna.samplers.BaseSampler":

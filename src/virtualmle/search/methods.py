@@ -1,4 +1,4 @@
-"""The classic search methods and the registry every method (including the agent) joins.
+"""The classic search methods: grid, random, TPE and the default-config control.
 
 - ``grid``: the space's grid (Grid-729 for the shipped spaces) in a seeded random order, skipping
   points already run in the study.
@@ -7,56 +7,19 @@
 - ``default``: the default configuration again and again with a different training ``seed``: the
   control every comparison needs (how much of a "gain" is seed noise).
 
-Register another method with ``register("agent", factory)``; ``get_method("agent", space=...,
-seed=..., **options)`` builds it.
+They are registered, with the agent and OPRO, in `virtualmle.methods` (``get_method``).
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 
 from virtualmle.errors import ConfigError
-from virtualmle.search.method import Method, Proposal, SearchContext, TrialRecord
+from virtualmle.search.method import Proposal, SearchContext, TrialRecord
 from virtualmle.search.space import SearchSpace
-
-MethodFactory = Callable[..., Method]
-_REGISTRY: dict[str, MethodFactory] = {}
-
-
-def register(name: str, factory: MethodFactory) -> None:
-    """Make ``--method NAME`` build ``factory(space=..., seed=..., **options)``."""
-    _REGISTRY[name] = factory
-
-
-def method_names() -> list[str]:
-    """Registered method names (the agent's appear once `virtualmle.agent` is imported)."""
-    _load_plugins()
-    return sorted(_REGISTRY)
-
-
-def get_method(name: str, *, space: SearchSpace, seed: int = 0, **options: Any) -> Method:
-    """Build the method registered as ``name``.
-
-    Raises:
-        ConfigError: no method of that name.
-    """
-    _load_plugins()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown method {name!r}: use one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](space=space, seed=seed, **options)
-
-
-def _load_plugins() -> None:
-    # The agent package registers `agent` and `opro` on import; it is optional here so the
-    # classic methods work in a checkout without it.
-    try:
-        import virtualmle.agent  # noqa: F401
-    except ImportError:
-        pass
-
 
 class _ClassicMethod:
     """Shared parts: classic methods store nothing extra per trial."""
@@ -133,9 +96,3 @@ class DefaultControl(_ClassicMethod):
         while s in used:
             s += 1
         return Proposal(params={**self.space.defaults(), "seed": s})
-
-
-register("grid", GridSearch)
-register("random", RandomSearch)
-register("tpe", TPESearch)
-register("default", DefaultControl)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,25 +21,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from virtualmle.errors import StorageError
+from virtualmle.files import write_atomic
+from virtualmle.records import NOTE_ATTRS
 
-# User attrs shown in the table's notes column, in this order, when a method stored them.
-NOTE_ATTRS = ("hypothesis", "verdict", "reflection", "change", "rule", "rerun_of")
 _HIDDEN_ATTRS = {"owner", "log", "valid", "test", "epochs", "seconds", "outcome", "num_params",
                  "best_epoch", "stopped", "error", "traceback", "extra_params", "free", "method"}
 _OUTCOME_COLORS = {"complete": "#1f77b4", "pruned": "#9467bd", "failed": "#d62728",
                    "timeout": "#ff7f0e", "oom": "#8c564b", "diverged": "#e377c2",
                    "invalid": "#7f7f7f", "interrupted": "#bcbd22"}
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file and `os.replace` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from virtualmle.errors import ConfigError
+from virtualmle.records import value_key
 
 Value = Union[bool, int, float, str]
 
@@ -130,12 +131,12 @@ class CategoricalParam(_Param):
 
     @model_validator(mode="after")
     def _check(self) -> CategoricalParam:
-        if len(set(map(_key, self.choices))) != len(self.choices):
+        if len(set(map(value_key, self.choices))) != len(self.choices):
             raise ValueError("choices must be distinct")
         return self
 
     def contains(self, value: Any) -> bool:
-        return any(_key(value) == _key(c) for c in self.choices)
+        return any(value_key(value) == value_key(c) for c in self.choices)
 
     def distribution(self) -> Any:
         import optuna
@@ -178,9 +179,6 @@ class _SpaceFile(BaseModel):
     params: dict[str, ParamSpec] = Field(min_length=1)
 
 
-def _key(value: Any) -> tuple[str, Any]:
-    # True == 1 in Python; keep bools and numbers apart when comparing choices.
-    return (type(value).__name__ if isinstance(value, bool) else "num" if isinstance(value, (int, float)) else "str", value)
 
 
 @dataclass(frozen=True)
@@ -252,13 +250,9 @@ class SearchSpace:
 
     def grid_key(self, params: dict[str, Any]) -> tuple:
         """Identity of a configuration on the grid axes (floats rounded against noise)."""
-        return tuple(_norm(params.get(n)) for n in self.grid_names)
+        return tuple(value_key(params.get(n)) for n in self.grid_names)
 
 
-def _norm(value: Any) -> Any:
-    if isinstance(value, float):
-        return float(f"{value:.10g}")
-    return value
 
 
 # Shipped presets: `--space NAME` loads spaces/<model>_NAME.yaml (docs/search.md).
@@ -334,7 +328,7 @@ def parse_space(raw: Any, source: str = "<space>") -> SearchSpace:
         for v in p.grid:
             if not p.contains(v):
                 raise fail(f"params.{name}: grid value {v!r} is outside the parameter's range")
-        if len(set(map(_key, p.grid))) != len(p.grid):
+        if len(set(map(value_key, p.grid))) != len(p.grid):
             raise fail(f"params.{name}: grid values must be distinct")
     for name in spec.grid:
         if name not in params:

@@ -1,0 +1,133 @@
+"""Remember: long-term insight operations after each trial, and the cognition summary at the end.
+
+After a trial (`remember`): code-derived operations from the keep / discard result (a failure is
+evidence against the move it made), the reflection's generalised rule, and the LLM's own insight
+operations once validated; the bank applies them under its lock. At the end of the study
+(`distil`): the whole study distilled into a cognition summary that later studies transfer from.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from virtualmle.agent import prompts
+from virtualmle.agent.diagnostics import DEFAULT_RELATIVE_NOISE, Diagnostics, Observation
+from virtualmle.agent.space_view import SpaceView
+from virtualmle.search.method import SearchContext
+
+logger = logging.getLogger(__name__)
+
+
+def remember(bank: Any, ctx: SearchContext, view: SpaceView, o: Observation, diag: Diagnostics,
+             before: list[Observation], reflection: dict[str, Any] | None) -> dict[str, Any]:
+    """Apply the trial's insight operations to the bank; returns what was applied and rejected."""
+    from virtualmle.memory import InsightOp, TrialRef, ops_from_trial
+
+    parent = next((p for p in before if p.number == o.base), None)
+    result: dict[str, Any] = {"applied": [], "rejected": []}
+    iset = bank.insights(ctx.dataset, ctx.model)
+    code_ops = []
+    if parent is not None and parent.ok:
+        code_ops = ops_from_trial(iset, study=ctx.study_name, trial=o.number, params=o.params,
+                                  baseline_params=parent.params,
+                                  value=o.value if o.ok else None, baseline_value=parent.value,
+                                  metric=ctx.metric, noise=diag.noise, profile=ctx.profile)
+        if not o.ok and o.changed and len(o.changed) <= 2:  # a failure is evidence against the move
+            code_ops += failure_ops(iset, ctx, o, parent)
+    if code_ops:
+        r = bank.apply_ops(ctx.dataset, ctx.model, code_ops, profile=ctx.profile, source="code")
+        result["applied"] += r.applied
+        result["rejected"] += [f"{op.op} {op.id or ''}: {why}" for op, why in r.rejected]
+    llm_ops = []
+    op = rule_op(ctx, view, o, diag, reflection)
+    if op is not None:
+        llm_ops.append(op)
+    for raw in (reflection or {}).get("llm_ops", []):
+        if raw.get("op") in ("ADD", "EDIT") and prompts.degenerate(raw.get("text") or ""):
+            result["rejected"].append(f"{raw.get('op')}: degenerate text")
+            continue
+        try:
+            llm_ops.append(InsightOp(op=raw["op"], id=raw.get("insight_id") or None, text=raw.get("text") or None,
+                                     evidence=[TrialRef(study=ctx.study_name, trial=o.number)]))
+        except ValidationError as exc:
+            result["rejected"].append(f"{raw.get('op')} {raw.get('insight_id', '')}: "
+                                      f"{exc.errors()[0].get('msg', 'invalid')}"[:200])
+    if llm_ops:
+        r = bank.apply_ops(ctx.dataset, ctx.model, llm_ops, profile=ctx.profile, source="llm")
+        result["applied"] += r.applied
+        result["rejected"] += [f"{op.op} {op.id or ''}: {why}"[:200] for op, why in r.rejected]
+    result["code_ops"] = len(code_ops)
+    result["llm_ops"] = len(llm_ops)
+    return result
+
+
+def rule_op(ctx: SearchContext, view: SpaceView, o: Observation, diag: Diagnostics,
+            reflection: dict[str, Any] | None) -> Any:
+    """The reflection's generalised rule as an ADD of a long-term insight.
+
+    Its text is the LLM's; it carries a machine-actionable rule only when the trial's own
+    evidence backs it (the rule moves a parameter the trial changed, in the direction that
+    helped, and the change was beyond noise). An unsupported LLM rule stays text, so it can
+    inform a later prompt but never steer candidate generation or transfer.
+    """
+    from virtualmle.memory import Action, InsightOp, Rule, TrialRef, regime_condition
+
+    text = (reflection or {}).get("rule") or ""
+    if prompts.degenerate(text):
+        return None
+    rule = None
+    ar = (reflection or {}).get("action_rule") or {}
+    action = ar.get("action") if isinstance(ar, dict) else None
+    if action and action.get("param") in diag.changed and diag.significance in ("better", "worse"):
+        old, new = diag.changed[action["param"]]
+        axis = view.axes.get(action["param"])
+        moved = "up" if axis is not None and axis.ordered and axis.position(new) > axis.position(old) else "down"
+        helped = diag.significance == "better"
+        if action.get("direction") == moved and helped:
+            rule = Rule(condition=regime_condition(ctx.profile), backbone=ctx.model,
+                        action=Action(param=action["param"], direction=moved))
+    try:
+        return InsightOp(op="ADD", text=f"reflection on trial {o.number}: {text}", rule=rule,
+                         evidence=[TrialRef(study=ctx.study_name, trial=o.number)])
+    except ValidationError:
+        return None
+
+
+def failure_ops(iset: Any, ctx: SearchContext, o: Observation, parent: Observation) -> list[Any]:
+    """A failed trial: an `avoid` insight for each move it made (or a vote for an existing one)."""
+    from virtualmle.memory import Action, InsightOp, Rule, TrialRef, regime_condition
+
+    ops = []
+    ref = TrialRef(study=ctx.study_name, trial=o.number)
+    for name in o.changed:
+        old, new = parent.params.get(name), o.params.get(name)
+        if old is None or new is None:
+            continue
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (old, new))
+        action = (Action(param=name, direction="up" if new > old else "down", avoid=True) if numeric
+                  else Action(param=name, value=new, avoid=True))
+        same = iset.find_action(action)
+        if same is not None:
+            ops.append(InsightOp(op="UPVOTE", id=same.id, evidence=[ref]))
+        else:
+            ops.append(InsightOp(op="ADD", text=f"{action.describe()} from {prompts.fmt(old)} to {prompts.fmt(new)}: "
+                                 f"the trial failed ({o.error}) on {ctx.dataset} ({ctx.model})",
+                                 rule=Rule(condition=regime_condition(ctx.profile), backbone=ctx.model,
+                                           action=action), evidence=[ref]))
+    return ops
+
+
+def distil(bank: Any, ctx: SearchContext, memory: Any) -> tuple[Path, int]:
+    """Distil the study (its `StudyMemory`) into a cognition summary in the bank; returns the
+    summary's path and its number of rules."""
+    from virtualmle.memory import distill
+
+    summary = distill(memory, ctx.profile, ctx.model, insights=bank.insights(ctx.dataset, ctx.model),
+                      dataset=ctx.dataset, noise=DEFAULT_RELATIVE_NOISE / 2)
+    path = bank.save_summary(summary)
+    logger.info("cognition summary of %s written to %s", ctx.study_name, path)
+    return path, len(summary.rules)
