@@ -160,9 +160,19 @@ class MemoryBank:
         with open(self.root / ".lock", "a+") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
+                self._clean_stale_temp()
                 yield
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _clean_stale_temp(self) -> None:
+        # Under the lock no other writer is between mkstemp and os.replace, so a temp file in
+        # insights/ or summaries/ was left by a process killed mid-write.
+        for sub in ("insights", "summaries"):
+            d = self.root / sub
+            for tmp in d.glob(".*.tmp") if d.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     # ---- long-term insights ------------------------------------------------------------------
     def insights(self, dataset: str, model: str) -> InsightSet:
