@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         from virtualmle.memory import MemoryBank
 
         bank = MemoryBank(config.memory_dir)  # an unusable bank fails before any work
+        bank.check_writable()
         names = [n.strip() for n in config.transfer.split(",") if n.strip()]
         if names and names[0].lower() not in ("auto", "none"):
             bank.get_summaries(names, args.model)  # an unknown --transfer name fails now, not after trial 1
@@ -153,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
         timeout_per_trial=args.timeout_per_trial, run_dir=Path(args.run_dir) if args.run_dir else None,
         device=args.device, workers=args.workers, progress=not args.quiet,
     )
-    run_dir = options.run_dir or Path("runs") / (study or "")
+    from virtualmle.search.loop import default_run_dir
+
+    run_dir = options.run_dir or (default_run_dir(study) if study else Path("runs"))
     llm = _LazyLLM(args, run_dir if study or args.run_dir else None)
     agent = VirtualMLEAgent(space=space, seed=args.seed, llm=llm, config=config)
     try:

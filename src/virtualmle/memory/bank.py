@@ -151,7 +151,22 @@ class MemoryBank:
             raise MemoryBankError(f"cannot create memory bank {self.root} ({exc.strerror})") from exc
         marker = self.root / "bank.json"
         if not marker.exists():
-            write_atomic(marker, _dump("bank", {"created": now()}))
+            try:
+                write_atomic(marker, _dump("bank", {"created": now()}))
+            except OSError as exc:
+                raise MemoryBankError(f"memory bank {self.root} is not writable ({exc.strerror})") from None
+
+    def check_writable(self) -> None:
+        """Create the bank and prove it writable now (before a study's first trial)."""
+        self._ensure()
+        try:
+            for sub in ("insights", "summaries"):
+                (self.root / sub).mkdir(exist_ok=True)
+                fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=self.root / sub)
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as exc:
+            raise MemoryBankError(f"memory bank {self.root} is not writable ({exc.strerror or exc})") from None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

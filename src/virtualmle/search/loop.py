@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field, replace
@@ -571,6 +574,29 @@ def _slim_epoch(log: dict[str, Any]) -> dict[str, Any]:
     return {k: log[k] for k in ("epoch", "train_loss", "valid", "seconds") if k in log}
 
 
+def default_run_dir(study_name: str) -> Path:
+    """``runs/<slug>``: the study name made a safe single file-name component.
+
+    A study name is free text (``../../x`` or ``/abs/path`` are valid Optuna names), so it never
+    becomes a path as is; a name with no letter or digit is refused.
+    """
+    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "_", study_name).strip("._-")[:100]
+    if not slug:
+        raise ConfigError(f"--study {study_name!r} gives no usable directory name: use letters or digits")
+    return Path("runs") / slug
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """Create ``path`` and prove it writable now, before any trial: one line if not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: not writable ({exc.strerror or exc})") from None
+
+
 def run_search(
     method: Method,
     options: SearchOptions,
@@ -607,8 +633,8 @@ def run_search(
     data = load_dataset(options.data, data_dir=data_dir, slice_users=options.slice_users)
     dataset = data.name
     study_name = options.study_name or default_study_name(dataset, options.model, method.name, options.seed)
-    run_dir = (Path(options.run_dir) if options.run_dir else Path("runs") / study_name).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = (Path(options.run_dir) if options.run_dir else default_run_dir(study_name)).resolve()
+    check_writable_dir(run_dir, "--run-dir")
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
         if options.prune else optuna.pruners.NopPruner()
