@@ -72,7 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         body = json.loads(raw or b"{}")
         auth = self.headers.get("Authorization", "")
-        server.requests.append({"headers": dict(self.headers), "body": body})
+        server.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
         b = server.behaviour
         fmt = (body.get("response_format") or {}).get("json_schema") or {}
         name = fmt.get("name", "")

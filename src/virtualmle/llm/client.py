@@ -225,7 +225,7 @@ class LLMClient:
                 with self._lock:
                     self._usage.cache_hits += 1
                     self._usage.requests += 1
-                return hit.text
+                return self._redact.text(hit.text)  # a cache written before redaction existed
 
         self._budget_check(after=False)
         started = time.perf_counter()
@@ -253,6 +253,9 @@ class LLMClient:
             self._write(entry)
             raise
         latency = time.perf_counter() - started
+        # A reply may quote a secret (an endpoint or proxy echoing the Authorization header):
+        # masked here, before anything stores, shows, caches or sends it on.
+        completion = dataclasses.replace(completion, text=self._redact.text(completion.text))
         cost = self._cost.per_call(completion.prompt_tokens, completion.completion_tokens)
         entry.update(
             messages=completion.sent or messages,
