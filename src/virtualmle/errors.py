@@ -35,6 +35,10 @@ class LLMUnavailableError(LLMError):
     """The backend cannot be reached or died (after retries on transient errors)."""
 
 
+class LLMAuthError(LLMError):
+    """The endpoint refused the API key (HTTP 401 / 403): never retried, no resume can fix it."""
+
+
 class LLMBudgetExceeded(LLMError):
     """The study's `--max-llm-tokens` budget is spent."""
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from virtualmle.errors import LLMError, LLMUnavailableError
+from virtualmle.errors import LLMAuthError, LLMError, LLMUnavailableError
 from virtualmle.llm.redact import Redactor
 from virtualmle.llm.spec import LLMSpec
 
@@ -375,9 +375,13 @@ class OpenAIBackend:
         )
 
     def _fatal(self, status: int, message: str) -> LLMError:
+        if status in (401, 403):
+            # A bad key is not transient: no retry, and running the command again cannot help.
+            what = "refused the API key" if status == 401 else "denied this API key access to the model"
+            return LLMAuthError(self._redact.text(
+                f"LLM endpoint {self.url} answered HTTP {status} ({what}): check OPENAI_API_KEY; "
+                f"retrying cannot fix a refused key: {message}"))
         hints = {
-            401: "authentication failed: check OPENAI_API_KEY",
-            403: "permission denied for this key or model",
             404: f"not found: check that the URL ends in /v1 and that model {self.model!r} is served",
         }
         text = f"LLM endpoint {self.url} answered HTTP {status}"
