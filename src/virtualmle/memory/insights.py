@@ -129,6 +129,25 @@ class InsightOps(BaseModel):
     ops: list[InsightOp] = Field(default_factory=list, max_length=8)
 
 
+# An insight with this many votes or supporting trials, or one a person wrote, is protected:
+# an EDIT or REMOVE from the LLM or code becomes a proposal for a person instead.
+PROTECT_EVIDENCE = 3
+
+
+class ChangeProposal(BaseModel):
+    """An EDIT / REMOVE of a protected insight, kept for a person to apply (``memory show``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    op: Literal["EDIT", "REMOVE"]
+    id: str
+    text: str | None = None
+    rule: Rule | None = None
+    evidence: list[TrialRef] = Field(default_factory=list)
+    source: str = "llm"
+    reason: str = ""
+    created: str = Field(default_factory=now)
+
+
 class ApplyResult(BaseModel):
     """Outcome of `InsightSet.apply`: ids touched, and rejected operations with the reason."""
 
@@ -136,6 +155,7 @@ class ApplyResult(BaseModel):
     rejected: list[tuple[InsightOp, str]] = Field(default_factory=list)
     pruned: list[str] = Field(default_factory=list)
     replayed: bool = False  # the same trial's operations were applied before: nothing changed
+    proposed: list[str] = Field(default_factory=list)  # protected ids: recorded as proposals
 
 
 class InsightSet(BaseModel):
@@ -148,6 +168,7 @@ class InsightSet(BaseModel):
     next_id: int = 1
     insights: list[Insight] = Field(default_factory=list)
     applied: list[str] = Field(default_factory=list)  # "study#trial:source" already applied
+    proposals: list[ChangeProposal] = Field(default_factory=list)  # for a person to decide
 
     def get(self, insight_id: str) -> Insight | None:
         return next((i for i in self.insights if i.id == insight_id), None)
@@ -214,6 +235,16 @@ class InsightSet(BaseModel):
         if ins is None:
             known = ", ".join(i.id for i in self.insights[:12]) or "none"
             return f"no insight with id {op.id!r} in {self.dataset} x {self.model} (known: {known})"
+        if op.op in ("EDIT", "REMOVE") and source != "human" and protected(ins):
+            # One reply cannot destroy what a person wrote or many trials support.
+            prop = ChangeProposal(op=op.op, id=ins.id, text=op.text, rule=op.rule, evidence=list(op.evidence),
+                                  source=source, created=stamp,
+                                  reason=f"{ins.id} is {'written by a person' if ins.source == 'human' else 'well supported'}"
+                                         f" (votes {ins.votes}, {len(ins.supporting)} supporting trials)")
+            if not any(p.op == prop.op and p.id == prop.id and p.text == prop.text for p in self.proposals):
+                self.proposals.append(prop)
+            result.proposed.append(ins.id)
+            return None
         if op.op == "UPVOTE":
             if not _counted(ins.supporting, op.evidence):
                 ins.votes += 1
@@ -257,6 +288,11 @@ class InsightSet(BaseModel):
                  + (f", rule: {i.rule.describe()}" if i.rule else "") + f"): {i.text}" for i in items]
         return render_for_prompt(lines, title="insights",
                                  attrs={"dataset": self.dataset, "model": self.model})
+
+
+def protected(ins: Insight) -> bool:
+    """Whether an insight is a person's or well supported (changes to it need a person)."""
+    return ins.source == "human" or ins.votes >= PROTECT_EVIDENCE or len(ins.supporting) >= PROTECT_EVIDENCE
 
 
 def replay_key(ops: list[InsightOp], source: str) -> str | None:
