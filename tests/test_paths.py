@@ -83,3 +83,53 @@ def test_unwritable_memory_dir_is_one_line_exit_2_before_any_trial(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("virtualmle: error:") and str(bad) in lines[0], lines
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
     assert [s.study_name for s in storage.get_all_studies()] == []  # no study, no trial
+
+
+def test_memory_write_failure_mid_study_stops_with_one_line_and_keeps_the_trial(tmp_path):
+    import shutil
+    import time
+
+    from fake_openai import fake_openai
+    from optuna.trial import TrialState
+
+    (tmp_path / "agent.yaml").write_text(
+        "model: sasrec\nfixed: {max_len: 20, batch_size: 256, patience: 1, heads: 1}\nparams:\n"
+        "  hidden: {type: categorical, choices: [16, 24, 32], default: 16, grid: [16, 24, 32]}\n"
+        "  dropout: {type: float, low: 0.0, high: 0.5, default: 0.2, grid: [0.1, 0.2, 0.3]}\n")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with fake_openai() as server:
+        server.behaviour.delay = {"Reflection": 3.0}  # time to break the bank inside trial 1's observe step
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "virtualmle", "tune", "--data", "beauty", "--trials", "3",
+             "--space", str(tmp_path / "agent.yaml"), "--storage", url, "--study", "midway",
+             "--memory", str(tmp_path / "memory"), "--run-dir", str(tmp_path / "run"),
+             "--slice-users", str(TINY_SLICE_USERS), "--max-epochs", "1", "--device", "cpu", "--quiet",
+             "--transfer", "none", "--llm", server.spec(retries=0)],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            deadline, broken = time.monotonic() + 200, False
+            while time.monotonic() < deadline and not broken:
+                time.sleep(0.1)
+                try:
+                    trials = optuna.load_study(study_name="midway", storage=url).get_trials(deepcopy=False)
+                except Exception:
+                    continue
+                if any(t.number == 1 and "valid" in t.user_attrs for t in trials):
+                    shutil.rmtree(tmp_path / "memory" / "insights")
+                    (tmp_path / "memory" / "insights").write_text("not a directory")
+                    broken = True
+            assert broken, "trial 1 never reached its observe step"
+            out, err = proc.communicate(timeout=200)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 2, err[-2000:]
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("virtualmle: error: memory bank: cannot record trial 1"), lines
+    assert "Traceback" not in err
+    trials = sorted(optuna.load_study(study_name="midway", storage=url).get_trials(), key=lambda t: t.number)
+    assert [(t.number, t.state) for t in trials] == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
+    attrs = trials[1].user_attrs
+    assert {"diagnostics", "verdict", "reflection", "memory_error"} <= set(attrs)  # observations kept

@@ -43,6 +43,15 @@ class LLMBudgetExceeded(LLMError):
     """The study's `--max-llm-tokens` budget is spent."""
 
 
+class ObserveIncomplete(VirtualMLEError):
+    """A method could not finish observing a trial (e.g. its memory cannot be written): the loop
+    stores ``attrs`` (what it did observe) on the trial, tells it, and stops the study."""
+
+    def __init__(self, message: str, attrs: dict | None = None) -> None:
+        super().__init__(message)
+        self.attrs = dict(attrs or {})
+
+
 class TrialError(VirtualMLEError):
     """Raised inside a trial; the executor classifies and records it, the search goes on."""
 

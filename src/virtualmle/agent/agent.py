@@ -651,6 +651,9 @@ class VirtualMLEAgent:
         self._observed[record.number] = attrs
         self.timings.append({"trial": record.number, "observe": time.perf_counter() - t0,
                              "train": float(record.seconds or 0.0)})
+        if "memory_error" in attrs:  # issue 15: a memory that cannot be written stops the study
+            from virtualmle.errors import ObserveIncomplete
+            raise ObserveIncomplete(f"memory bank: cannot record trial {record.number}: {attrs['memory_error']}", attrs)
         verdict = diag.code_verdict + (f" (llm: {reflection['verdict']})" if reflection else "")
         self._print(f"  verdict: {verdict} | {diag.summary()[:160]}")
         done = ctx.trials_used + (0 if any(r.number == record.number for r in ctx.history) else 1)

@@ -32,7 +32,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from virtualmle.errors import ConfigError, StorageError, VirtualMLEError
+from virtualmle.errors import ConfigError, ObserveIncomplete, StorageError, VirtualMLEError
 from virtualmle.search.executor import LocalExecutor, TrialExecutor, TrialOutcome, TrialSpec
 from virtualmle.search.method import Method, Outcome, Proposal, SearchContext, TrialRecord, sampler_for
 from virtualmle.search.space import SearchSpace, load_space
@@ -463,6 +463,11 @@ class _Search:
     def _observe(self, trial: optuna.Trial, record: TrialRecord) -> dict[str, Any]:
         try:
             extra = self.method.observe(self.ctx, record) or {}
+        except ObserveIncomplete as exc:
+            for key, value in exc.attrs.items():  # keep what was observed, then stop the study
+                if key not in RESERVED_ATTRS:
+                    trial.set_user_attr(key, value)
+            raise
         except VirtualMLEError as exc:
             logger.warning("method %s could not observe trial %d: %s", self.method.name, record.number, exc)
             extra = {"observe_error": str(exc)}
