@@ -46,3 +46,31 @@ def test_refused_key_is_named_and_not_retried(tmp_path):
     assert sent == 1  # neither the HTTP layer nor the agent asked again
     trials = optuna.load_study(study_name="auth", storage=f"sqlite:///{tmp_path / 's.db'}").get_trials()
     assert all(t.state.is_finished() for t in trials)  # what ran is recorded, nothing left RUNNING
+
+
+def test_hanging_endpoint_stops_at_the_step_deadline_with_retry_lines(caplog):
+    import logging
+    import time
+
+    import pytest
+    from pydantic import BaseModel
+
+    from virtualmle.errors import LLMUnavailableError
+    from virtualmle.llm import make_llm
+
+    class Reply(BaseModel):
+        answer: str
+
+    with fake_openai() as server:
+        server.behaviour.hang_s = 30
+        client = make_llm(server.spec(retries=5), timeout_s=1.0)  # default deadline: 2 x timeout
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING), pytest.raises(LLMUnavailableError, match="step deadline") as info:
+            client.structured([{"role": "user", "content": "hi"}], Reply)
+        took = time.monotonic() - started
+        sent = len(server.requests)
+    assert took < 4.5  # 6 attempts x 1 s timeout + 15.5 s of backoff would be ~ 21 s
+    assert 2 <= sent <= 3
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert retries and "timed out" in retries[0]  # the console says it is retrying
+    assert server.base in str(info.value)
