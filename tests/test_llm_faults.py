@@ -22,13 +22,13 @@ params:
 """
 
 
-def _tune(tmp: Path, llm: str, study: str, trials: int = 3) -> subprocess.CompletedProcess:
+def _tune(tmp: Path, llm: str, study: str, trials: int = 3, *extra: str) -> subprocess.CompletedProcess:
     (tmp / "agent.yaml").write_text(SPACE)
     argv = [sys.executable, "-m", "virtualmle", "tune", "--data", "beauty", "--trials", str(trials),
             "--space", str(tmp / "agent.yaml"), "--storage", f"sqlite:///{tmp / 's.db'}", "--study", study,
             "--memory", str(tmp / "memory"), "--run-dir", str(tmp / "run"), "--slice-users",
             str(TINY_SLICE_USERS), "--max-epochs", "1", "--device", "cpu", "--quiet", "--transfer", "none",
-            "--llm", llm]
+            "--llm", llm, *extra]
     return subprocess.run(argv, cwd=tmp, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "OPENAI_API_KEY": "sk-BADKEY-000000"})
 
@@ -74,3 +74,16 @@ def test_hanging_endpoint_stops_at_the_step_deadline_with_retry_lines(caplog):
     retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
     assert retries and "timed out" in retries[0]  # the console says it is retrying
     assert server.base in str(info.value)
+
+
+def test_garbage_replies_fallback_is_said_once_with_a_count(tmp_path):
+    with fake_openai() as server:
+        server.behaviour.garbage = True
+        # llm mode: every step asks the LLM for the change (hybrid asks only on near ties)
+        res = _tune(tmp_path, server.spec(retries=0), "garbage", 3, "--mode", "llm")
+    assert res.returncode == 0, res.stderr[-2000:]
+    said = [line for line in res.stderr.splitlines() if "replies were unusable" in line]
+    trials = optuna.load_study(study_name="garbage", storage=f"sqlite:///{tmp_path / 's.db'}").get_trials()
+    fallbacks = [t for t in trials if str((t.user_attrs.get("agent") or {}).get("fallback") or "").startswith("llm")]
+    assert len(fallbacks) >= 2  # the LLM failed on more than one step ...
+    assert len(said) == 1 and "fallbacks in this study: 1" in said[0]  # ... and the console says so once

@@ -188,6 +188,8 @@ class VirtualMLEAgent:
         self._console: Any = None
         self.timings: list[dict[str, float]] = []
         self._eval_users: int | None = None
+        from virtualmle.agent.fallback_notice import FallbackNotice
+        self._fallbacks = FallbackNotice()
 
     # ---- resources -------------------------------------------------------------------------
     def llm(self, ctx: SearchContext) -> Any:
@@ -378,6 +380,7 @@ class VirtualMLEAgent:
                     score=None if chosen.score is None else round(chosen.score, 4),
                     seconds={"plan": round(t_plan, 4), "llm": round(llm_s, 4),
                              "total": round(time.perf_counter() - t0, 4)})
+        self._fallbacks.note(step, ctx.history, ctx.study_name)  # issue 15: said once per study
         self._print(f"  hypothesis: {chosen.describe()} | {hyp['text'][:140]}")
         attrs = {
             A_HYPOTHESIS: hyp,
