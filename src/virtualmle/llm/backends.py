@@ -268,7 +268,7 @@ class OpenAIBackend:
         self.timeout_s = timeout_s
         # One request and its retries end by this deadline: a hanging endpoint costs at most
         # this long per step, not timeout x attempts.
-        self.step_deadline_s = step_deadline_s if step_deadline_s is not None else 2 * timeout_s
+        self.step_deadline_s = step_deadline_s if step_deadline_s is not None else 2 * timeout_s + BACKOFF_MAX_S
         self._remaining = timeout_s
         self._configured = spec.dialect
         self._dialect: str | None = None if spec.dialect == "auto" else spec.dialect

@@ -382,7 +382,7 @@ def make_llm(
 
     `run_dir` receives `llm_log.jsonl` and, unless `cache_dir` is given, `llm_cache.sqlite`;
     without either there is no log and no cache. `timeout_s` applies to HTTP requests, and one
-    request with its retries ends within `step_deadline_s` (default twice `timeout_s`);
+    request with its retries ends within `step_deadline_s` (default twice `timeout_s` + 8 s);
     `n_ctx`/`n_threads` to local GGUF models (None threads = llama.cpp's default). Nothing is
     loaded or contacted here: the model loads, or the endpoint is first reached, on the first call.
     """
