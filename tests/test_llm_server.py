@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from virtualmle.errors import LLMError, LLMUnavailableError
+from virtualmle.errors import LLMAuthError, LLMError, LLMUnavailableError
 from virtualmle.llm import log_summary, make_llm, read_log
 
 from llama_server import free_port as _free_port, llama_server
@@ -202,7 +202,7 @@ def test_429_and_503_are_retried_with_backoff(
     ("status", "error", "match"),
     [
         (400, LLMError, "HTTP 400: .*context length exceeded"),
-        (401, LLMUnavailableError, r"HTTP 401 \(authentication failed: check OPENAI_API_KEY\)"),
+        (401, LLMAuthError, r"HTTP 401 \(refused the API key\): check OPENAI_API_KEY"),
     ],
 )
 def test_client_errors_surface_at_once_without_the_key(

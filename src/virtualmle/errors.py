@@ -35,8 +35,21 @@ class LLMUnavailableError(LLMError):
     """The backend cannot be reached or died (after retries on transient errors)."""
 
 
+class LLMAuthError(LLMError):
+    """The endpoint refused the API key (HTTP 401 / 403): never retried, no resume can fix it."""
+
+
 class LLMBudgetExceeded(LLMError):
     """The study's `--max-llm-tokens` budget is spent."""
+
+
+class ObserveIncomplete(VirtualMLEError):
+    """A method could not finish observing a trial (e.g. its memory cannot be written): the loop
+    stores ``attrs`` (what it did observe) on the trial, tells it, and stops the study."""
+
+    def __init__(self, message: str, attrs: dict | None = None) -> None:
+        super().__init__(message)
+        self.attrs = dict(attrs or {})
 
 
 class TrialError(VirtualMLEError):

@@ -51,6 +51,7 @@ from virtualmle.agent.candidates import (
     tpe_candidates,
 )
 from virtualmle.agent.diagnostics import Observation, best_of, diagnose
+from virtualmle.agent.fallback_notice import FallbackNotice
 from virtualmle.agent.llm_call import LLMCaller
 from virtualmle.agent.plan import (
     Transfer,
@@ -67,7 +68,7 @@ from virtualmle.agent.reflect import reflect
 from virtualmle.agent.remember import distil, remember
 from virtualmle.agent.space_view import SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
-from virtualmle.errors import ConfigError, VirtualMLEError
+from virtualmle.errors import ConfigError, ObserveIncomplete, VirtualMLEError
 from virtualmle.records import (
     A_AGENT,
     A_CHANGED,
@@ -183,6 +184,7 @@ class VirtualMLEAgent:
         self._finished = False
         self._console: Any = None
         self.timings: list[dict[str, float]] = []
+        self._fallbacks = FallbackNotice()  # issue 15: each fallback said once per study
 
     # ---- resources -------------------------------------------------------------------------
     def bank(self) -> Any:
@@ -278,6 +280,7 @@ class VirtualMLEAgent:
                     score=None if chosen.score is None else round(chosen.score, 4),
                     seconds={"plan": round(t_plan, 4), "llm": round(choice.llm_seconds, 4),
                              "total": round(time.perf_counter() - t0, 4)})
+        self._fallbacks.note(step, ctx.history, ctx.study_name)  # issue 15: said once per study
         self._print(f"  hypothesis: {chosen.describe()} | {hyp['text'][:140]}")
         attrs = {
             A_HYPOTHESIS: hyp,
@@ -343,6 +346,8 @@ class VirtualMLEAgent:
         self._observed[record.number] = attrs
         self.timings.append({"trial": record.number, "observe": time.perf_counter() - t0,
                              "train": float(record.seconds or 0.0)})
+        if "memory_error" in attrs:  # issue 15: a memory that cannot be written stops the study
+            raise ObserveIncomplete(f"memory bank: cannot record trial {record.number}: {attrs['memory_error']}", attrs)
         verdict = diag.code_verdict + (f" (llm: {reflection['verdict']})" if reflection else "")
         self._print(f"  verdict: {verdict} | {diag.summary()[:160]}")
         return attrs

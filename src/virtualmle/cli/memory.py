@@ -111,6 +111,14 @@ def run_show(args: argparse.Namespace) -> int:
                                   f"+{len(ins.supporting)} / -{len(ins.contradicting)}",
                                   ins.rule.describe() if ins.rule else "-", ins.text)))
         console.print(t)
+        if iset.proposals:
+            t = Table(title=Text(f"proposed changes for a person: {iset.dataset} x {iset.model} "
+                                 "(not applied; edit the bank with memory export / import)"))
+            for col in ("op", "id", "by", "why held", "new text"):
+                t.add_column(col, overflow="fold")
+            for prop in iset.proposals:
+                t.add_row(*map(Text, (prop.op, prop.id, prop.source, prop.reason, prop.text or "-")))
+            console.print(t)
         shown += 1
     for s in bank.summaries(args.model):
         if want and slugify(s.dataset) != want:

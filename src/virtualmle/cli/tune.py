@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         from virtualmle.memory import MemoryBank
 
         bank = MemoryBank(config.memory_dir)  # an unusable bank fails before any work
+        bank.check_writable()
         names = [n.strip() for n in config.transfer.split(",") if n.strip()]
         if names and names[0].lower() not in ("auto", "none"):
             bank.get_summaries(names, args.model)  # an unknown --transfer name fails now, not after trial 1

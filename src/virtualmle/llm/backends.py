@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from virtualmle.errors import LLMError, LLMUnavailableError
+from virtualmle.errors import LLMAuthError, LLMError, LLMUnavailableError
 from virtualmle.llm.redact import Redactor
 from virtualmle.llm.spec import LLMSpec
 
@@ -252,7 +252,8 @@ class OpenAIBackend:
     """
 
     def __init__(
-        self, spec: LLMSpec, *, api_key: str, timeout_s: float, redactor: Redactor
+        self, spec: LLMSpec, *, api_key: str, timeout_s: float, redactor: Redactor,
+        step_deadline_s: float | None = None,
     ) -> None:
         from openai import OpenAI
 
@@ -265,6 +266,10 @@ class OpenAIBackend:
         self.label = f"{self.url}#{spec.model}"
         self.retries = spec.retries
         self.timeout_s = timeout_s
+        # One request and its retries end by this deadline: a hanging endpoint costs at most
+        # this long per step, not timeout x attempts.
+        self.step_deadline_s = step_deadline_s if step_deadline_s is not None else 2 * timeout_s + BACKOFF_MAX_S
+        self._remaining = timeout_s
         self._configured = spec.dialect
         self._dialect: str | None = None if spec.dialect == "auto" else spec.dialect
         self._redact = redactor
@@ -310,7 +315,7 @@ class OpenAIBackend:
         else:
             sent = with_schema_in_prompt(messages, schema)
             kwargs["messages"] = sent
-        reply = self._client.chat.completions.create(**kwargs)
+        reply = self._client.chat.completions.create(**kwargs, timeout=self._remaining)
         if not reply.choices:
             raise LLMError(f"{self.label} returned no choices")
         usage = reply.usage
@@ -328,12 +333,14 @@ class OpenAIBackend:
 
         attempts = self.retries + 1
         problem = ""
+        deadline = time.monotonic() + self.step_deadline_s
         for attempt in range(attempts):
             delay = min(BACKOFF_BASE_S * 2**attempt, BACKOFF_MAX_S)
+            self._remaining = max(0.1, min(self.timeout_s, deadline - time.monotonic()))
             try:
                 return send()
             except openai.APITimeoutError:
-                problem = f"timed out after {self.timeout_s:g} s"
+                problem = f"timed out after {self._remaining:g} s"
             except openai.APIConnectionError as exc:
                 cause = exc.__cause__ or exc.__context__
                 problem = f"unreachable ({_one_line(cause or exc, 120)})"
@@ -358,9 +365,13 @@ class OpenAIBackend:
                 raise LLMError(
                     f"LLM endpoint {self.url} gave an unusable reply ({type(exc).__name__}): {message}"
                 ) from None
+            if attempt + 1 < attempts and time.monotonic() + delay >= deadline:
+                problem += f"; gave up at the {self.step_deadline_s:g} s step deadline"
+                attempts = attempt + 1
+                break
             if attempt + 1 < attempts:
                 logger.warning(
-                    "%s %s; retry %d/%d in %.1f s",
+                    "LLM endpoint %s %s; retry %d/%d in %.1f s",
                     self.url,
                     problem,
                     attempt + 1,
@@ -375,9 +386,13 @@ class OpenAIBackend:
         )
 
     def _fatal(self, status: int, message: str) -> LLMError:
+        if status in (401, 403):
+            # A bad key is not transient: no retry, and running the command again cannot help.
+            what = "refused the API key" if status == 401 else "denied this API key access to the model"
+            return LLMAuthError(self._redact.text(
+                f"LLM endpoint {self.url} answered HTTP {status} ({what}): check OPENAI_API_KEY; "
+                f"retrying cannot fix a refused key: {message}"))
         hints = {
-            401: "authentication failed: check OPENAI_API_KEY",
-            403: "permission denied for this key or model",
             404: f"not found: check that the URL ends in /v1 and that model {self.model!r} is served",
         }
         text = f"LLM endpoint {self.url} answered HTTP {status}"

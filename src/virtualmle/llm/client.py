@@ -225,7 +225,7 @@ class LLMClient:
                 with self._lock:
                     self._usage.cache_hits += 1
                     self._usage.requests += 1
-                return hit.text
+                return self._redact.text(hit.text)  # a cache written before redaction existed
 
         self._budget_check(after=False)
         started = time.perf_counter()
@@ -253,6 +253,9 @@ class LLMClient:
             self._write(entry)
             raise
         latency = time.perf_counter() - started
+        # A reply may quote a secret (an endpoint or proxy echoing the Authorization header):
+        # masked here, before anything stores, shows, caches or sends it on.
+        completion = dataclasses.replace(completion, text=self._redact.text(completion.text))
         cost = self._cost.per_call(completion.prompt_tokens, completion.completion_tokens)
         entry.update(
             messages=completion.sent or messages,
@@ -370,6 +373,7 @@ def make_llm(
     max_tokens_budget: int | None = None,
     cache_dir: Path | None = None,
     timeout_s: float = 60,
+    step_deadline_s: float | None = None,
     n_ctx: int = 4096,
     n_threads: int | None = None,
     max_reasks: int = DEFAULT_MAX_REASKS,
@@ -377,7 +381,8 @@ def make_llm(
     """Build the client for an `--llm` spec (None means the embedded SmolLM2).
 
     `run_dir` receives `llm_log.jsonl` and, unless `cache_dir` is given, `llm_cache.sqlite`;
-    without either there is no log and no cache. `timeout_s` applies to HTTP requests;
+    without either there is no log and no cache. `timeout_s` applies to HTTP requests, and one
+    request with its retries ends within `step_deadline_s` (default twice `timeout_s` + 8 s);
     `n_ctx`/`n_threads` to local GGUF models (None threads = llama.cpp's default). Nothing is
     loaded or contacted here: the model loads, or the endpoint is first reached, on the first call.
     """
@@ -407,7 +412,8 @@ def make_llm(
                 )
             # Self-hosted servers ignore the key, but the SDK insists on a non-empty one.
             api_key = "no-key-required"
-        backend = OpenAIBackend(parsed, api_key=api_key, timeout_s=timeout_s, redactor=redactor)
+        backend = OpenAIBackend(parsed, api_key=api_key, timeout_s=timeout_s, redactor=redactor,
+                                step_deadline_s=step_deadline_s)
 
     log = CallLog(Path(run_dir) / LOG_NAME, redactor) if run_dir is not None else None
     cache_file = (

@@ -19,6 +19,7 @@ import fcntl
 import json
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,22 @@ class MemoryBank:
             raise MemoryBankError(f"cannot create memory bank {self.root} ({exc.strerror})") from exc
         marker = self.root / "bank.json"
         if not marker.exists():
-            write_atomic(marker, _dump("bank", {"created": now()}))
+            try:
+                write_atomic(marker, _dump("bank", {"created": now()}))
+            except OSError as exc:
+                raise MemoryBankError(f"memory bank {self.root} is not writable ({exc.strerror})") from None
+
+    def check_writable(self) -> None:
+        """Create the bank and prove it writable now (before a study's first trial)."""
+        self._ensure()
+        try:
+            for sub in ("insights", "summaries"):
+                (self.root / sub).mkdir(exist_ok=True)
+                fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=self.root / sub)
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as exc:
+            raise MemoryBankError(f"memory bank {self.root} is not writable ({exc.strerror or exc})") from None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -144,9 +160,19 @@ class MemoryBank:
         with open(self.root / ".lock", "a+") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
+                self._clean_stale_temp()
                 yield
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _clean_stale_temp(self) -> None:
+        # Under the lock no other writer is between mkstemp and os.replace, so a temp file in
+        # insights/ or summaries/ was left by a process killed mid-write.
+        for sub in ("insights", "summaries"):
+            d = self.root / sub
+            for tmp in d.glob(".*.tmp") if d.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     # ---- long-term insights ------------------------------------------------------------------
     def insights(self, dataset: str, model: str) -> InsightSet:

@@ -21,6 +21,9 @@ from virtualmle.memory.text import render_for_prompt, sanitize_text
 
 PRUNE_THRESHOLD = 0  # insights with votes <= this are removed
 MAX_INSIGHTS = 200
+# Trial identities whose operations were applied, kept so a replayed observe step (a study
+# resumed after a kill) changes nothing; the oldest are forgotten past this many.
+MAX_APPLIED = 5000
 
 
 def now() -> str:
@@ -126,12 +129,33 @@ class InsightOps(BaseModel):
     ops: list[InsightOp] = Field(default_factory=list, max_length=8)
 
 
+# An insight with this many votes or supporting trials, or one a person wrote, is protected:
+# an EDIT or REMOVE from the LLM or code becomes a proposal for a person instead.
+PROTECT_EVIDENCE = 3
+
+
+class ChangeProposal(BaseModel):
+    """An EDIT / REMOVE of a protected insight, kept for a person to apply (``memory show``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    op: Literal["EDIT", "REMOVE"]
+    id: str
+    text: str | None = None
+    rule: Rule | None = None
+    evidence: list[TrialRef] = Field(default_factory=list)
+    source: str = "llm"
+    reason: str = ""
+    created: str = Field(default_factory=now)
+
+
 class ApplyResult(BaseModel):
     """Outcome of `InsightSet.apply`: ids touched, and rejected operations with the reason."""
 
     applied: list[str] = Field(default_factory=list)
     rejected: list[tuple[InsightOp, str]] = Field(default_factory=list)
     pruned: list[str] = Field(default_factory=list)
+    replayed: bool = False  # the same trial's operations were applied before: nothing changed
+    proposed: list[str] = Field(default_factory=list)  # protected ids: recorded as proposals
 
 
 class InsightSet(BaseModel):
@@ -143,6 +167,8 @@ class InsightSet(BaseModel):
     profile: dict[str, Any] = Field(default_factory=dict)
     next_id: int = 1
     insights: list[Insight] = Field(default_factory=list)
+    applied: list[str] = Field(default_factory=list)  # "study#trial:source" already applied
+    proposals: list[ChangeProposal] = Field(default_factory=list)  # for a person to decide
 
     def get(self, insight_id: str) -> Insight | None:
         return next((i for i in self.insights if i.id == insight_id), None)
@@ -159,6 +185,9 @@ class InsightSet(BaseModel):
         With `strict=True` nothing is applied when any operation is invalid (checked first).
         """
         ops = ops.ops if isinstance(ops, InsightOps) else list(ops)
+        key = replay_key(ops, source)
+        if key is not None and key in self.applied:
+            return ApplyResult(replayed=True)
         if strict:
             trial = self.model_copy(deep=True)
             res = trial.apply(ops, source=source, strict=False, prune_threshold=prune_threshold)
@@ -174,6 +203,8 @@ class InsightSet(BaseModel):
             if why:
                 result.rejected.append((op, why))
         result.pruned = self.prune(prune_threshold)
+        if key is not None:
+            self.applied = [*self.applied, key][-MAX_APPLIED:]
         return result
 
     def _apply_one(self, op: InsightOp, source: str, stamp: str, result: ApplyResult) -> str | None:
@@ -184,6 +215,9 @@ class InsightSet(BaseModel):
             if dup is None and op.rule is not None:
                 dup = self.find_action(op.rule.action)
             if dup is not None:  # the same knowledge again is a vote, not a new item
+                if _counted(dup.supporting, op.evidence):
+                    result.applied.append(dup.id)
+                    return None  # the same measurement again: one vote
                 dup.votes += 1
                 _add_refs(dup.supporting, op.evidence)
                 dup.updated = stamp
@@ -201,12 +235,24 @@ class InsightSet(BaseModel):
         if ins is None:
             known = ", ".join(i.id for i in self.insights[:12]) or "none"
             return f"no insight with id {op.id!r} in {self.dataset} x {self.model} (known: {known})"
+        if op.op in ("EDIT", "REMOVE") and source != "human" and protected(ins):
+            # One reply cannot destroy what a person wrote or many trials support.
+            prop = ChangeProposal(op=op.op, id=ins.id, text=op.text, rule=op.rule, evidence=list(op.evidence),
+                                  source=source, created=stamp,
+                                  reason=f"{ins.id} is {'written by a person' if ins.source == 'human' else 'well supported'}"
+                                         f" (votes {ins.votes}, {len(ins.supporting)} supporting trials)")
+            if not any(p.op == prop.op and p.id == prop.id and p.text == prop.text for p in self.proposals):
+                self.proposals.append(prop)
+            result.proposed.append(ins.id)
+            return None
         if op.op == "UPVOTE":
-            ins.votes += 1
-            _add_refs(ins.supporting, op.evidence)
+            if not _counted(ins.supporting, op.evidence):
+                ins.votes += 1
+                _add_refs(ins.supporting, op.evidence)
         elif op.op == "DOWNVOTE":
-            ins.votes -= 1
-            _add_refs(ins.contradicting, op.evidence)
+            if not _counted(ins.contradicting, op.evidence):
+                ins.votes -= 1
+                _add_refs(ins.contradicting, op.evidence)
         elif op.op == "EDIT":
             if op.text:
                 ins.text = op.text
@@ -242,6 +288,29 @@ class InsightSet(BaseModel):
                  + (f", rule: {i.rule.describe()}" if i.rule else "") + f"): {i.text}" for i in items]
         return render_for_prompt(lines, title="insights",
                                  attrs={"dataset": self.dataset, "model": self.model})
+
+
+def protected(ins: Insight) -> bool:
+    """Whether an insight is a person's or well supported (changes to it need a person)."""
+    return ins.source == "human" or ins.votes >= PROTECT_EVIDENCE or len(ins.supporting) >= PROTECT_EVIDENCE
+
+
+def replay_key(ops: list[InsightOp], source: str) -> str | None:
+    """The identity of one trial's batch of operations: ``study#trial:source``.
+
+    Operations that all cite exactly one trial as evidence come from observing that trial; the
+    same batch again is a replay (a resumed study observing the trial a second time). Operations
+    without evidence (a person's edits) have no identity and always apply.
+    """
+    refs = {r for op in ops for r in op.evidence}
+    if len(refs) != 1 or any(not op.evidence for op in ops):
+        return None
+    return f"{next(iter(refs))}:{source}"
+
+
+def _counted(target: list[TrialRef], refs: list[TrialRef]) -> bool:
+    """Whether every trial in ``refs`` is already counted in ``target`` (empty refs: never)."""
+    return bool(refs) and all(r in target for r in refs)
 
 
 def _add_refs(target: list[TrialRef], refs: list[TrialRef]) -> None:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,8 @@ _KILL_GRACE_S = 2.0
 TRACEBACK_LINES = 12
 
 EpochCallback = Callable[[dict[str, Any]], bool]
+# Environment variables never passed to a worker process: keys, tokens, passwords.
+_SECRET_NAME = re.compile(r"(?i)(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$|^OPENAI_|^ANTHROPIC_")
 
 
 @dataclass
@@ -221,7 +224,8 @@ class LocalExecutor:
             self._slots.put(slot)
 
     def _worker_env(self, slot: _Slot) -> dict[str, str]:
-        env = {**os.environ, **self.env}
+        # A trial trains a model: it needs no API key or token, so none is passed on.
+        env = {k: v for k, v in {**os.environ, **self.env}.items() if not _SECRET_NAME.search(k)}
         threads = str(slot.threads)
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, VIRTUALMLE_TORCH_THREADS=threads)
         # Spinning OpenMP threads make oversubscribed trials (several workers, a busy machine)

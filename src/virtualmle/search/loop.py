@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +32,15 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from virtualmle.errors import ConfigError, StorageError, VirtualMLEError
+from virtualmle.errors import ConfigError, ObserveIncomplete, StorageError, VirtualMLEError
 from virtualmle.search.executor import LocalExecutor, TrialExecutor, TrialOutcome, TrialSpec
 from virtualmle.records import Outcome, TrialRecord
 from virtualmle.search.method import Method, Proposal, SearchContext, end_study, sampler_for
 from virtualmle.search.model_keeper import ModelKeeper
 from virtualmle.search.space import SearchSpace, load_space
-from virtualmle.search.storage import default_study_name, open_storage, owner_info, recover_interrupted
+from virtualmle.search.storage import (
+    default_study_name, open_storage, owner_alive, owner_info, recover_interrupted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +168,21 @@ def _counts(trial: FrozenTrial) -> bool:
     return trial.user_attrs.get("outcome") != Outcome.INTERRUPTED.value
 
 
+def _holds_budget(trial: FrozenTrial) -> bool:
+    """Whether a stored trial takes a place in the budget: finished and counting, or running.
+
+    Read from storage by every process on the study, so N processes together run exactly the
+    budget. WAITING trials (enqueued, not started) hold nothing yet.
+    """
+    if trial.state == TrialState.RUNNING:
+        return not trial.user_attrs.get("free") and trial.user_attrs.get("outcome") != Outcome.INTERRUPTED.value
+    return _counts(trial)
+
+
+def _same_owner(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    return bool(a and b) and all(a.get(k) == b.get(k) for k in ("host", "pid", "start"))
+
+
 def _distributions_for(space: SearchSpace, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Split a proposal into Optuna params + distributions, and extras kept as a user attr.
 
@@ -208,6 +228,51 @@ class _Search:
         self.exhausted = False
         self.display: _Display | None = None
         self.keeper = ModelKeeper(run_dir, opts.keep_models)
+        self._others_pending: list[dict[str, Any]] = []
+
+    # -- the study as stored (shared with other processes) -------------------------------------
+    def budget_left(self) -> int:
+        """Places left in the budget, read from storage: other processes' trials count too."""
+        held = sum(1 for t in self.study.get_trials(deepcopy=False) if _holds_budget(t))
+        return self.ctx.budget - held
+
+    def refresh(self) -> None:
+        """Let the method see trials other processes on this study finished or are running."""
+        known = {r.number for r in self.ctx.history} | {r.trial.number for r in self.running.values()}
+        others: list[dict[str, Any]] = []
+        done = []
+        for t in self.study.get_trials(deepcopy=False):
+            if t.number in known:
+                continue
+            if t.state == TrialState.RUNNING and _holds_budget(t):
+                others.append({**t.params, **t.user_attrs.get("extra_params", {})})
+            elif _counts(t):
+                done.append(t)
+        done.sort(key=lambda t: (t.datetime_complete or t.datetime_start, t.number))
+        self.ctx.history.extend(record_from_trial(t) for t in done)
+        self._others_pending = others
+        self._sync_pending()
+
+    def _within_budget(self, trial: optuna.Trial) -> bool:
+        """After ``ask``: whether this trial got a place in the budget.
+
+        Trial numbers are handed out by the storage in order, so the trials before this one
+        decide; a trial that came too late (another process took the last place) is dropped.
+        """
+        before = sum(1 for t in self.study.get_trials(deepcopy=False)
+                     if t.number < trial.number and _holds_budget(t))
+        return before < self.ctx.budget
+
+    def _duplicate_of_other(self, trial: optuna.Trial, params: dict[str, Any]) -> bool:
+        """A sampler draw equal to a trial another process holds (same seed, same history)."""
+        for t in self.study.get_trials(deepcopy=False):
+            if t.number == trial.number or not _holds_budget(t):
+                continue
+            if _same_owner(t.user_attrs.get("owner"), self.owner):
+                continue
+            if {**t.params, **t.user_attrs.get("extra_params", {})} == params:
+                return True
+        return False
 
     # -- proposing --------------------------------------------------------------------------
     def next_proposals(self, k: int) -> list[Proposal]:
@@ -236,7 +301,7 @@ class _Search:
         return out
 
     def _sync_pending(self) -> None:
-        self.ctx.pending[:] = [r.params for r in self.running.values()]
+        self.ctx.pending[:] = [r.params for r in self.running.values()] + self._others_pending
 
     def start(self, proposal: Proposal) -> bool:
         """Ask Optuna for a trial for ``proposal`` and submit it; False if it was invalid."""
@@ -246,6 +311,11 @@ class _Search:
                 trial = self.study.ask(self.space.distributions())
                 params = {**trial.params, **trial.user_attrs.get("extra_params", {})}
                 bad = self.space.violations(params)
+                if not bad and self._duplicate_of_other(trial, params):
+                    # Another process on the study seeded its sampler the same way: draw anew.
+                    self.study.sampler.reseed_rng()
+                    self._finish_invalid(trial, params, "Duplicate: another process runs this draw", free=True)
+                    continue
                 if not bad:
                     break
                 # The sampler's draw broke a constraint: record it (free) and draw again.
@@ -268,6 +338,9 @@ class _Search:
         for key, value in {**common, **proposal.user_attrs}.items():
             if key not in trial.user_attrs or key == "owner":
                 trial.set_user_attr(key, value)
+        if not self._within_budget(trial):
+            self._drop(trial, "BudgetUsed: other processes on this study took the last places")
+            return False
         bad = self.space.violations(params)
         config = self._config(params)
         problem = f"ConstraintViolation: {bad[0]}" if bad else None
@@ -324,23 +397,91 @@ class _Search:
 
     # -- recording --------------------------------------------------------------------------
     def _finish_invalid(self, trial: optuna.Trial, params: dict[str, Any], error: str, *, free: bool) -> None:
-        trial.set_user_attr("outcome", Outcome.INVALID.value)
         trial.set_user_attr("error", error)
         if free:
             trial.set_user_attr("free", True)
+        trial.set_user_attr("outcome", Outcome.INVALID.value)  # last: see `finish`
+        if free:
+            self.study.tell(trial, state=TrialState.FAIL)
         else:
             record = TrialRecord(number=trial.number, params=params, outcome=Outcome.INVALID, error=error,
                                  user_attrs=_method_attrs(trial))
-            self._observe(trial, record)
-            self.ctx.history.append(record)
-        self.study.tell(trial, state=TrialState.FAIL)
+            self._conclude(trial, record)
         logger.info("trial %d invalid: %s", trial.number, error)
         if self.display and not free:
             self.display.finished(record, self.ctx)
 
+    def _conclude(self, trial: optuna.Trial, record: TrialRecord) -> None:
+        """Observe a trial whose result is stored, then tell the study (the trial ends here).
+
+        A method error that stops the study (`ObserveIncomplete`) still tells the trial, with
+        whatever the method observed; Ctrl-C or a kill leaves it RUNNING with its result stored,
+        and the next run observes it again from storage (`redo_observe`), never retraining it.
+        """
+        try:
+            self._observe(trial, record)
+        except Exception:
+            self._tell(trial, record)
+            self.ctx.history.append(record)
+            raise
+        self._tell(trial, record)
+        self.ctx.history.append(record)
+        self._sync_pending()
+
+    def _tell(self, trial: optuna.Trial, record: TrialRecord) -> None:
+        value = record.value
+        if record.outcome is Outcome.COMPLETE and value is not None and math.isfinite(value):
+            self.study.tell(trial, float(value))
+        elif record.outcome is Outcome.PRUNED:
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+        # The one place models are kept or dropped (a complete trial's model may become the best).
+        self.keeper.trial_finished(trial.number, value if record.outcome is Outcome.COMPLETE else None)
+
+    def redo_observe(self) -> list[int]:
+        """Finish trials a dead process left RUNNING after their result was stored.
+
+        The process was killed in the method's observe step (reflection, memory): the trial
+        trained to the end, so it is observed again from the stored result and told, not run
+        again. Memory operations are idempotent per trial, so a replayed observe counts the
+        evidence once. Returns the trial numbers finished this way.
+        """
+        done = []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            outcome = t.user_attrs.get("outcome")
+            if outcome in (None, Outcome.INTERRUPTED.value) or owner_alive(t.user_attrs.get("owner")):
+                continue
+            trial = optuna.Trial(self.study, t._trial_id)
+            trial.set_user_attr("owner", self.owner)  # other resuming processes leave it to us
+            record = record_from_trial(t)
+            if record.outcome in (Outcome.COMPLETE, Outcome.PRUNED):
+                record = replace(record, value=record.valid.get(self.opts.metric))
+            logger.info("trial %d: result stored before its process died; observing it again", t.number)
+            try:
+                self._conclude(trial, record)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another process resuming the study finished it first
+            done.append(t.number)
+            if self.display:
+                self.display.finished(record, self.ctx)
+        return done
+
+    def _drop(self, trial: optuna.Trial, why: str) -> None:
+        """A trial that must not run (over budget): recorded as free, never shown to the method."""
+        trial.set_user_attr("free", True)
+        trial.set_user_attr("error", why)
+        self.study.tell(trial, state=TrialState.FAIL)
+        logger.info("trial %d not run: %s", trial.number, why)
+
     def _observe(self, trial: optuna.Trial, record: TrialRecord) -> dict[str, Any]:
         try:
             extra = self.method.observe(self.ctx, record) or {}
+        except ObserveIncomplete as exc:
+            for key, value in exc.attrs.items():  # keep what was observed, then stop the study
+                if key not in RESERVED_ATTRS:
+                    trial.set_user_attr(key, value)
+            raise
         except VirtualMLEError as exc:
             logger.warning("method %s could not observe trial %d: %s", self.method.name, record.number, exc)
             extra = {"observe_error": str(exc)}
@@ -377,7 +518,10 @@ class _Search:
             if out.traceback:
                 attrs["traceback"] = out.traceback
         attrs["epochs"] = [_slim_epoch(e) for e in (result.get("epochs") or out.epochs)]
-        for key, v in attrs.items():
+        # ``outcome`` goes last: once it is stored the whole result is, and a process killed
+        # from here on (in the method's observe step) leaves a trial that a resume observes
+        # from storage instead of training it again (`redo_observe`).
+        for key, v in [*((k, v) for k, v in attrs.items() if k != "outcome"), ("outcome", attrs["outcome"])]:
             trial.set_user_attr(key, v)
         record = TrialRecord(
             number=trial.number,
@@ -401,17 +545,7 @@ class _Search:
                 self.reruns.append(Proposal(params=dict(run.params), user_attrs=attrs))
             self._sync_pending()
             return
-        self._observe(trial, record)
-        if out.outcome is Outcome.COMPLETE and value is not None and math.isfinite(value):
-            self.study.tell(trial, float(value))
-        elif out.outcome is Outcome.PRUNED:
-            self.study.tell(trial, state=TrialState.PRUNED)
-        else:
-            self.study.tell(trial, state=TrialState.FAIL)
-        self.ctx.history.append(record)
-        self._sync_pending()
-        # The one place models are kept or dropped (a complete trial's model may become the best).
-        self.keeper.trial_finished(trial.number, value if out.outcome is Outcome.COMPLETE else None)
+        self._conclude(trial, record)
         logger.info("trial %d %s value=%s (%.1fs)", trial.number, out.outcome.value, value, out.seconds)
         if self.display:
             self.display.finished(record, self.ctx)
@@ -420,11 +554,12 @@ class _Search:
     def loop(self) -> None:
         workers = self.executor.workers
         while True:
-            left = self.ctx.budget - self.ctx.trials_used - len(self.running)
             free = workers - len(self.running)
+            left = self.budget_left() if free > 0 else 0
             if left > 0 and free > 0 and (self.reruns or not self.exhausted):
+                self.refresh()
                 for proposal in self.next_proposals(min(left, free)):
-                    if self.ctx.budget - self.ctx.trials_used - len(self.running) <= 0:
+                    if self.budget_left() <= 0:
                         break
                     self.start(proposal)
                 if not self.running and (self.reruns or not self.exhausted):
@@ -457,6 +592,29 @@ def _method_attrs(trial: optuna.Trial | FrozenTrial) -> dict[str, Any]:
 
 def _slim_epoch(log: dict[str, Any]) -> dict[str, Any]:
     return {k: log[k] for k in ("epoch", "train_loss", "valid", "seconds") if k in log}
+
+
+def default_run_dir(study_name: str) -> Path:
+    """``runs/<slug>``: the study name made a safe single file-name component.
+
+    A study name is free text (``../../x`` or ``/abs/path`` are valid Optuna names), so it never
+    becomes a path as is; a name with no letter or digit is refused.
+    """
+    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "_", study_name).strip("._-")[:100]
+    if not slug:
+        raise ConfigError(f"--study {study_name!r} gives no usable directory name: use letters or digits")
+    return Path("runs") / slug
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """Create ``path`` and prove it writable now, before any trial: one line if not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: not writable ({exc.strerror or exc})") from None
 
 
 def run_search(
@@ -498,8 +656,8 @@ def run_search(
         storage = open_storage(storage)
     dataset = data.name
     study_name = options.study_name or default_study_name(dataset, options.model, method.name, options.seed)
-    run_dir = (Path(options.run_dir) if options.run_dir else Path("runs") / study_name).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = (Path(options.run_dir) if options.run_dir else default_run_dir(study_name)).resolve()
+    check_writable_dir(run_dir, "--run-dir")
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
         if options.prune else optuna.pruners.NopPruner()
@@ -528,7 +686,6 @@ def run_search(
     study.set_user_attr("budget", options.trials)
     del data  # the workers load their own copy; the parent only needed the profile
 
-    recovered = recover_interrupted(study)
     trials = study.get_trials(deepcopy=False)
     # Reseeding by the number of trials so far: an uninterrupted run is reproducible, and a
     # resumed one does not replay the draws it already made.
@@ -539,13 +696,17 @@ def run_search(
                         study_name=study_name, run_dir=run_dir, history=history)
     executor = executor or LocalExecutor(options.workers, device=options.device)
     search = _Search(method, options, executor, study, space, ctx, run_dir)
-    for t in recovered:
-        attrs = {k: v for k, v in t.user_attrs.items() if k not in RESERVED_ATTRS}
-        attrs["rerun_of"] = t.number
-        search.reruns.append(Proposal(params={**t.params, **t.user_attrs.get("extra_params", {})}, user_attrs=attrs))
     if options.progress:
         search.display = _Display(ctx, study_name, method.name)
     try:
+        # First the trials a killed run had finished training (observe them from storage), then
+        # those it had not (run them again first).
+        search.redo_observe()
+        for t in recover_interrupted(study):
+            attrs = {k: v for k, v in t.user_attrs.items() if k not in RESERVED_ATTRS}
+            attrs["rerun_of"] = t.number
+            search.reruns.append(Proposal(params={**t.params, **t.user_attrs.get("extra_params", {})},
+                                          user_attrs=attrs))
         search.loop()
         # The loop returns only when the budget is used or the method is exhausted: the study is
         # over, every trial is recorded, and the method may close it (the agent distils memory).

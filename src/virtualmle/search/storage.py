@@ -233,6 +233,8 @@ def recover_interrupted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if owner_alive(trial.user_attrs.get("owner")):
             continue
+        if trial.user_attrs.get("outcome") not in (None, "interrupted"):
+            continue  # trained to the end: the search loop observes it from storage (redo_observe)
         try:
             storage.set_trial_user_attr(trial._trial_id, "outcome", "interrupted")
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
