@@ -26,10 +26,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from virtualmle.memory.cognition import CognitionSummary
 from virtualmle.files import write_atomic
+from virtualmle.memory.cognition import CognitionSummary
 from virtualmle.memory.errors import MemoryBankError, SchemaVersionError
-from virtualmle.memory.insights import ApplyResult, InsightOp, InsightOps, InsightSet, now
+from virtualmle.memory.insights import (
+    ApplyResult,
+    InsightOp,
+    InsightOps,
+    InsightSet,
+    now,
+)
 from virtualmle.memory.rules import descriptors
 from virtualmle.memory.text import slugify
 
