@@ -182,6 +182,25 @@ def test_python_api_search_returns_study_and_best_model(shop_csv, tmp_path, monk
     assert len(recs[0]) == 4 and all(item.startswith("sku-") for item in recs[0])
 
 
+def test_python_api_tune_runs_the_agent_with_the_embedded_llm(shop_csv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VIRTUALMLE_CACHE_DIR", str(tmp_path / "cache"))
+    import optuna
+
+    import virtualmle
+
+    study, best = virtualmle.tune(
+        data=str(shop_csv), model="sasrec", trials=2, storage=f"sqlite:///{tmp_path / 't.db'}",
+        columns={"user": "Customer", "item": "Product", "timestamp": "When"}, max_epochs=1,
+    )
+    assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert study.study_name == "shop-sasrec-agent-s0"
+    # The agent wrote its hypothesis on the second trial (the first is the default configuration).
+    assert study.trials[1].user_attrs["hypothesis"]["text"]
+    assert best is not None and (best / "model.json").is_file()
+    assert len(virtualmle.load_model(best).recommend([["sku-1", "sku-2"]], k=3)[0]) == 3
+
+
 def test_bench_reads_the_file_with_the_same_data_flags(shop_csv, tmp_path):
     r = cli("bench", "--data", str(shop_csv), *COLS, "--methods", "default", "--trials", "1", "--seeds", "1",
             "--max-epochs", "1", "--out", "b", "--quiet", cwd=tmp_path)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtualmle.inference import LoadedModel, load_model
+from virtualmle.search.loop import DEFAULT_TRIALS
 
 if TYPE_CHECKING:
     import optuna
@@ -29,7 +30,7 @@ def search(
     model: str = "sasrec",
     *,
     method: str = "tpe",
-    trials: int = 20,
+    trials: int = DEFAULT_TRIALS,
     storage: str | None = None,
     seed: int = 0,
     run_dir: str | Path | None = None,
@@ -64,7 +65,7 @@ def tune(
     data: str,
     model: str = "sasrec",
     *,
-    trials: int = 20,
+    trials: int = DEFAULT_TRIALS,
     storage: str | None = None,
     seed: int = 0,
     run_dir: str | Path | None = None,

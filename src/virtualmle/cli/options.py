@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from virtualmle.errors import ConfigError
+from virtualmle.search.loop import DEFAULT_TRIALS
 
 BACKBONES = ("sasrec", "hstu")
-DEFAULT_TRIALS = 30
 STORAGE_HELP = ("Optuna storage URL: sqlite:///FILE (default sqlite:///virtualmle.db), postgresql://..., "
                 "journal:///FILE")
 

@@ -44,6 +44,8 @@ from virtualmle.search.storage import (
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_TRIALS = 30  # the budget of a study when none is given (CLI and Python API alike)
+
 # User attrs the loop owns; everything else on a trial came from the method.
 RESERVED_ATTRS = frozenset({
     "outcome", "valid", "test", "seconds", "num_params", "best_epoch", "stopped", "epochs", "error",
@@ -83,7 +85,7 @@ class SearchOptions:
 
     data: str
     model: str = "sasrec"
-    trials: int = 30
+    trials: int = DEFAULT_TRIALS
     seed: int = 0
     metric: str = "ndcg@10"
     study_name: str | None = None
