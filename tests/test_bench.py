@@ -198,3 +198,51 @@ def test_tabular_bench_with_the_agent_counts_llm_usage(tmp_path):
     assert int(runs["agent-norefl"]["llm_calls"]) == s["calls"]
     assert int(runs["agent-norefl"]["llm_tokens"]) == s["prompt_tokens"] + s["completion_tokens"]
     assert runs["random"]["llm_calls"] == "0"
+
+
+def test_a_compute_budget_stops_every_method_at_equal_compute_and_resumes(table, tmp_path):
+    out = tmp_path / "bench"
+    args = ["bench", "--table", str(TABLE), "--methods", "random,tpe+hyperband", "--seeds", "1",
+            "--out", str(out), "--quiet"]
+    r = cli(*args, "--budget", "4m")
+    assert r.returncode == 0, r.stderr
+    storage = open_storage(f"sqlite:///{out / 'bench.db'}")
+    runs = read_csv(out / "runs.csv")
+    assert sorted(r["method"] for r in runs) == ["random", "tpe+hyperband"]
+    longest = max(row.seconds for row in table.rows)
+    spent = {}
+    for run in runs:
+        study = optuna.load_study(study_name=run["study"], storage=storage)
+        seconds = [float(t.user_attrs["seconds"]) for t in study.trials]
+        spent[run["method"]] = sum(seconds)
+        # Spent to the budget, overshooting by less than one trial; the trial that crossed it
+        # stopped early (budget), the ones before did not.
+        assert 240 <= sum(seconds) < 240 + longest
+        assert sum(seconds[:-1]) < 240
+        assert study.trials[-1].user_attrs["stopped_by"] == "budget"
+        assert study.user_attrs["time_budget"] == 240
+    # Hyperband stops poor curves early, so it fits more trials in the same compute.
+    hb = optuna.load_study(study_name=next(r["study"] for r in runs if r["method"] == "tpe+hyperband"),
+                           storage=storage)
+    assert sum(t.user_attrs.get("stopped_by") == "pruner" for t in hb.trials) >= 1
+
+    # Resume with the same budget: nothing left to spend, no trial added; a larger one continues.
+    before = {run["study"]: len(optuna.load_study(study_name=run["study"], storage=storage).trials) for run in runs}
+    r = cli(*args, "--budget", "4m")
+    assert r.returncode == 0, r.stderr
+    after = {s: len(optuna.load_study(study_name=s, storage=storage).trials) for s in before}
+    assert after == before
+    r = cli(*args, "--budget", "6m")
+    assert r.returncode == 0, r.stderr
+    for s, n in before.items():
+        study = optuna.load_study(study_name=s, storage=storage)
+        assert len(study.trials) > n
+        assert 360 <= sum(float(t.user_attrs.get("seconds", 0.0)) for t in study.trials) < 360 + longest
+
+
+def test_bad_budget_and_pruner_are_one_line_exit_2(tmp_path):
+    r = cli("bench", "--table", str(TABLE), "--methods", "tpe", "--budget", "45 minutes", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "--budget '45 minutes'" in r.stderr and r.stderr.strip().count("\n") == 0
+    r = cli("bench", "--table", str(TABLE), "--methods", "tpe+asha", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "unknown pruner 'asha'" in r.stderr
+    assert not (tmp_path / "o").exists()

@@ -16,8 +16,6 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import data_dir
-
 SPACE = """\
 model: sasrec
 description: tiny space for option tests
@@ -27,7 +25,8 @@ params:
   dropout: {type: float, low: 0.0, high: 0.5, default: 0.2, grid: [0.1, 0.2, 0.3]}
   lr:      {type: float, low: 1.0e-4, high: 1.0e-2, log: true, default: 1.0e-3, grid: [3.0e-4, 1.0e-3, 3.0e-3]}
 """
-needs_beauty = pytest.mark.skipif(not (data_dir() / "Beauty.txt").exists(), reason="no Beauty.txt")
+needs_beauty = pytest.mark.skipif(not (Path(os.environ.get("VIRTUALMLE_DATA_DIR", "")) / "Beauty.txt").exists(),
+                                  reason="no Beauty.txt in VIRTUALMLE_DATA_DIR")
 
 
 class _Endpoint:
@@ -108,7 +107,15 @@ def test_search_and_tune_share_defaults_and_options() -> None:
     shared = {k for k in vars(s) if k not in ("method", "func")}
     assert shared <= set(vars(t))
     assert {k: vars(s)[k] for k in shared - {"sets", "prune"}} == {k: vars(t)[k] for k in shared - {"sets", "prune"}}
-    assert s.trials == 30 and t.sets == ["patience=2"] and t.prune is True
+    assert t.sets == ["patience=2"] and t.prune == "median" and s.prune is None
+    # The trial budget is resolved with --budget: 30 without it, no trial limit with it alone.
+    from virtualmle.cli.options import UNLIMITED_TRIALS, check_run_options
+
+    check_run_options(s)
+    assert s.trials == 30 and s.time_budget is None
+    b = parsers["virtualmle.cli.tune"].parse_args(["--data", "beauty", "--budget", "45m", "--prune", "hyperband"])
+    check_run_options(b)
+    assert b.trials == UNLIMITED_TRIALS and b.time_budget == 2700.0 and b.prune == "hyperband"
 
 
 @pytest.mark.slow

@@ -50,6 +50,7 @@ class BenchOptions:
         methods: registered method names.
         data / model: dataset and backbone (taken from the table with ``table``).
         trials: budget per run.
+        time_budget: compute seconds per run (None: trials only); methods compare at equal compute.
         seeds: runs per method (seeds ``seed0 .. seed0 + seeds - 1``).
         out: output directory (CSV, Markdown, PNG; default storage and run directories).
         storage: Optuna storage URL (default ``sqlite:///<out>/bench.db``).
@@ -75,6 +76,7 @@ class BenchOptions:
     data: str | None = None
     model: str | None = None
     trials: int = 30
+    time_budget: float | None = None
     seeds: int = 3
     out: Path = Path("bench-out")
     storage: str | None = None
@@ -212,21 +214,33 @@ def study_name(method: str, seed: int, *, data: str, model: str, table: bool) ->
     return f"bench-{'table-' if table else ''}{data}-{model}-{method}-s{seed}"
 
 
+def split_method(name: str) -> tuple[str, str | None]:
+    """``tpe+hyperband`` -> (``tpe``, ``hyperband``): a method with an Optuna pruner on its trials."""
+    base, _, pruner = name.partition("+")
+    return base, (pruner or None)
+
+
 def check_methods(names: list[str]) -> list[str]:
     """The method names, validated against the registry before any work.
+
+    A name may carry a pruner: ``tpe+hyperband``, ``random+sha``, ``tpe+median``.
 
     Raises:
         ConfigError: an empty list, a duplicate or an unknown name.
     """
     from virtualmle.methods import method_names
+    from virtualmle.search.budget import PRUNERS
 
     known = method_names()
     names = [n.strip() for n in names if n.strip()]
     if not names:
         raise ConfigError("--methods: name at least one method")
     for n in names:
-        if n not in known:
-            raise ConfigError(f"--methods: unknown method {n!r}: use one of {', '.join(known)}")
+        base, pruner = split_method(n)
+        if base not in known:
+            raise ConfigError(f"--methods: unknown method {base!r}: use one of {', '.join(known)}")
+        if pruner is not None and pruner not in PRUNERS:
+            raise ConfigError(f"--methods {n!r}: unknown pruner {pruner!r}: use one of {', '.join(PRUNERS)}")
     if len(set(names)) != len(names):
         raise ConfigError("--methods: a method is listed twice")
     return names
@@ -393,7 +407,8 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
         run_dir = (out / "runs" / name).resolve()
         if on_run is not None:
             on_run(m, seed, i, len(jobs))
-        method = make_method(m, space, seed, opts, run_dir / "memory")
+        base, pruner = split_method(m)
+        method = make_method(base, space, seed, opts, run_dir / "memory")
         executor = opts.executor
         if table is not None:
             from virtualmle.bench.table import TableExecutor
@@ -403,7 +418,8 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
                            study_name=name, space=space, max_epochs=max_epochs, slice_users=slice_users,
                            timeout_per_trial=opts.timeout_per_trial, run_dir=run_dir, device=opts.device,
                            workers=opts.workers, progress=False, data_options=dict(opts.data_options),
-                           keep_models=0)  # a bench compares methods; it keeps no models
+                           keep_models=0,  # a bench compares methods; it keeps no models
+                           prune=pruner, time_budget=opts.time_budget)
         t0 = time.monotonic()
         summary = run_search(method, so, executor=executor, storage=storage)
         wall = time.monotonic() - t0

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"[{i + 1}/{total}] {method} seed {seed}")
 
     opts = BenchOptions(
-        methods=methods, data=args.data, model=args.model, trials=args.trials, seeds=args.seeds,
+        methods=methods, data=args.data, model=args.model, trials=args.trials, time_budget=args.time_budget,
+        seeds=args.seeds,
         out=Path(args.out), storage=args.storage, table=Path(args.table) if args.table else None,
         table_space=args.table_space, max_epochs=args.max_epochs, slice_users=args.slice_users,
         workers=args.workers, target_frac=args.target_frac, metric=args.metric, llm=llm_options(args),

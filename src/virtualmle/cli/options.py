@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from virtualmle.errors import ConfigError
+from virtualmle.search.budget import PRUNERS, format_duration, parse_duration
 from virtualmle.search.loop import DEFAULT_TRIALS
+
+UNLIMITED_TRIALS = 1_000_000  # the trial budget of a study bounded by --budget alone
 
 BACKBONES = ("sasrec", "hstu")
 STORAGE_HELP = ("Optuna storage URL: sqlite:///FILE (default sqlite:///virtualmle.db), postgresql://..., "
@@ -35,8 +38,12 @@ def add_run_options(p: argparse.ArgumentParser, *, model_default: str | None = "
 
     model_help = model_default or "sasrec, or the table's"
     p.add_argument("--model", default=model_default, metavar="NAME", help=f"backbone: sasrec or hstu (default {model_help})")
-    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS, metavar="N",
-                   help=f"budget: trials per study, including those of earlier runs (default {DEFAULT_TRIALS})")
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help=f"budget: trials per study, including those of earlier runs (default {DEFAULT_TRIALS}; "
+                        "with --budget alone, no trial limit)")
+    p.add_argument("--budget", default=None, metavar="DURATION",
+                   help="budget in compute time: 90s, 45m, 2h, 1h30m (training time summed over trials, earlier "
+                        "runs included); when spent, no trial starts and running ones stop at their next epoch")
     p.add_argument("--seed", type=int, default=0, metavar="S", help=seed_help)
     p.add_argument("--workers", type=int, default=1, metavar="K",
                    help="trials at once; CPU threads are divided among them and GPUs assigned round-robin (default 1)")
@@ -61,8 +68,9 @@ def add_study_options(p: argparse.ArgumentParser, *, study_help: str) -> None:
     p.add_argument("--space", default=None, metavar="FILE", help="your own search-space YAML (default: the shipped space of --model)")
     p.add_argument("--run-dir", default=None, metavar="DIR",
                    help="per-trial files, the kept models and the LLM call log llm_log.jsonl (default runs/<study>)")
-    p.add_argument("--prune", action="store_true",
-                   help="stop unpromising trials early (Optuna MedianPruner on per-epoch validation)")
+    p.add_argument("--prune", nargs="?", const="median", default=None, choices=PRUNERS, metavar="KIND",
+                   help="stop unpromising trials early on per-epoch validation with Optuna's pruners: median "
+                        "(the default KIND), sha (successive halving) or hyperband")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
                    help="hold a parameter that is not searched at a value in every trial (repeatable), "
                         "e.g. --set patience=2")
@@ -85,6 +93,10 @@ def check_run_options(args: argparse.Namespace) -> None:
     metrics = TrainConfig.model_fields["metric"].annotation.__args__
     if args.metric not in metrics:
         raise ConfigError(f"unknown metric {args.metric!r}: use one of {', '.join(metrics)}")
+    budget = getattr(args, "budget", None)
+    args.time_budget = parse_duration(budget) if budget is not None else None
+    if args.trials is None:  # a time budget alone runs as many trials as fit
+        args.trials = UNLIMITED_TRIALS if args.time_budget is not None else DEFAULT_TRIALS
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1 (got {args.trials})")
     if args.workers < 1:
@@ -131,7 +143,7 @@ def search_options(args: argparse.Namespace, space: Any, *, study: str | None) -
     return SearchOptions(
         data=args.data, model=args.model, trials=args.trials, seed=args.seed, metric=args.metric,
         study_name=study, space=space, max_epochs=args.max_epochs, slice_users=args.slice_users,
-        timeout_per_trial=args.timeout_per_trial, prune=args.prune,
+        timeout_per_trial=args.timeout_per_trial, prune=args.prune, time_budget=args.time_budget,
         run_dir=Path(args.run_dir) if args.run_dir else None, device=args.device,
         workers=args.workers, fixed=fixed_params(args.sets, space), progress=not args.quiet,
         data_options=data_options(args), keep_models=args.keep_models,
@@ -145,9 +157,12 @@ def print_summary(s: Any) -> None:
 
     console = Console()
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(s.outcomes.items()))
+    trials = f"{s.trials_used} trials" if s.budget >= UNLIMITED_TRIALS else f"{s.trials_used}/{s.budget} trials"
+    compute = f"compute {format_duration(s.compute_seconds)}"
+    if s.time_budget is not None:
+        compute += f" of {format_duration(s.time_budget)}"
     console.print(
-        f"[bold]{s.study_name}[/]: {s.trials_used}/{s.budget} trials ({outcomes}); "
-        f"compute {s.compute_seconds:.1f} s, wall {s.wall_seconds:.1f} s"
+        f"[bold]{s.study_name}[/]: {trials} ({outcomes}); {compute}, wall {format_duration(s.wall_seconds)}"
         + ("; the method had nothing left to propose" if s.exhausted else "")
     )
     if s.best_number is None:

@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from virtualmle.search.method import Outcome
 from virtualmle.files import write_atomic
+from virtualmle.search.method import Outcome
 
 logger = logging.getLogger(__name__)
 

@@ -32,14 +32,36 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from virtualmle.errors import ConfigError, ObserveIncomplete, StorageError, VirtualMLEError
-from virtualmle.search.executor import LocalExecutor, TrialExecutor, TrialOutcome, TrialSpec
+from virtualmle.errors import (
+    ConfigError,
+    ObserveIncomplete,
+    StorageError,
+    VirtualMLEError,
+)
 from virtualmle.records import Outcome, TrialRecord
-from virtualmle.search.method import Method, Proposal, SearchContext, end_study, sampler_for
+from virtualmle.search.budget import ComputeBudget, make_pruner
+from virtualmle.search.display import Display
+from virtualmle.search.executor import (
+    LocalExecutor,
+    TrialExecutor,
+    TrialOutcome,
+    TrialSpec,
+)
+from virtualmle.search.method import (
+    Method,
+    Proposal,
+    SearchContext,
+    end_study,
+    sampler_for,
+)
 from virtualmle.search.model_keeper import ModelKeeper
 from virtualmle.search.space import SearchSpace, load_space
 from virtualmle.search.storage import (
-    default_study_name, open_storage, owner_alive, owner_info, recover_interrupted,
+    default_study_name,
+    open_storage,
+    owner_alive,
+    owner_info,
+    recover_interrupted,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,7 +93,11 @@ class SearchOptions:
         space: the search space; default the shipped one of ``model``.
         max_epochs / slice_users: fidelity controls applied to every trial.
         timeout_per_trial: wall-clock seconds per trial (None: no limit).
-        prune: epoch-level pruning with Optuna's MedianPruner.
+        prune: epoch-level pruning on validation: ``median``, ``sha`` (successive halving) or
+            ``hyperband`` (Optuna's pruners; None: none; True: median).
+        time_budget: compute seconds the study may spend (None: the trial budget alone); see
+            `search.budget`. When spent, no trial starts and running ones stop at their next
+            epoch (recorded as pruned with ``stopped_by: budget``, their best epoch kept).
         run_dir: per-trial files (spec, worker log); default ``runs/<study>``.
         data_dir: dataset directory override.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -93,7 +119,8 @@ class SearchOptions:
     max_epochs: int | None = None
     slice_users: int | None = None
     timeout_per_trial: float | None = None
-    prune: bool = False
+    prune: str | bool | None = None
+    time_budget: float | None = None
     run_dir: Path | None = None
     data_dir: str | None = None
     device: str = "auto"
@@ -126,6 +153,7 @@ class SearchSummary:
     wall_seconds: float
     exhausted: bool = False  # the method had nothing left to propose (grid done)
     best_model: str | None = None  # the best trial's saved model directory
+    time_budget: float | None = None  # compute seconds allowed (None: trials only)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,14 +256,19 @@ class _Search:
         self.running: dict[Future[TrialOutcome], _Running] = {}
         self.reruns: list[Proposal] = []
         self.exhausted = False
-        self.display: _Display | None = None
+        self.display: Display | None = None
         self.keeper = ModelKeeper(run_dir, opts.keep_models)
         self._others_pending: list[dict[str, Any]] = []
+        self.compute = ComputeBudget(opts.time_budget)
 
     # -- the study as stored (shared with other processes) -------------------------------------
     def budget_left(self) -> int:
         """Places left in the budget, read from storage: other processes' trials count too."""
-        held = sum(1 for t in self.study.get_trials(deepcopy=False) if _holds_budget(t))
+        trials = self.study.get_trials(deepcopy=False)
+        self.compute.refresh(trials, _counts)
+        if self.compute.used_up():
+            return 0
+        held = sum(1 for t in trials if _holds_budget(t))
         return self.ctx.budget - held
 
     def refresh(self) -> None:
@@ -365,7 +398,7 @@ class _Search:
             data_dir=self.opts.data_dir,
             device=self.opts.device,
             timeout=self.opts.timeout_per_trial,
-            report_epochs=self.opts.prune,
+            report_epochs=bool(self.opts.prune) or self.opts.time_budget is not None,
             data_options=dict(self.opts.data_options),
             save_model=self.opts.keep_models > 0,
         )
@@ -389,11 +422,18 @@ class _Search:
         metric, prune = self.opts.metric, self.opts.prune
 
         def on_epoch(log: dict[str, Any]) -> bool:
+            self.compute.epoch(trial.number, log.get("seconds") or 0.0)
+            if self.compute.used_up():  # the compute budget is spent: keep what this trial has
+                trial.set_user_attr("stopped_by", "budget")
+                return True
             value = log.get("valid", {}).get(metric)
             if value is None or not math.isfinite(value):
                 return False
             trial.report(float(value), step=int(log.get("epoch", 0)))
-            return bool(prune and trial.should_prune())
+            if prune and trial.should_prune():
+                trial.set_user_attr("stopped_by", "pruner")
+                return True
+            return False
 
         return on_epoch
 
@@ -497,6 +537,7 @@ class _Search:
         run = self.running.pop(future)
         trial = run.trial
         out = future.result()
+        self.compute.running.pop(trial.number, None)  # from now on its stored seconds count
         result = out.result or {}
         attrs: dict[str, Any] = {
             "outcome": out.outcome.value,
@@ -660,10 +701,7 @@ def run_search(
     study_name = options.study_name or default_study_name(dataset, options.model, method.name, options.seed)
     run_dir = (Path(options.run_dir) if options.run_dir else default_run_dir(study_name)).resolve()
     check_writable_dir(run_dir, "--run-dir")
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-        if options.prune else optuna.pruners.NopPruner()
-    )
+    pruner = make_pruner(options.prune, options.max_epochs)
     try:
         study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
                                     pruner=pruner, load_if_exists=True)
@@ -686,6 +724,7 @@ def run_search(
     else:
         profile = stored.get("profile") or profile_dataset(data)
     study.set_user_attr("budget", options.trials)
+    study.set_user_attr("time_budget", options.time_budget)
     del data  # the workers load their own copy; the parent only needed the profile
 
     trials = study.get_trials(deepcopy=False)
@@ -698,8 +737,9 @@ def run_search(
                         study_name=study_name, run_dir=run_dir, history=history)
     executor = executor or LocalExecutor(options.workers, device=options.device)
     search = _Search(method, options, executor, study, space, ctx, run_dir)
+    search.compute.refresh(trials, _counts)  # a resumed study has spent some already
     if options.progress:
-        search.display = _Display(ctx, study_name, method.name)
+        search.display = Display(ctx, study_name, method.name, search.compute)
     try:
         # First the trials a killed run had finished training (observe them from storage), then
         # those it had not (run them again first).
@@ -725,6 +765,7 @@ def run_search(
                         exhausted=search.exhausted)
     best = search.keeper.best()
     summary.best_model = str(best) if best is not None else None
+    summary.time_budget = options.time_budget
     return summary
 
 
@@ -756,52 +797,3 @@ def summarize(study: optuna.Study, method: str, metric: str, budget: int, *, wal
         wall_seconds=round(wall, 3),
         exhausted=exhausted,
     )
-
-
-class _Display:
-    """rich progress: trial i of N, best validation so far, elapsed and an estimate.
-
-    Not on a terminal (a log file, a pipe), the bar is left out and each trial is one whole line
-    with the best so far: a bar rendered into a file is cut mid-field at the console width.
-    """
-
-    def __init__(self, ctx: SearchContext, study: str, method: str) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.metric = ctx.metric
-        console = Console()
-        self.lines_only = not console.is_terminal
-        self.progress = Progress(
-            TextColumn(f"[bold]{method}[/] {{task.description}}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("best {task.fields[best]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=self.lines_only,
-        )
-        inc = ctx.incumbent
-        self.task = self.progress.add_task(study, total=ctx.budget, completed=ctx.trials_used,
-                                           best=self._best(inc))
-        self.progress.start()
-
-    def _best(self, rec: TrialRecord | None) -> str:
-        return f"{self.metric} {rec.value:.5f} (#{rec.number})" if rec and rec.value is not None else "-"
-
-    def started(self, number: int, running: int) -> None:
-        self.progress.update(self.task, description=f"running #{number} ({running} at once)")
-
-    def finished(self, rec: TrialRecord, ctx: SearchContext) -> None:
-        value = f"{rec.value:.5f}" if rec.value is not None else "-"
-        note = f"  {rec.error[:90]}" if rec.error and rec.outcome is not Outcome.COMPLETE else ""
-        line = f"trial {rec.number:4d}  {rec.outcome.value:<9} {self.metric} {value}  {rec.seconds:6.1f}s{note}"
-        if self.lines_only:
-            line += f"  ({ctx.trials_used}/{ctx.budget}, best {self._best(ctx.incumbent)})"
-        self.progress.console.print(line, soft_wrap=True, highlight=False, markup=False)
-        self.progress.update(self.task, completed=ctx.trials_used, best=self._best(ctx.incumbent))
-
-    def close(self) -> None:
-        self.progress.stop()

@@ -21,6 +21,7 @@ from virtualmle.errors import ConfigError
 from virtualmle.search.method import Proposal, SearchContext, TrialRecord
 from virtualmle.search.space import SearchSpace
 
+
 class _ClassicMethod:
     """Shared parts: classic methods store nothing extra per trial."""
 

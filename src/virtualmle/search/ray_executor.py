@@ -346,7 +346,9 @@ class RayExecutor:
         with self._lock:
             if self._decisions is None:
                 ray = self._ray
-                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+                from ray.util.scheduling_strategies import (
+                    NodeAffinitySchedulingStrategy,
+                )
 
                 here = ray.get_runtime_context().get_node_id()
                 strategy = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
