@@ -215,11 +215,12 @@ def test_a_compute_budget_stops_every_method_at_equal_compute_and_resumes(table,
         study = optuna.load_study(study_name=run["study"], storage=storage)
         seconds = [float(t.user_attrs["seconds"]) for t in study.trials]
         spent[run["method"]] = sum(seconds)
-        # Spent to the budget, overshooting by less than one trial; the trial that crossed it
-        # stopped early (budget), the ones before did not.
+        # Spent to the budget, overshooting by less than one trial: only the last trial crossed it
+        # (stopped at the epoch where it did, unless that was its last epoch anyway).
         assert 240 <= sum(seconds) < 240 + longest
         assert sum(seconds[:-1]) < 240
-        assert study.trials[-1].user_attrs["stopped_by"] == "budget"
+        budget_stops = [t.number for t in study.trials if t.user_attrs.get("stopped_by") == "budget"]
+        assert budget_stops in ([], [study.trials[-1].number])
         assert study.user_attrs["time_budget"] == 240
     # Hyperband stops poor curves early, so it fits more trials in the same compute.
     hb = optuna.load_study(study_name=next(r["study"] for r in runs if r["method"] == "tpe+hyperband"),

@@ -103,7 +103,7 @@ A_TRANSFER = "transfer_rules"  # transferred rule lines shown to the LLM
 A_OPRO = "opro"  # OPRO's per-step record: source, fallback, raw reply, clipped names
 
 # Shown in the report's notes column, in this order, when a method stored them.
-NOTE_ATTRS = (A_HYPOTHESIS, A_VERDICT, A_REFLECTION, "change", "rule", "rerun_of")
+NOTE_ATTRS = (A_HYPOTHESIS, A_VERDICT, A_REFLECTION, "change", "rule", "rerun_of", "stopped_by", "stop_reason")
 
 
 # ---- when two configurations are the same ------------------------------------------------------

@@ -52,6 +52,7 @@ from virtualmle.agent.candidates import (
 )
 from virtualmle.agent.diagnostics import Observation, best_of, diagnose
 from virtualmle.agent.fallback_notice import FallbackNotice
+from virtualmle.agent.watch import hopeless
 from virtualmle.agent.llm_call import LLMCaller
 from virtualmle.agent.plan import (
     Transfer,
@@ -126,6 +127,9 @@ class AgentConfig:
         ard: fit a surrogate length scale per parameter (automatic relevance determination), so
             parameters whose changes did not matter stop attracting trials.
         display: print the hypothesis and verdict of each trial (the CLI's progress display).
+        stop_hopeless: watch each running trial's validation curve and stop it when even an
+            optimistic projection cannot reach the incumbent (`agent/watch.py`; the reason is
+            stored as ``stop_reason``). Off by default: the published bench numbers are without it.
     """
 
     mode: Mode = "hybrid"
@@ -148,6 +152,7 @@ class AgentConfig:
     prior_scale: float = 0.1
     ard: bool = True
     display: bool = False
+    stop_hopeless: bool = False
 
 
 class VirtualMLEAgent:
@@ -225,6 +230,15 @@ class VirtualMLEAgent:
         if self._transfer is None:
             self._transfer = load_transfer(self.bank(), ctx, self.cfg.transfer, self.cfg.transfer_k)
         return self._transfer
+
+    # ---- watch a running trial ------------------------------------------------------------------
+    def watch(self, ctx: SearchContext, number: int, params: dict[str, Any], curve: list[float]) -> str | None:
+        """Stop a running trial that cannot reach the incumbent (with ``stop_hopeless``)."""
+        inc = ctx.incumbent
+        if not self.cfg.stop_hopeless or inc is None or inc.value is None:
+            return None
+        horizon = int(params.get("max_epochs") or len(inc.epochs) or len(curve))
+        return hopeless(curve, inc.curve(ctx.metric), float(inc.value), horizon=horizon, metric=ctx.metric)
 
     # ---- plan + act --------------------------------------------------------------------------
     def propose(self, ctx: SearchContext) -> Proposal | None:

@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reflection", action="store_true", help="ablation: skip the Reflect step")
     p.add_argument("--no-memory", action="store_true",
                    help="ablation: no long-term memory, no transfer, no cognition summary")
+    p.add_argument("--stop-hopeless", action="store_true",
+                   help="watch each running trial's validation curve and stop it when it cannot reach the "
+                        "incumbent (the reason is stored with the trial and shown in the report)")
     p.add_argument("--plateau-k", type=int, default=3, metavar="K",
                    help="after K trials on the same parameters without improvement, force another parameter (default 3)")
     p.add_argument("--shortlist", type=int, default=4, metavar="N",
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode, reflection=not args.no_reflection, memory=not args.no_memory,
         memory_dir=Path(args.memory).expanduser() if args.memory else None,
         transfer="none" if args.no_memory else args.transfer, plateau_k=args.plateau_k,
-        shortlist=args.shortlist, display=not args.quiet,
+        shortlist=args.shortlist, display=not args.quiet, stop_hopeless=args.stop_hopeless,
     )
     if config.memory:
         from virtualmle.memory import MemoryBank

@@ -260,6 +260,9 @@ class _Search:
         self.keeper = ModelKeeper(run_dir, opts.keep_models)
         self._others_pending: list[dict[str, Any]] = []
         self.compute = ComputeBudget(opts.time_budget)
+        # Who asked a running trial to stop (budget, pruner, method) and why; stored with the
+        # trial only when it did end early (a stop asked at its last epoch changes nothing).
+        self._stops: dict[int, tuple[str, str | None]] = {}
 
     # -- the study as stored (shared with other processes) -------------------------------------
     def budget_left(self) -> int:
@@ -398,11 +401,12 @@ class _Search:
             data_dir=self.opts.data_dir,
             device=self.opts.device,
             timeout=self.opts.timeout_per_trial,
-            report_epochs=bool(self.opts.prune) or self.opts.time_budget is not None,
+            report_epochs=(bool(self.opts.prune) or self.opts.time_budget is not None
+                           or getattr(self.method, "watch", None) is not None),
             data_options=dict(self.opts.data_options),
             save_model=self.opts.keep_models > 0,
         )
-        future = self.executor.submit(spec, self._epoch_callback(trial))
+        future = self.executor.submit(spec, self._epoch_callback(trial, params))
         self.running[future] = _Running(trial, params)
         self._sync_pending()
         if self.display:
@@ -418,24 +422,37 @@ class _Search:
             config["max_epochs"] = min(config.get("max_epochs", self.opts.max_epochs), self.opts.max_epochs)
         return config
 
-    def _epoch_callback(self, trial: optuna.Trial):
+    def _epoch_callback(self, trial: optuna.Trial, params: dict[str, Any]):
         metric, prune = self.opts.metric, self.opts.prune
+        curve: list[float] = []
 
         def on_epoch(log: dict[str, Any]) -> bool:
             self.compute.epoch(trial.number, log.get("seconds") or 0.0)
             if self.compute.used_up():  # the compute budget is spent: keep what this trial has
-                trial.set_user_attr("stopped_by", "budget")
+                self._stops[trial.number] = ("budget", None)
                 return True
             value = log.get("valid", {}).get(metric)
             if value is None or not math.isfinite(value):
                 return False
             trial.report(float(value), step=int(log.get("epoch", 0)))
+            curve.append(float(value))
+            if self._watch(trial, params, curve):
+                return True
             if prune and trial.should_prune():
-                trial.set_user_attr("stopped_by", "pruner")
+                self._stops[trial.number] = ("pruner", None)
                 return True
             return False
 
         return on_epoch
+
+    def _watch(self, trial: optuna.Trial, params: dict[str, Any], curve: list[float]) -> bool:
+        """The method's optional `watch` hook: True (and the reason stored) to stop the trial."""
+        watch = getattr(self.method, "watch", None)
+        reason = watch(self.ctx, trial.number, params, list(curve)) if watch is not None else None
+        if not reason:
+            return False
+        self._stops[trial.number] = ("method", str(reason)[:500])
+        return True
 
     # -- recording --------------------------------------------------------------------------
     def _finish_invalid(self, trial: optuna.Trial, params: dict[str, Any], error: str, *, free: bool) -> None:
@@ -538,6 +555,7 @@ class _Search:
         trial = run.trial
         out = future.result()
         self.compute.running.pop(trial.number, None)  # from now on its stored seconds count
+        stop = self._stops.pop(trial.number, None)
         result = out.result or {}
         attrs: dict[str, Any] = {
             "outcome": out.outcome.value,
@@ -545,6 +563,10 @@ class _Search:
             "log": out.log_path,
         }
         value = None
+        if out.outcome is Outcome.PRUNED and stop is not None:
+            attrs["stopped_by"] = stop[0]
+            if stop[1]:
+                attrs["stop_reason"] = stop[1]
         if out.outcome in (Outcome.COMPLETE, Outcome.PRUNED):
             valid = result.get("valid", {})
             value = valid.get(self.opts.metric)

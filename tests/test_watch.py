@@ -1,0 +1,48 @@
+"""The agent watching a running trial's curve (agent/watch.py, the loop's `watch` hook)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from virtualmle.agent import AgentConfig, VirtualMLEAgent
+from virtualmle.agent.watch import hopeless
+from virtualmle.bench.runner import BenchOptions, resolve_target
+from virtualmle.bench.table import TableExecutor
+from virtualmle.search.loop import SearchOptions, run_search
+
+TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "tables" / "beauty_sasrec_grid729.csv"
+
+
+def test_a_curve_far_below_the_incumbent_is_stopped_with_its_numbers():
+    incumbent = [0.010, 0.018, 0.022, 0.024]
+    reason = hopeless([0.002, 0.003], incumbent, 0.024, horizon=4)
+    assert reason is not None and "0.0030" in reason and "0.0180" in reason and "0.0240" in reason
+
+
+def test_a_curve_that_can_still_catch_up_or_is_too_young_runs_on():
+    incumbent = [0.010, 0.018, 0.022, 0.024]
+    assert hopeless([0.009, 0.017], incumbent, 0.024, horizon=20) is None  # steep: +0.008 per epoch
+    assert hopeless([0.002], incumbent, 0.024, horizon=4) is None  # one validation is not a curve
+    assert hopeless([0.012, 0.019], incumbent, 0.024, horizon=4) is None  # ahead at the same epoch
+    assert hopeless([0.002, 0.003], [], 0.0, horizon=4) is None  # no incumbent yet
+
+
+def test_the_agent_stops_hopeless_trials_through_the_loop_and_says_why(tmp_path):
+    target = resolve_target(BenchOptions(methods=["agent"], table=TABLE))
+    table, space = target.table, target.space
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    config = AgentConfig(reflection=False, memory=False, shortlist=1, transfer="none", stop_hopeless=True)
+    agent = VirtualMLEAgent(space=space, seed=0, llm=None, config=config)
+    opts = SearchOptions(data=target.data, model=target.model, trials=15, seed=0, space=space,
+                         slice_users=target.slice_users, max_epochs=target.max_epochs, run_dir=tmp_path / "run",
+                         keep_models=0, metric=table.metric)
+    run_search(agent, opts, storage=storage, executor=TableExecutor(table, workers=1))
+    study = optuna.load_study(study_name="beauty-sasrec-agent-s0", storage=storage)
+    stopped = [t for t in study.trials if t.user_attrs.get("stopped_by") == "method"]
+    assert stopped, "no trial was stopped"
+    for t in stopped:
+        assert t.state == optuna.trial.TrialState.PRUNED and "below the incumbent's best" in t.user_attrs["stop_reason"]
+        # A stopped trial costs only the share of the table's seconds it ran.
+        assert float(t.user_attrs["seconds"]) < table.lookup(t.params).row.seconds
