@@ -56,7 +56,7 @@ PUBLISHED: dict[tuple[str, str], dict[str, float]] = {
     ("toys", "sasrec"): {"ndcg@10": 0.058},
 }
 TRANSITION = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
-COOC = (0.0, 0.1, 0.3, 1.0, 3.0)
+COOC = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 
 
 def done_rows(path: Path) -> set[tuple[str, str, str]]:
