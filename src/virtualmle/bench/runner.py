@@ -326,9 +326,9 @@ def llm_usage(run_dir: Path) -> dict[str, Any]:
 
 def read_run(study: Any, method: str, seed: int, run_dir: Path, table: Any = None) -> RunResult:
     """A stored study as a `RunResult` (counted trials in trial-number order)."""
-    from virtualmle.search.loop import _counts, summarize
+    from virtualmle.search.stored import counts, summarize
 
-    trials = sorted((t for t in study.get_trials(deepcopy=False) if _counts(t)), key=lambda t: t.number)
+    trials = sorted((t for t in study.get_trials(deepcopy=False) if counts(t)), key=lambda t: t.number)
     values: list[float | None] = []
     seconds: list[float] = []
     snaps = 0

@@ -24,13 +24,13 @@ import re
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from virtualmle.errors import (
     ConfigError,
@@ -55,6 +55,7 @@ from virtualmle.search.method import (
     sampler_for,
 )
 from virtualmle.search.model_keeper import ModelKeeper
+from virtualmle.search.options import DEFAULT_TRIALS, SearchOptions, SearchSummary
 from virtualmle.search.space import SearchSpace, load_space
 from virtualmle.search.storage import (
     default_study_name,
@@ -63,16 +64,22 @@ from virtualmle.search.storage import (
     owner_info,
     recover_interrupted,
 )
+from virtualmle.search.stored import (
+    RESERVED_ATTRS,
+    counts,
+    holds_budget,
+    method_attrs,
+    record_from_trial,
+    same_owner,
+    slim_epoch,
+    summarize,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TRIALS = 30  # the budget of a study when none is given (CLI and Python API alike)
+# Re-exported: callers import the loop's vocabulary from here.
+__all__ = ["DEFAULT_TRIALS", "SearchOptions", "SearchSummary", "record_from_trial", "run_search", "summarize"]
 
-# User attrs the loop owns; everything else on a trial came from the method.
-RESERVED_ATTRS = frozenset({
-    "outcome", "valid", "test", "seconds", "num_params", "best_epoch", "stopped", "epochs", "error",
-    "traceback", "owner", "extra_params", "free", "rerun_of", "method", "log",
-})
 # A sampler draw that breaks a constraint is drawn again up to this many times in a row.
 MAX_REDRAWS = 100
 # Identity of the study: a resumed search must agree with what the study was created for.
@@ -80,137 +87,10 @@ _IDENTITY = ("dataset", "model", "method", "metric")
 
 
 @dataclass
-class SearchOptions:
-    """What to search: dataset, backbone, budget, fidelity and where to record it.
-
-    Attributes:
-        data: dataset spec (name or path).
-        model: backbone, ``sasrec`` or ``hstu``.
-        trials: budget: trials of the study that count (interrupted ones do not).
-        seed: study seed (samplers, grid order, training seed unless a method sets ``seed``).
-        metric: validation metric maximised.
-        study_name: default ``<dataset>-<model>-<method>-s<seed>``.
-        space: the search space; default the shipped one of ``model``.
-        max_epochs / slice_users: fidelity controls applied to every trial.
-        timeout_per_trial: wall-clock seconds per trial (None: no limit).
-        prune: epoch-level pruning on validation: ``median``, ``sha`` (successive halving) or
-            ``hyperband`` (Optuna's pruners; None: none; True: median).
-        time_budget: compute seconds the study may spend (None: the trial budget alone); see
-            `search.budget`. When spent, no trial starts and running ones stop at their next
-            epoch (recorded as pruned with ``stopped_by: budget``, their best epoch kept).
-        run_dir: per-trial files (spec, worker log); default ``runs/<study>``.
-        data_dir: dataset directory override.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        workers: trials at once.
-        fixed: extra parameters held constant in every trial (e.g. ``{"patience": 2}``).
-        progress: show a rich progress display.
-        data_options: how to read the data file (`load_dataset`'s ``fmt``, ``columns``).
-        keep_models: models kept in the run directory: the best as ``best_model``, the next
-            ones in ``models/`` (0: trials save no model); see `search.model_keeper`.
-    """
-
-    data: str
-    model: str = "sasrec"
-    trials: int = DEFAULT_TRIALS
-    seed: int = 0
-    metric: str = "ndcg@10"
-    study_name: str | None = None
-    space: SearchSpace | None = None
-    max_epochs: int | None = None
-    slice_users: int | None = None
-    timeout_per_trial: float | None = None
-    prune: str | bool | None = None
-    time_budget: float | None = None
-    run_dir: Path | None = None
-    data_dir: str | None = None
-    device: str = "auto"
-    workers: int = 1
-    fixed: dict[str, Any] = field(default_factory=dict)
-    progress: bool = False
-    data_options: dict[str, Any] = field(default_factory=dict)
-    keep_models: int = 1
-
-
-@dataclass
-class SearchSummary:
-    """The end of a search: the best configuration on validation and what the search cost.
-
-    ``best_test`` is read from the best-on-validation trial only, for reporting.
-    """
-
-    study_name: str
-    method: str
-    metric: str
-    budget: int
-    trials_used: int
-    outcomes: dict[str, int]
-    best_number: int | None
-    best_value: float | None
-    best_params: dict[str, Any]
-    best_valid: dict[str, float]
-    best_test: dict[str, float]
-    compute_seconds: float
-    wall_seconds: float
-    exhausted: bool = False  # the method had nothing left to propose (grid done)
-    best_model: str | None = None  # the best trial's saved model directory
-    time_budget: float | None = None  # compute seconds allowed (None: trials only)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
 class _Running:
     trial: optuna.Trial
     params: dict[str, Any]
     counts: bool = True
-
-
-def record_from_trial(trial: FrozenTrial) -> TrialRecord:
-    """The method's view of a stored trial (no test metrics)."""
-    attrs = trial.user_attrs
-    if "outcome" in attrs:
-        outcome = Outcome(attrs["outcome"])
-    else:
-        outcome = {TrialState.COMPLETE: Outcome.COMPLETE, TrialState.PRUNED: Outcome.PRUNED}.get(
-            trial.state, Outcome.FAILED
-        )
-    return TrialRecord(
-        number=trial.number,
-        params={**trial.params, **attrs.get("extra_params", {})},
-        outcome=outcome,
-        value=trial.value if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
-        valid=dict(attrs.get("valid", {})),
-        epochs=tuple(attrs.get("epochs", ())),
-        seconds=float(attrs.get("seconds", 0.0)),
-        num_params=attrs.get("num_params"),
-        error=attrs.get("error"),
-        user_attrs={k: v for k, v in attrs.items() if k not in RESERVED_ATTRS},
-    )
-
-
-def _counts(trial: FrozenTrial) -> bool:
-    """Whether a finished trial used up budget."""
-    if not trial.state.is_finished():
-        return False
-    if trial.user_attrs.get("free"):
-        return False
-    return trial.user_attrs.get("outcome") != Outcome.INTERRUPTED.value
-
-
-def _holds_budget(trial: FrozenTrial) -> bool:
-    """Whether a stored trial takes a place in the budget: finished and counting, or running.
-
-    Read from storage by every process on the study, so N processes together run exactly the
-    budget. WAITING trials (enqueued, not started) hold nothing yet.
-    """
-    if trial.state == TrialState.RUNNING:
-        return not trial.user_attrs.get("free") and trial.user_attrs.get("outcome") != Outcome.INTERRUPTED.value
-    return _counts(trial)
-
-
-def _same_owner(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    return bool(a and b) and all(a.get(k) == b.get(k) for k in ("host", "pid", "start"))
 
 
 def _distributions_for(space: SearchSpace, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -268,10 +148,10 @@ class _Search:
     def budget_left(self) -> int:
         """Places left in the budget, read from storage: other processes' trials count too."""
         trials = self.study.get_trials(deepcopy=False)
-        self.compute.refresh(trials, _counts)
+        self.compute.refresh(trials, counts)
         if self.compute.used_up():
             return 0
-        held = sum(1 for t in trials if _holds_budget(t))
+        held = sum(1 for t in trials if holds_budget(t))
         return self.ctx.budget - held
 
     def refresh(self) -> None:
@@ -282,9 +162,9 @@ class _Search:
         for t in self.study.get_trials(deepcopy=False):
             if t.number in known:
                 continue
-            if t.state == TrialState.RUNNING and _holds_budget(t):
+            if t.state == TrialState.RUNNING and holds_budget(t):
                 others.append({**t.params, **t.user_attrs.get("extra_params", {})})
-            elif _counts(t):
+            elif counts(t):
                 done.append(t)
         done.sort(key=lambda t: (t.datetime_complete or t.datetime_start, t.number))
         self.ctx.history.extend(record_from_trial(t) for t in done)
@@ -298,15 +178,15 @@ class _Search:
         decide; a trial that came too late (another process took the last place) is dropped.
         """
         before = sum(1 for t in self.study.get_trials(deepcopy=False)
-                     if t.number < trial.number and _holds_budget(t))
+                     if t.number < trial.number and holds_budget(t))
         return before < self.ctx.budget
 
     def _duplicate_of_other(self, trial: optuna.Trial, params: dict[str, Any]) -> bool:
         """A sampler draw equal to a trial another process holds (same seed, same history)."""
         for t in self.study.get_trials(deepcopy=False):
-            if t.number == trial.number or not _holds_budget(t):
+            if t.number == trial.number or not holds_budget(t):
                 continue
-            if _same_owner(t.user_attrs.get("owner"), self.owner):
+            if same_owner(t.user_attrs.get("owner"), self.owner):
                 continue
             if {**t.params, **t.user_attrs.get("extra_params", {})} == params:
                 return True
@@ -464,7 +344,7 @@ class _Search:
             self.study.tell(trial, state=TrialState.FAIL)
         else:
             record = TrialRecord(number=trial.number, params=params, outcome=Outcome.INVALID, error=error,
-                                 user_attrs=_method_attrs(trial))
+                                 user_attrs=method_attrs(trial))
             self._conclude(trial, record)
         logger.info("trial %d invalid: %s", trial.number, error)
         if self.display and not free:
@@ -582,7 +462,7 @@ class _Search:
             attrs["error"] = out.error
             if out.traceback:
                 attrs["traceback"] = out.traceback
-        attrs["epochs"] = [_slim_epoch(e) for e in (result.get("epochs") or out.epochs)]
+        attrs["epochs"] = [slim_epoch(e) for e in (result.get("epochs") or out.epochs)]
         # ``outcome`` goes last: once it is stored the whole result is, and a process killed
         # from here on (in the method's observe step) leaves a trial that a resume observes
         # from storage instead of training it again (`redo_observe`).
@@ -598,7 +478,7 @@ class _Search:
             seconds=out.seconds,
             num_params=attrs.get("num_params"),
             error=out.error,
-            user_attrs=_method_attrs(trial),
+            user_attrs=method_attrs(trial),
         )
         if out.outcome is Outcome.INTERRUPTED:
             # Ctrl-C: leave it for the next run to do again; methods never see it.
@@ -606,7 +486,7 @@ class _Search:
             if out.requeue:
                 # Lost with its worker or node (Ray executor): run the same configuration again
                 # now, as a resume would, with ``rerun_of`` pointing at the lost trial.
-                attrs = {**_method_attrs(trial), "rerun_of": trial.number}
+                attrs = {**method_attrs(trial), "rerun_of": trial.number}
                 self.reruns.append(Proposal(params=dict(run.params), user_attrs=attrs))
             self._sync_pending()
             return
@@ -649,14 +529,6 @@ class _Search:
                 self.study.tell(run.trial, state=TrialState.FAIL)
             except Exception as exc:  # the next run recovers it from RUNNING anyway
                 logger.debug("trial %d: could not mark interrupted: %s", run.trial.number, exc)
-
-
-def _method_attrs(trial: optuna.Trial | FrozenTrial) -> dict[str, Any]:
-    return {k: v for k, v in trial.user_attrs.items() if k not in RESERVED_ATTRS}
-
-
-def _slim_epoch(log: dict[str, Any]) -> dict[str, Any]:
-    return {k: log[k] for k in ("epoch", "train_loss", "valid", "seconds") if k in log}
 
 
 def default_run_dir(study_name: str) -> Path:
@@ -753,13 +625,13 @@ def run_search(
     # Reseeding by the number of trials so far: an uninterrupted run is reproducible, and a
     # resumed one does not replay the draws it already made.
     study.sampler = sampler_for(method, options.seed + len(trials), options.workers)
-    history = [record_from_trial(t) for t in trials if _counts(t)]
+    history = [record_from_trial(t) for t in trials if counts(t)]
     ctx = SearchContext(space=space, dataset=dataset, profile=profile, model=options.model,
                         seed=options.seed, metric=options.metric, budget=options.trials,
                         study_name=study_name, run_dir=run_dir, history=history)
     executor = executor or LocalExecutor(options.workers, device=options.device)
     search = _Search(method, options, executor, study, space, ctx, run_dir)
-    search.compute.refresh(trials, _counts)  # a resumed study has spent some already
+    search.compute.refresh(trials, counts)  # a resumed study has spent some already
     if options.progress:
         search.display = Display(ctx, study_name, method.name, search.compute)
     try:
@@ -789,33 +661,3 @@ def run_search(
     summary.best_model = str(best) if best is not None else None
     summary.time_budget = options.time_budget
     return summary
-
-
-def summarize(study: optuna.Study, method: str, metric: str, budget: int, *, wall: float = 0.0,
-              exhausted: bool = False) -> SearchSummary:
-    """Best-on-validation trial of a study, its test metrics, and what the study cost."""
-    trials = study.get_trials(deepcopy=False)
-    outcomes: dict[str, int] = {}
-    for t in trials:
-        if t.user_attrs.get("free"):
-            continue
-        key = t.user_attrs.get("outcome") or t.state.name.lower()
-        outcomes[key] = outcomes.get(key, 0) + 1
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = max(done, key=lambda t: (t.value, -t.number)) if done else None
-    return SearchSummary(
-        study_name=study.study_name,
-        method=method,
-        metric=metric,
-        budget=budget,
-        trials_used=sum(1 for t in trials if _counts(t)),
-        outcomes=outcomes,
-        best_number=best.number if best else None,
-        best_value=best.value if best else None,
-        best_params={**best.params, **best.user_attrs.get("extra_params", {})} if best else {},
-        best_valid=dict(best.user_attrs.get("valid", {})) if best else {},
-        best_test=dict(best.user_attrs.get("test", {})) if best else {},
-        compute_seconds=round(sum(float(t.user_attrs.get("seconds", 0.0)) for t in trials), 3),
-        wall_seconds=round(wall, 3),
-        exhausted=exhausted,
-    )
