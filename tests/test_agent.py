@@ -148,8 +148,10 @@ def test_transfer_auto_brings_the_first_studys_rules(workdir: Path, first_study)
     assert "from beauty" in ctx and "not as unconditional truths" in ctx
     assert "reflection" not in trials[1].user_attrs  # --no-reflection
     log_path = workdir / "run-baby" / "llm_log.jsonl"
-    prompts = [m["content"] for line in log_path.read_text().splitlines()
-               for m in json.loads(line)["messages"] if m["role"] == "user"]
+    # The first user message of every call carries the planning context; a re-ask after an
+    # invalid reply adds a short repair message after it, which need not repeat the rules.
+    prompts = [next(m["content"] for m in json.loads(line)["messages"] if m["role"] == "user")
+               for line in log_path.read_text().splitlines()]
     assert prompts and all("from beauty" in p for p in prompts)
 
 
