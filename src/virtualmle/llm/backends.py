@@ -336,7 +336,8 @@ class OpenAIBackend:
         deadline = time.monotonic() + self.step_deadline_s
         for attempt in range(attempts):
             delay = min(BACKOFF_BASE_S * 2**attempt, BACKOFF_MAX_S)
-            self._remaining = max(0.1, min(self.timeout_s, deadline - time.monotonic()))
+            # The step deadline may leave less than the per-call timeout, never less than 0.1 s.
+            self._remaining = min(self.timeout_s, max(0.1, deadline - time.monotonic()))
             try:
                 return send()
             except openai.APITimeoutError:
