@@ -124,6 +124,23 @@ def run_one(data: Any, dataset: str, model: str, recipe: str, max_epochs: int | 
     return rows
 
 
+def markdown(path: Path) -> str:
+    """The table of every finished row, for docs/results.md."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    out = ["| dataset | backbone | recipe | test NDCG@10 | test HR@10 | valid NDCG@10 | published NDCG@10 | "
+           "best / run epochs | s / epoch | priors chosen on validation | load |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pub = (r.get("published") or {}).get("ndcg@10")
+        chosen = r.get("chosen")
+        chosen_s = f"transition {chosen['prior_transition']:g}, cooc {chosen['prior_cooc']:g}" if chosen else ""
+        out.append(f"| {r['dataset']} | {r['model']} | {r['recipe']} | {r['test']['ndcg@10']:.4f} | "
+                   f"{r['test']['hr@10']:.4f} | {r['valid']['ndcg@10']:.4f} | {pub if pub else '-'} | "
+                   f"{r['best_epoch']} / {r['epochs_run']} | {r['seconds_per_epoch']} | {chosen_s} | "
+                   f"{r['load']:.1f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="beauty", help="comma list: beauty,sports,toys,baby,pet_supplies")
@@ -133,7 +150,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--slice-users", type=int, default=None, help="smoke runs only: the first N users")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--markdown", action="store_true", help="print the table of finished rows and exit")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(Path(args.out)))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
