@@ -18,10 +18,13 @@ from torch import nn
 
 from virtualmle.models.position import PosEnc, has_absolute, positions_from_end
 
-FFN = Literal["gelu", "swiglu", "none"]
+FFN = Literal["gelu", "relu", "swiglu", "none"]
 Pooling = Literal["last", "recency_mean"]
+# SASRec block wiring: standard pre-/post-LN (`norm_first`), or the published code's (see sasrec.py).
+BlockLayout = Literal["standard", "pmixer", "pmixer_x"]
 FFNS: tuple[str, ...] = get_args(FFN)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
+BLOCK_LAYOUTS: tuple[str, ...] = get_args(BlockLayout)
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,9 @@ class ModelConfig:
     temperature: float = 1.0  # logits are divided by it
     attn_out_dropout: bool = True  # SASRec: dropout on the attention branch's output (published code: none)
     mask_padding_keys: bool = True  # SASRec: hide padding keys (published PyTorch code: causal mask only)
-    ffn: FFN = "gelu"  # SASRec feed-forward: GELU MLP or gated SwiGLU (HSTU has none: "none")
+    ffn: FFN = "gelu"  # SASRec feed-forward: GELU or ReLU MLP, or gated SwiGLU (HSTU has none: "none")
     ffn_mult: int = 1  # SASRec feed-forward inner size = ffn_mult * hidden
+    block_layout: BlockLayout = "standard"  # SASRec: norm_first's pre/post-LN, or the published wiring
     pos_enc: PosEnc = "learned"  # order signal, see models/position.py (HSTU reference: learned+relative)
     pooling: Pooling = "last"  # user state: last position, or recency-weighted mean of the last pool_k
     pool_k: int = 3  # positions pooled by pooling=recency_mean
