@@ -50,6 +50,9 @@ VARIANTS: dict[str, dict] = {
     # I with every published-code switch: padding keys visible too (CE-SCE-LLMRec masks only causally).
     "K_I_padding_keys_visible": {**F_, "block_layout": "pmixer_x", "ffn": "relu", "mask_padding_keys": False},
     "J_I_pmixer_q_residual": {**F_, "block_layout": "pmixer", "ffn": "relu"},
+    # K with CE-SCE-LLMRec's init exactly: its Conv1d feed-forward keeps torch's default init.
+    "L_K_ffn_default_init": {**F_, "init": "xavier_ffn_default", "block_layout": "pmixer_x", "ffn": "relu",
+                             "mask_padding_keys": False},
 }
 
 
@@ -58,6 +61,7 @@ def main() -> None:
     ap.add_argument("--data", default="beauty")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names (prefixes ok)")
+    ap.add_argument("--eval-every", type=int, default=1, help="validate every k epochs (the published run: 5)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--output", default=None, help="append one JSON line per variant here")
     args = ap.parse_args()
@@ -66,7 +70,8 @@ def main() -> None:
     wanted = [n for n in VARIANTS if any(n.startswith(w) for w in args.variants.split(","))]
     print(f"published: {PUBLISHED}", flush=True)
     for name in wanted:
-        cfg = TrainConfig(**{**RECIPE, **VARIANTS[name], "max_epochs": args.epochs, "patience": 0})
+        cfg = TrainConfig(**{**RECIPE, **VARIANTS[name], "max_epochs": args.epochs, "patience": 0,
+                                "eval_every": args.eval_every})
         rows = []
 
         def log(e: EpochLog, rows: list = rows) -> None:

@@ -171,3 +171,24 @@ def test_published_layout_trains_forward_and_backward(layout):
     for name in ("blocks.0.ln1.weight", "blocks.0.ln2.weight", "blocks.1.attn.qkv.weight", "blocks.1.ffn.fc.weight",
                  "norm.weight"):
         assert grads[name].abs().sum().item() > 0, name
+
+
+@torch.no_grad()
+def test_xavier_ffn_default_leaves_the_feed_forward_at_torch_init_and_the_rest_xavier():
+    torch.manual_seed(0)
+    model = build_model("sasrec", ModelConfig(num_items=5000, hidden=64, blocks=2, ffn="relu", tied=True))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    xavier_init(model, keep_ffn=True)
+    after = model.state_dict()
+    ffn = {k for k in before if ".ffn." in k}
+    assert ffn == {f"blocks.{i}.ffn.{m}.{p}" for i in (0, 1) for m in ("fc", "proj") for p in ("weight", "bias")}
+    assert all(torch.equal(before[k], after[k]) for k in ffn)
+    # torch's Linear default, the same as a kernel-1 Conv1d's: std 1 / sqrt(3 fan_in), non-zero biases.
+    assert after["blocks.0.ffn.fc.weight"].std().item() == pytest.approx((1 / (3 * 64)) ** 0.5, rel=0.1)
+    assert after["blocks.0.ffn.fc.bias"].abs().sum().item() > 0
+    assert after["blocks.0.attn.qkv.bias"].abs().sum().item() == 0.0
+    assert after["item_emb.weight"][1:].std().item() == pytest.approx((2 / (5001 + 64)) ** 0.5, rel=0.05)
+    # Plain xavier re-initialises the feed-forward too.
+    xavier_init(model)
+    assert model.blocks[0].ffn.fc.bias.abs().sum().item() == 0.0
+    assert TrainConfig(init="xavier_ffn_default").init == "xavier_ffn_default"

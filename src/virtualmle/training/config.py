@@ -160,8 +160,9 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(5.0, ge=0.0, le=1e6)  # max gradient norm, 0 = no clipping
     adam_beta2: float = Field(0.98, ge=0.0, lt=1.0)  # 0.98: SASRec.pytorch / HSTU; 0.999: torch default
     # normal: N(0, 0.02) embeddings, torch's default Linear init; xavier: xavier-normal embeddings
-    # and Linear weights, zero biases (SASRec.pytorch, CE-SCE-LLMRec).
-    init: Literal["normal", "xavier"] = "normal"
+    # and Linear weights, zero biases (SASRec.pytorch); xavier_ffn_default: the same but the
+    # feed-forward keeps torch's default init (CE-SCE-LLMRec, whose Conv1d FFN its xavier pass skips).
+    init: Literal["normal", "xavier", "xavier_ffn_default"] = "normal"
     batch_order: Literal["bucketed", "random"] = "bucketed"  # length-bucketed or random users
     attn_out_dropout: bool = True  # sasrec: dropout on the attention branch output (published: none)
     mask_padding_keys: bool = True  # sasrec: hide padding keys (published PyTorch code: causal only)
@@ -293,7 +294,8 @@ PARAM_HELP: dict[str, str] = {
     "batch_size": "users per training batch",
     "grad_clip": "max gradient norm, 0 = off",
     "adam_beta2": "Adam / AdamW beta2 (beta1 is 0.9)",
-    "init": "normal (N(0, 0.02) embeddings) | xavier (xavier-normal embeddings and Linear weights)",
+    "init": "normal (N(0, 0.02) embeddings) | xavier (xavier-normal embeddings and Linear weights) | "
+            "xavier_ffn_default (xavier, feed-forward left at torch's default)",
     "batch_order": "bucketed (users of similar length per batch) | random (random users per batch)",
     "attn_out_dropout": "sasrec: dropout on the attention branch output (the published code has none)",
     "mask_padding_keys": "sasrec: hide padding keys from attention (the published PyTorch code does not)",
