@@ -126,6 +126,18 @@ class SequentialRecommender(nn.Module):
         Returns:
             (B, T, D) states; position t depends on items[:, :t + 1] only.
         """
+        pad = self.cfg.max_len - items.size(1)
+        if not self.cfg.mask_padding_keys and pad > 0:
+            # Visible padding keys take part in attention, so their number must not depend on
+            # how a batch happens to be padded (training batches reach ~max_len, length-sorted
+            # evaluation batches do not): pad every sequence to max_len, as the published code
+            # does, and return the caller's T positions.
+            items = F.pad(items, (pad, 0))
+            timestamps = None if timestamps is None else F.pad(timestamps, (pad, 0))
+            return self._encode(items, timestamps)[:, pad:]
+        return self._encode(items, timestamps)
+
+    def _encode(self, items: torch.Tensor, timestamps: torch.Tensor | None) -> torch.Tensor:
         b, t = items.shape
         valid = items != 0  # (B, T)
         x = self.item_emb(items) * math.sqrt(self.cfg.hidden)  # (B, T, D)
