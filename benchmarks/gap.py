@@ -32,7 +32,7 @@ RECIPE = dict(model="sasrec", loss="softmax", hidden=64, blocks=2, heads=1, drop
 # Published-code choices (CE-SCE-LLMRec SASRec/main.py and its run's README).
 OPTIM = dict(weight_decay=1e-8, grad_clip=0.0, adam_beta2=0.999)
 # F: every published-code switch that helped or was neutral at 5 epochs (docs/training.md).
-F_ = dict(tied=True, **OPTIM, init="xavier", batch_order="random", attn_out_dropout=False)
+F_ = {"tied": True, **OPTIM, "init": "xavier", "batch_order": "random", "attn_out_dropout": False}
 VARIANTS: dict[str, dict] = {
     "A_recipe": {},
     "B_tied": {"tied": True},
