@@ -31,6 +31,8 @@ RECIPE = dict(model="sasrec", loss="softmax", hidden=64, blocks=2, heads=1, drop
               attn_dropout=0.6, lr=5e-4, batch_size=512, max_len=50)
 # Published-code choices (CE-SCE-LLMRec SASRec/main.py and its run's README).
 OPTIM = dict(weight_decay=1e-8, grad_clip=0.0, adam_beta2=0.999)
+# F: every published-code switch that helped or was neutral at 5 epochs (docs/training.md).
+F_ = {"tied": True, **OPTIM, "init": "xavier", "batch_order": "random", "attn_out_dropout": False}
 VARIANTS: dict[str, dict] = {
     "A_recipe": {},
     "B_tied": {"tied": True},
@@ -41,6 +43,16 @@ VARIANTS: dict[str, dict] = {
                                 "attn_out_dropout": False},
     "G_F_padding_keys_visible": {"tied": True, **OPTIM, "init": "xavier", "batch_order": "random",
                                  "attn_out_dropout": False, "mask_padding_keys": False},
+    # The published block wiring: CE-SCE-LLMRec's attention residual is the raw x (pmixer_x),
+    # pmixer/SASRec.pytorch's is LN(x) (pmixer); both feed the FFN a normalised stream.
+    "H_F_pmixer_x_layout": {**F_, "block_layout": "pmixer_x"},
+    "I_H_relu_ffn": {**F_, "block_layout": "pmixer_x", "ffn": "relu"},
+    # I with every published-code switch: padding keys visible too (CE-SCE-LLMRec masks only causally).
+    "K_I_padding_keys_visible": {**F_, "block_layout": "pmixer_x", "ffn": "relu", "mask_padding_keys": False},
+    "J_I_pmixer_q_residual": {**F_, "block_layout": "pmixer", "ffn": "relu"},
+    # K with CE-SCE-LLMRec's init exactly: its Conv1d feed-forward keeps torch's default init.
+    "L_K_ffn_default_init": {**F_, "init": "xavier_ffn_default", "block_layout": "pmixer_x", "ffn": "relu",
+                             "mask_padding_keys": False},
 }
 
 
@@ -49,6 +61,7 @@ def main() -> None:
     ap.add_argument("--data", default="beauty")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names (prefixes ok)")
+    ap.add_argument("--eval-every", type=int, default=1, help="validate every k epochs (the published run: 5)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--output", default=None, help="append one JSON line per variant here")
     args = ap.parse_args()
@@ -57,7 +70,8 @@ def main() -> None:
     wanted = [n for n in VARIANTS if any(n.startswith(w) for w in args.variants.split(","))]
     print(f"published: {PUBLISHED}", flush=True)
     for name in wanted:
-        cfg = TrainConfig(**{**RECIPE, **VARIANTS[name], "max_epochs": args.epochs, "patience": 0})
+        cfg = TrainConfig(**{**RECIPE, **VARIANTS[name], "max_epochs": args.epochs, "patience": 0,
+                                "eval_every": args.eval_every})
         rows = []
 
         def log(e: EpochLog, rows: list = rows) -> None:

@@ -39,6 +39,9 @@ CASES = [
     ("sasrec", {"pos_enc": "learned+relative", "l2_norm": True, "tied": True}, False),
     ("sasrec", {"pos_enc": "none"}, False),
     ("sasrec", {"pooling": "recency_mean", "pool_k": 3}, False),
+    # The published block wirings (SASRec.pytorch, CE-SCE-LLMRec) with their ReLU feed-forward.
+    ("sasrec", {"block_layout": "pmixer", "ffn": "relu"}, False),
+    ("sasrec", {"block_layout": "pmixer_x", "ffn": "relu"}, False),
     ("hstu", {"pos_enc": "rotary", "tied": False, "l2_norm": False}, True),
     ("hstu", {"pos_enc": "learned", "pooling": "recency_mean", "pool_k": 4}, True),
 ]
@@ -143,7 +146,7 @@ def test_default_config_builds_the_release_model(name):
     assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == RELEASE_STATE[name]
     # Naming every new switch at its default changes nothing.
     explicit = TrainConfig.for_model(
-        name, hidden=8, max_len=5, ffn="gelu" if name == "sasrec" else "none", ffn_mult=1,
+        name, hidden=8, max_len=5, ffn="gelu" if name == "sasrec" else "none", ffn_mult=1, block_layout="standard",
         pos_enc="learned" if name == "sasrec" else "learned+relative", pooling="last",
         prior_transition=0.0, prior_cooc=0.0, prior_pop=0.0,
     )
@@ -188,6 +191,10 @@ def test_swiglu_is_a_gate_times_a_value():
         ({"model": "hstu", "pos_enc": "rotary", "attn_dim": 15}, r"rotary needs an even per-head size \(attn_dim = 15\)"),
         ({"model": "sasrec", "pooling": "max"}, r"parameter 'pooling' = 'max' .*one of last, recency_mean"),
         ({"model": "sasrec", "pool_k": 0}, r"parameter 'pool_k' = 0"),
+        ({"model": "hstu", "ffn": "relu"}, r"ffn=relu is not available for hstu"),
+        ({"model": "hstu", "block_layout": "pmixer"}, r"block_layout=pmixer is not available for hstu"),
+        ({"model": "sasrec", "block_layout": "pmixer_x", "norm_first": False}, r"block_layout=pmixer_x .*needs norm_first=true"),
+        ({"model": "sasrec", "block_layout": "tf"}, r"parameter 'block_layout' = 'tf' .*one of standard, pmixer, pmixer_x"),
     ],
 )
 def test_structure_switches_reject_what_the_backbone_lacks(params, pattern):

@@ -18,10 +18,13 @@ from torch import nn
 
 from virtualmle.models.position import PosEnc, has_absolute, positions_from_end
 
-FFN = Literal["gelu", "swiglu", "none"]
+FFN = Literal["gelu", "relu", "swiglu", "none"]
 Pooling = Literal["last", "recency_mean"]
+# SASRec block wiring: standard pre-/post-LN (`norm_first`), or the published code's (see sasrec.py).
+BlockLayout = Literal["standard", "pmixer", "pmixer_x"]
 FFNS: tuple[str, ...] = get_args(FFN)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
+BLOCK_LAYOUTS: tuple[str, ...] = get_args(BlockLayout)
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,9 @@ class ModelConfig:
     temperature: float = 1.0  # logits are divided by it
     attn_out_dropout: bool = True  # SASRec: dropout on the attention branch's output (published code: none)
     mask_padding_keys: bool = True  # SASRec: hide padding keys (published PyTorch code: causal mask only)
-    ffn: FFN = "gelu"  # SASRec feed-forward: GELU MLP or gated SwiGLU (HSTU has none: "none")
+    ffn: FFN = "gelu"  # SASRec feed-forward: GELU or ReLU MLP, or gated SwiGLU (HSTU has none: "none")
     ffn_mult: int = 1  # SASRec feed-forward inner size = ffn_mult * hidden
+    block_layout: BlockLayout = "standard"  # SASRec: norm_first's pre/post-LN, or the published wiring
     pos_enc: PosEnc = "learned"  # order signal, see models/position.py (HSTU reference: learned+relative)
     pooling: Pooling = "last"  # user state: last position, or recency-weighted mean of the last pool_k
     pool_k: int = 3  # positions pooled by pooling=recency_mean
@@ -122,6 +126,18 @@ class SequentialRecommender(nn.Module):
         Returns:
             (B, T, D) states; position t depends on items[:, :t + 1] only.
         """
+        pad = self.cfg.max_len - items.size(1)
+        if not self.cfg.mask_padding_keys and pad > 0:
+            # Visible padding keys take part in attention, so their number must not depend on
+            # how a batch happens to be padded (training batches reach ~max_len, length-sorted
+            # evaluation batches do not): pad every sequence to max_len, as the published code
+            # does, and return the caller's T positions.
+            items = F.pad(items, (pad, 0))
+            timestamps = None if timestamps is None else F.pad(timestamps, (pad, 0))
+            return self._encode(items, timestamps)[:, pad:]
+        return self._encode(items, timestamps)
+
+    def _encode(self, items: torch.Tensor, timestamps: torch.Tensor | None) -> torch.Tensor:
         b, t = items.shape
         valid = items != 0  # (B, T)
         x = self.item_emb(items) * math.sqrt(self.cfg.hidden)  # (B, T, D)

@@ -1,8 +1,18 @@
 """SASRec's encoder block (Kang & McAuley 2018): causal multi-head self-attention + feed-forward.
 
-The feed-forward is GELU D -> mD -> D (`ffn=gelu`, the release's m = 1; S3-Rec and eSASRec use
-m = 4) or gated SwiGLU (`ffn=swiglu`). Positions (`pos_enc`, see `position.py`) enter here as a
-per-block relative attention bias and / or rotary queries and keys.
+The feed-forward is D -> mD -> D with GELU (`ffn=gelu`, the release's m = 1; S3-Rec and eSASRec
+use m = 4) or ReLU (`ffn=relu`, the SASRec paper and its published code), or gated SwiGLU
+(`ffn=swiglu`). Positions (`pos_enc`, see `position.py`) enter here as a per-block relative
+attention bias and / or rotary queries and keys.
+
+`block_layout` picks the wiring. `standard` is a textbook pre-LN (or, with `norm_first=false`,
+post-LN) block. The published SASRec code (the original TensorFlow code, pmixer/SASRec.pytorch,
+CE-SCE-LLMRec) normalises only the queries and feeds the feed-forward a normalised stream:
+
+    q = LN1(x); h = r + attn(q, keys/values = x); x = LN2(h); x = x + FFN(x)
+
+with the attention residual r = q in pmixer/SASRec.pytorch and the TF original
+(`block_layout=pmixer`) and r = x in CE-SCE-LLMRec (`block_layout=pmixer_x`).
 """
 
 from __future__ import annotations
@@ -39,9 +49,17 @@ class CausalSelfAttention(nn.Module):
         # default model's parameters are exactly the release's.
         self.pos_bias = nn.Parameter(torch.randn(cfg.max_len) * 0.02) if has_relative(cfg.pos_enc) else None
 
-    def forward(self, x: torch.Tensor, ctx: SASRecContext) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: SASRecContext, kv: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) queries' input -> (B, T, D); keys and values come from `kv` (default: `x`)."""
         b, t, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=-1)  # 3 x (B, T, D)
+        if kv is None:
+            q, k, v = self.qkv(x).split(d, dim=-1)  # 3 x (B, T, D)
+        else:
+            # The published layout: queries from the normalised stream, keys and values from the
+            # raw one. Same weights as the fused path, so the layouts differ only in wiring.
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x, w[:d], bias[:d])  # (B, T, D)
+            k, v = F.linear(kv, w[d:], bias[d:]).split(d, dim=-1)  # 2 x (B, T, D)
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
         if ctx.rotary is not None:
             q, k = apply_rotary(q, *ctx.rotary), apply_rotary(k, *ctx.rotary)  # (B, H, T, D / H)
@@ -55,8 +73,11 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
+_ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
+
+
 class FeedForward(nn.Module):
-    """Position-wise D -> mD -> D with GELU (the release keeps m = 1: D -> D -> D)."""
+    """Position-wise D -> mD -> D with GELU or ReLU (the release keeps GELU, m = 1: D -> D -> D)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -64,9 +85,16 @@ class FeedForward(nn.Module):
         self.fc = nn.Linear(cfg.hidden, inner)
         self.proj = nn.Linear(inner, cfg.hidden)
         self.drop = Dropout(cfg.dropout)
+        self.act = _ACTIVATIONS[cfg.ffn]
+        self.act_name = cfg.ffn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.drop(F.gelu(self.fc(x))))  # (B, T, D)
+        # Dropout after the activation equals the published code's dropout before ReLU (both
+        # scale by a non-negative mask), so one order serves both activations.
+        return self.proj(self.drop(self.act(self.fc(x))))  # (B, T, D)
+
+    def extra_repr(self) -> str:
+        return f"act={self.act_name}"
 
 
 class SwiGLUFeedForward(nn.Module):
@@ -88,15 +116,16 @@ class SwiGLUFeedForward(nn.Module):
         return self.proj(self.drop(F.silu(gate) * value))  # (B, T, D)
 
 
-FEED_FORWARDS: dict[str, type[nn.Module]] = {"gelu": FeedForward, "swiglu": SwiGLUFeedForward}
+FEED_FORWARDS: dict[str, type[nn.Module]] = {"gelu": FeedForward, "relu": FeedForward, "swiglu": SwiGLUFeedForward}
 
 
 class SASRecBlock(EncoderBlock):
-    """Pre-LN (x + f(LN(x))) or post-LN (LN(x + f(x))) transformer block."""
+    """Pre-LN (x + f(LN(x))), post-LN (LN(x + f(x))) or the published SASRec wiring (module doc)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.norm_first = cfg.norm_first
+        self.layout = cfg.block_layout
         self.ln1 = nn.LayerNorm(cfg.hidden)
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.hidden)
@@ -124,10 +153,16 @@ class SASRecBlock(EncoderBlock):
 
     @staticmethod
     def final_norm(cfg: ModelConfig) -> nn.Module:
-        # Pre-LN leaves the residual stream unnormalised; post-LN blocks already end in a norm.
-        return nn.LayerNorm(cfg.hidden) if cfg.norm_first else nn.Identity()
+        # Pre-LN and the published layouts leave the residual stream unnormalised; post-LN blocks
+        # already end in a norm.
+        return nn.LayerNorm(cfg.hidden) if cfg.norm_first or cfg.block_layout != "standard" else nn.Identity()
 
     def forward(self, x: torch.Tensor, ctx: SASRecContext) -> torch.Tensor:
+        if self.layout != "standard":
+            q = self.ln1(x)  # (B, T, D): only the queries are normalised
+            h = (q if self.layout == "pmixer" else x) + self.attn_drop(self.attn(q, ctx, kv=x))
+            h = self.ln2(h)  # the feed-forward's input and its residual are normalised
+            return h + self.drop(self.ffn(h))  # padding rows are zeroed by the caller (timeline mask)
         if self.norm_first:
             x = x + self.attn_drop(self.attn(self.ln1(x), ctx))
             return x + self.drop(self.ffn(self.ln2(x)))

@@ -15,7 +15,7 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from virtualmle.errors import ConfigError
-from virtualmle.models.base import FFN, Pooling
+from virtualmle.models.base import FFN, BlockLayout, Pooling
 from virtualmle.models.position import PosEnc
 
 ModelName = Literal["sasrec", "hstu"]
@@ -53,6 +53,7 @@ _SHARED: dict[str, Any] = {
     "linear_dim": 16,
     "attn_dim": 16,
     "norm_first": True,
+    "block_layout": "standard",
     # Structure switches (docs/training.md "Structure switches"): off, i.e. the release's model.
     "ffn_mult": 1,
     "pooling": "last",
@@ -137,6 +138,9 @@ class TrainConfig(BaseModel):
     window: int = Field(0, ge=0, le=1024)  # training history window, 0 = max_len
     tied: bool = False  # output item embeddings = input item embeddings
     norm_first: bool = True  # SASRec: pre-LayerNorm (True) or post-LayerNorm (False)
+    # SASRec: standard (norm_first's pre/post-LN) or the published code's wiring: queries alone
+    # normalised, FFN on a normalised stream; attention residual from LN(x) (pmixer) or x (pmixer_x).
+    block_layout: BlockLayout = "standard"
     linear_dim: int = Field(16, ge=1, le=1024)  # HSTU per-head U/V size
     attn_dim: int = Field(16, ge=1, le=1024)  # HSTU per-head Q/K size
     l2_norm: bool = False  # L2-normalise item embeddings and user states before scoring
@@ -156,8 +160,9 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(5.0, ge=0.0, le=1e6)  # max gradient norm, 0 = no clipping
     adam_beta2: float = Field(0.98, ge=0.0, lt=1.0)  # 0.98: SASRec.pytorch / HSTU; 0.999: torch default
     # normal: N(0, 0.02) embeddings, torch's default Linear init; xavier: xavier-normal embeddings
-    # and Linear weights, zero biases (SASRec.pytorch, CE-SCE-LLMRec).
-    init: Literal["normal", "xavier"] = "normal"
+    # and Linear weights, zero biases (SASRec.pytorch); xavier_ffn_default: the same but the
+    # feed-forward keeps torch's default init (CE-SCE-LLMRec, whose Conv1d FFN its xavier pass skips).
+    init: Literal["normal", "xavier", "xavier_ffn_default"] = "normal"
     batch_order: Literal["bucketed", "random"] = "bucketed"  # length-bucketed or random users
     attn_out_dropout: bool = True  # sasrec: dropout on the attention branch output (published: none)
     mask_padding_keys: bool = True  # sasrec: hide padding keys (published PyTorch code: causal only)
@@ -171,7 +176,7 @@ class TrainConfig(BaseModel):
     eval_mask: EvalMask = "auto"
     seed: int = Field(0, ge=0, le=2**31 - 1)
     # Structure switches (models/); defaults are the release's model.
-    ffn: FFN = "gelu"  # SASRec feed-forward: gelu | swiglu; HSTU has none ("none")
+    ffn: FFN = "gelu"  # SASRec feed-forward: gelu | relu | swiglu; HSTU has none ("none")
     ffn_mult: int = Field(1, ge=1, le=8)  # SASRec feed-forward inner size = ffn_mult * hidden
     pos_enc: PosEnc = "learned"  # learned | none | relative | rotary | learned+relative
     pooling: Pooling = "last"  # user state: last position or recency-weighted mean of pool_k
@@ -229,7 +234,13 @@ class TrainConfig(BaseModel):
             raise ValueError(f"ffn_mult={self.ffn_mult} is not available for hstu: HSTU blocks have no "
                              "feed-forward; use ffn_mult=1 or model=sasrec")
         if self.model == "sasrec" and self.ffn == "none":
-            raise ValueError("ffn=none is not available for sasrec: use gelu or swiglu")
+            raise ValueError("ffn=none is not available for sasrec: use gelu, relu or swiglu")
+        if self.model == "hstu" and self.block_layout != "standard":
+            raise ValueError(f"block_layout={self.block_layout} is not available for hstu: it rewires "
+                             "SASRec's block; use block_layout=standard or model=sasrec")
+        if self.block_layout != "standard" and not self.norm_first:
+            raise ValueError(f"block_layout={self.block_layout} fixes where the LayerNorms go: "
+                             "it needs norm_first=true (or block_layout=standard for post-LN)")
         if self.pos_enc == "rotary":
             head = self.hidden // self.heads if self.model == "sasrec" else self.attn_dim
             what = "hidden / heads" if self.model == "sasrec" else "attn_dim"
@@ -265,6 +276,7 @@ PARAM_HELP: dict[str, str] = {
     "window": "training history window, 0 = max_len",
     "tied": "score with the input item embeddings",
     "norm_first": "sasrec: pre-LayerNorm (true) or post-LayerNorm (false)",
+    "block_layout": "sasrec: standard (pre/post-LN by norm_first) | pmixer | pmixer_x (published SASRec code)",
     "linear_dim": "hstu: per-head U/V size",
     "attn_dim": "hstu: per-head Q/K size",
     "l2_norm": "L2-normalise user states and item vectors",
@@ -282,7 +294,8 @@ PARAM_HELP: dict[str, str] = {
     "batch_size": "users per training batch",
     "grad_clip": "max gradient norm, 0 = off",
     "adam_beta2": "Adam / AdamW beta2 (beta1 is 0.9)",
-    "init": "normal (N(0, 0.02) embeddings) | xavier (xavier-normal embeddings and Linear weights)",
+    "init": "normal (N(0, 0.02) embeddings) | xavier (xavier-normal embeddings and Linear weights) | "
+            "xavier_ffn_default (xavier, feed-forward left at torch's default)",
     "batch_order": "bucketed (users of similar length per batch) | random (random users per batch)",
     "attn_out_dropout": "sasrec: dropout on the attention branch output (the published code has none)",
     "mask_padding_keys": "sasrec: hide padding keys from attention (the published PyTorch code does not)",
@@ -294,7 +307,7 @@ PARAM_HELP: dict[str, str] = {
     "metric": "validation metric for early stopping: hr@5/10/20, ndcg@5/10/20, mrr",
     "eval_mask": "history items left out of the ranking: auto | history | none | history_except_target",
     "seed": "seed for init, dropout, batching and negatives",
-    "ffn": "sasrec feed-forward: gelu | swiglu (hstu: none)",
+    "ffn": "sasrec feed-forward: gelu | relu | swiglu (hstu: none)",
     "ffn_mult": "sasrec feed-forward inner size = ffn_mult * hidden (1, 2, 4)",
     "pos_enc": "learned | none | relative | rotary | learned+relative",
     "pooling": "user state: last | recency_mean (of the last pool_k positions)",

@@ -115,14 +115,19 @@ def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
                weight_decay=config.weight_decay)
 
 
-def xavier_init(model: torch.nn.Module) -> None:
+def xavier_init(model: torch.nn.Module, *, keep_ffn: bool = False) -> None:
     """Xavier-normal item/position embeddings and Linear weights, zero biases, zero padding rows.
 
     The published SASRec code (SASRec.pytorch, CE-SCE-LLMRec) initialises this way; the item
     embedding then starts at std sqrt(2 / (N + D)) (0.013 on Beauty) instead of 0.02, and the
-    position embedding at sqrt(2 / (max_len + D)) (0.13) instead of 0.02.
+    position embedding at sqrt(2 / (max_len + D)) (0.13) instead of 0.02. With `keep_ffn` the
+    feed-forward keeps torch's default init (`init=xavier_ffn_default`): CE-SCE-LLMRec's
+    feed-forward is made of Conv1d layers, which its xavier pass skips, and a kernel-1 Conv1d's
+    default init is nn.Linear's (uniform weights of std 1/sqrt(3 fan_in), uniform biases).
     """
-    for module in model.modules():
+    for name, module in model.named_modules():
+        if keep_ffn and ".ffn." in f".{name}.":
+            continue
         if isinstance(module, torch.nn.Linear):
             torch.nn.init.xavier_normal_(module.weight)
             if module.bias is not None:
@@ -184,8 +189,8 @@ def train(
     # Train-split priors, added to the scores at validation and test alike; None when all off.
     priors = ScorePriors.from_config(data, config)
     model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items))
-    if config.init == "xavier":
-        xavier_init(model)
+    if config.init != "normal":
+        xavier_init(model, keep_ffn=config.init == "xavier_ffn_default")
     model = model.to(dev)
     optimizer = _make_optimizer(config, model)
     loss_ctx = LossContext(
