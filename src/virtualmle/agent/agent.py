@@ -325,10 +325,10 @@ class VirtualMLEAgent:
         attrs: dict[str, Any] = {A_DIAGNOSTICS: diag.to_dict(), A_VERDICT: diag.code_verdict}
         llm_s = 0.0
         reflection = None
+        memory = study_memory(self.view, ctx, prior_records + [record], self._attrs)
         if self.cfg.reflection and o.base is not None:
             t = time.perf_counter()
             _, insights_text = insight_hints(self.bank(), ctx)
-            memory = study_memory(self.view, ctx, prior_records + [record], self._attrs)
             reflection = reflect(self.llm, ctx, self.view, number=record.number, hypothesis=o.attrs.get(A_HYPOTHESIS),
                                  diag=diag, memory=memory, insights_text=insights_text, compact=self._compact(),
                                  seed=self.seed * 1000 + record.number, attrs=attrs)
@@ -336,7 +336,7 @@ class VirtualMLEAgent:
         t_mem = time.perf_counter()
         if self.cfg.memory:
             try:
-                attrs["insight_ops"] = remember(self.bank(), ctx, self.view, o, diag, obs_before, reflection)
+                attrs["insight_ops"] = remember(self.bank(), ctx, self.view, o, diag, memory, reflection)
             except (VirtualMLEError, OSError) as exc:  # memory trouble must not lose the trial's result
                 logger.warning("memory update failed for trial %d: %s", record.number, exc)
                 attrs["memory_error"] = str(exc)[:200]

@@ -1,8 +1,10 @@
 """Remember: long-term insight operations after each trial, and the cognition summary at the end.
 
-After a trial (`remember`): code-derived operations from the keep / discard result (a failure is
-evidence against the move it made), the reflection's generalised rule, and the LLM's own insight
-operations once validated; the bank applies them under its lock. At the end of the study
+After a trial (`remember`): code-derived operations from the study's pooled evidence on the move
+the trial made (a rule only beyond noise; a multi-parameter trial is evidence about that
+combination, never per-parameter credit; a failure is evidence against the move), the
+reflection's generalised rule, and the LLM's own insight operations once validated; the bank
+applies them under its lock. At the end of the study
 (`distil`): the whole study distilled into a cognition summary that later studies transfer from.
 """
 
@@ -15,29 +17,43 @@ from typing import Any
 from pydantic import ValidationError
 
 from virtualmle.agent import prompts
-from virtualmle.agent.diagnostics import DEFAULT_RELATIVE_NOISE, Diagnostics, Observation
+from virtualmle.agent.diagnostics import Diagnostics, Observation
 from virtualmle.agent.space_view import SpaceView
 from virtualmle.search.method import SearchContext
 
 logger = logging.getLogger(__name__)
 
 
-def remember(bank: Any, ctx: SearchContext, view: SpaceView, o: Observation, diag: Diagnostics,
-             before: list[Observation], reflection: dict[str, Any] | None) -> dict[str, Any]:
-    """Apply the trial's insight operations to the bank; returns what was applied and rejected."""
-    from virtualmle.memory import InsightOp, TrialRef, ops_from_trial
+def trial_evidence(memory: Any, o: Observation, diag: Diagnostics) -> tuple[Any, Any]:
+    """The study's pooled evidence and this trial's pair in it (None when the trial made no
+    comparable move: the first trial, a parent that failed, a pruned trial)."""
+    from virtualmle.memory import study_evidence
 
-    parent = next((p for p in before if p.number == o.base), None)
+    for e in memory.trials:
+        if e.number == o.number and not e.diagnostics:
+            e.diagnostics = diag.to_dict()  # not stored yet: this step computes it
+    ev = study_evidence(memory.trials, direction=memory.direction, noise=diag.noise)
+    pair = next((p for p in ev.pairs if p.trial == o.number), None)
+    return ev, pair
+
+
+def remember(bank: Any, ctx: SearchContext, view: SpaceView, o: Observation, diag: Diagnostics,
+             memory: Any, reflection: dict[str, Any] | None) -> dict[str, Any]:
+    """Apply the trial's insight operations to the bank; returns what was applied and rejected.
+
+    Args:
+        memory: the study's `StudyMemory` including this trial: every trial that made the same
+            move (or combination) is evidence for the code's operations (`ops_from_evidence`).
+    """
+    from virtualmle.memory import InsightOp, TrialRef, ops_from_evidence
+
     result: dict[str, Any] = {"applied": [], "rejected": []}
     iset = bank.insights(ctx.dataset, ctx.model)
+    ev, pair = trial_evidence(memory, o, diag)
     code_ops = []
-    if parent is not None and parent.ok:
-        code_ops = ops_from_trial(iset, study=ctx.study_name, trial=o.number, params=o.params,
-                                  baseline_params=parent.params,
-                                  value=o.value if o.ok else None, baseline_value=parent.value,
-                                  metric=ctx.metric, noise=diag.noise, profile=ctx.profile)
-        if not o.ok and o.changed and len(o.changed) <= 2:  # a failure is evidence against the move
-            code_ops += failure_ops(iset, ctx, o, parent)
+    if pair is not None:
+        code_ops = ops_from_evidence(iset, study=ctx.study_name, pair=pair, evidence=ev.of(pair),
+                                     profile=ctx.profile, failure=o.error or "")
     if code_ops:
         r = bank.apply_ops(ctx.dataset, ctx.model, code_ops, profile=ctx.profile, source="code")
         result["applied"] += r.applied
@@ -97,37 +113,13 @@ def rule_op(ctx: SearchContext, view: SpaceView, o: Observation, diag: Diagnosti
         return None
 
 
-def failure_ops(iset: Any, ctx: SearchContext, o: Observation, parent: Observation) -> list[Any]:
-    """A failed trial: an `avoid` insight for each move it made (or a vote for an existing one)."""
-    from virtualmle.memory import Action, InsightOp, Rule, TrialRef, regime_condition
-
-    ops = []
-    ref = TrialRef(study=ctx.study_name, trial=o.number)
-    for name in o.changed:
-        old, new = parent.params.get(name), o.params.get(name)
-        if old is None or new is None:
-            continue
-        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (old, new))
-        action = (Action(param=name, direction="up" if new > old else "down", avoid=True) if numeric
-                  else Action(param=name, value=new, avoid=True))
-        same = iset.find_action(action)
-        if same is not None:
-            ops.append(InsightOp(op="UPVOTE", id=same.id, evidence=[ref]))
-        else:
-            ops.append(InsightOp(op="ADD", text=f"{action.describe()} from {prompts.fmt(old)} to {prompts.fmt(new)}: "
-                                 f"the trial failed ({o.error}) on {ctx.dataset} ({ctx.model})",
-                                 rule=Rule(condition=regime_condition(ctx.profile), backbone=ctx.model,
-                                           action=action), evidence=[ref]))
-    return ops
-
-
 def distil(bank: Any, ctx: SearchContext, memory: Any) -> tuple[Path, int]:
     """Distil the study (its `StudyMemory`) into a cognition summary in the bank; returns the
     summary's path and its number of rules."""
     from virtualmle.memory import distill
 
     summary = distill(memory, ctx.profile, ctx.model, insights=bank.insights(ctx.dataset, ctx.model),
-                      dataset=ctx.dataset, noise=DEFAULT_RELATIVE_NOISE / 2)
+                      dataset=ctx.dataset)
     path = bank.save_summary(summary)
     logger.info("cognition summary of %s written to %s", ctx.study_name, path)
     return path, len(summary.rules)
