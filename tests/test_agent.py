@@ -148,9 +148,11 @@ def test_transfer_auto_brings_the_first_studys_rules(workdir: Path, first_study)
     assert "from beauty" in ctx and "not as unconditional truths" in ctx
     assert "reflection" not in trials[1].user_attrs  # --no-reflection
     log_path = workdir / "run-baby" / "llm_log.jsonl"
-    prompts = [m["content"] for line in log_path.read_text().splitlines()
-               for m in json.loads(line)["messages"] if m["role"] == "user"]
-    assert prompts and all("from beauty" in p for p in prompts)
+    # every call's conversation carries the rules (a re-ask after malformed JSON adds a short
+    # correction message after the original prompt)
+    calls = [[m["content"] for m in json.loads(line)["messages"] if m["role"] == "user"]
+             for line in log_path.read_text().splitlines()]
+    assert calls and all(any("from beauty" in p for p in users) for users in calls)
 
 
 # ---- section 6: a backend that dies: clean stop, one line, resume without losing memory ---------

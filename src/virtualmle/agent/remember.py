@@ -18,7 +18,9 @@ from pydantic import ValidationError
 
 from virtualmle.agent import prompts
 from virtualmle.agent.diagnostics import Diagnostics, Observation
+from virtualmle.agent.factcheck import check, trial_facts
 from virtualmle.agent.space_view import SpaceView
+from virtualmle.records import A_HYPOTHESIS
 from virtualmle.search.method import SearchContext
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,12 @@ def trial_evidence(memory: Any, o: Observation, diag: Diagnostics) -> tuple[Any,
     ev = study_evidence(memory.trials, direction=memory.direction, noise=diag.noise)
     pair = next((p for p in ev.pairs if p.trial == o.number), None)
     return ev, pair
+
+
+def base_rejections(reflection: dict[str, Any] | None, hypothesis: Any) -> int:
+    """LLM texts of a trial replaced by code-written ones: reflection fields and the hypothesis."""
+    return len((reflection or {}).get("rejected_text") or {}) + int(isinstance(hypothesis, dict)
+                                                                   and "llm_rejected" in hypothesis)
 
 
 def remember(bank: Any, ctx: SearchContext, view: SpaceView, o: Observation, diag: Diagnostics,
@@ -59,19 +67,31 @@ def remember(bank: Any, ctx: SearchContext, view: SpaceView, o: Observation, dia
         result["applied"] += r.applied
         result["rejected"] += [f"{op.op} {op.id or ''}: {why}" for op, why in r.rejected]
     llm_ops = []
-    op = rule_op(ctx, view, o, diag, reflection)
+    op = rule_op(ctx, o, reflection)
     if op is not None:
         llm_ops.append(op)
+    facts = trial_facts(diag, list(view.names))
+    rejected = base_rejections(reflection, o.attrs.get(A_HYPOTHESIS))
     for raw in (reflection or {}).get("llm_ops", []):
-        if raw.get("op") in ("ADD", "EDIT") and prompts.degenerate(raw.get("text") or ""):
-            result["rejected"].append(f"{raw.get('op')}: degenerate text")
-            continue
+        text = raw.get("text") or ""
+        if raw.get("op") in ("ADD", "EDIT"):
+            why = "degenerate text" if prompts.degenerate(text) else check(text, facts)
+            if why:
+                result["rejected"].append(f"{raw.get('op')}: {why}"[:200])
+                rejected += 1
+                continue
         try:
-            llm_ops.append(InsightOp(op=raw["op"], id=raw.get("insight_id") or None, text=raw.get("text") or None,
+            llm_ops.append(InsightOp(op=raw["op"], id=raw.get("insight_id") or None, text=text or None,
                                      evidence=[TrialRef(study=ctx.study_name, trial=o.number)]))
         except ValidationError as exc:
             result["rejected"].append(f"{raw.get('op')} {raw.get('insight_id', '')}: "
                                       f"{exc.errors()[0].get('msg', 'invalid')}"[:200])
+    result["text_rejections"] = rejected
+    if rejected:  # set per trial, not added: a replayed observe counts once
+        def count(iset: Any) -> None:
+            iset.text_rejections[f"{ctx.study_name}#{o.number}"] = rejected
+
+        bank.update_insights(ctx.dataset, ctx.model, count)
     if llm_ops:
         r = bank.apply_ops(ctx.dataset, ctx.model, llm_ops, profile=ctx.profile, source="llm")
         result["applied"] += r.applied
@@ -81,34 +101,21 @@ def remember(bank: Any, ctx: SearchContext, view: SpaceView, o: Observation, dia
     return result
 
 
-def rule_op(ctx: SearchContext, view: SpaceView, o: Observation, diag: Diagnostics,
-            reflection: dict[str, Any] | None) -> Any:
-    """The reflection's generalised rule as an ADD of a long-term insight.
+def rule_op(ctx: SearchContext, o: Observation, reflection: dict[str, Any] | None) -> Any:
+    """The reflection's generalised rule as a text-only ADD, when the model wrote it and it passed
+    the fact check (`reflect.gate_text`); None otherwise.
 
-    Its text is the LLM's; it carries a machine-actionable rule only when the trial's own
-    evidence backs it (the rule moves a parameter the trial changed, in the direction that
-    helped, and the change was beyond noise). An unsupported LLM rule stays text, so it can
-    inform a later prompt but never steer candidate generation or transfer.
+    Machine-actionable rules come from the code's pooled evidence (`ops_from_evidence`) only:
+    a model's sentence can inform a later prompt but never steer candidates or transfer.
     """
-    from virtualmle.memory import Action, InsightOp, Rule, TrialRef, regime_condition
+    from virtualmle.memory import InsightOp, TrialRef
 
-    text = (reflection or {}).get("rule") or ""
-    if prompts.degenerate(text):
+    r = reflection or {}
+    text = r.get("rule") or ""
+    if "fact_check" not in r or "rule" in (r.get("rejected_text") or {}) or prompts.degenerate(text):
         return None
-    rule = None
-    ar = (reflection or {}).get("action_rule") or {}
-    action = ar.get("action") if isinstance(ar, dict) else None
-    if action and action.get("param") in diag.changed and diag.significance in ("better", "worse"):
-        old, new = diag.changed[action["param"]]
-        axis = view.axes.get(action["param"])
-        moved = "up" if axis is not None and axis.ordered and axis.position(new) > axis.position(old) else "down"
-        helped = diag.significance == "better"
-        if action.get("direction") == moved and helped:
-            rule = Rule(condition=regime_condition(ctx.profile), backbone=ctx.model,
-                        action=Action(param=action["param"], direction=moved))
     try:
-        return InsightOp(op="ADD", text=f"reflection on trial {o.number}: {text}", rule=rule,
-                         evidence=[TrialRef(study=ctx.study_name, trial=o.number)])
+        return InsightOp(op="ADD", text=text, evidence=[TrialRef(study=ctx.study_name, trial=o.number)])
     except ValidationError:
         return None
 

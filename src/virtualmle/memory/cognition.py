@@ -281,7 +281,7 @@ def distill(
                 summary.combinations.append(f"together {verdict}: {e.describe()}")
         for mr in marginal_rules(mem, cond, model, ds, skip={r.rule.action.param for r in rules.values()}):
             rules[mr.rule.action.key()] = mr
-            weight.setdefault(mr.rule.action.param, mr.evidence)
+            weight[mr.rule.action.param] = max(weight.get(mr.rule.action.param, 0), mr.evidence)
             effects.setdefault(mr.rule.action.param, abs(mr.effect or 0.0))
         region, n_best = good_region(mem)
         for r in rules.values():

@@ -171,6 +171,14 @@ class InsightSet(BaseModel):
     insights: list[Insight] = Field(default_factory=list)
     applied: list[str] = Field(default_factory=list)  # "study#trial:source" already applied
     proposals: list[ChangeProposal] = Field(default_factory=list)  # for a person to decide
+    # LLM texts that disagreed with the code's facts and were not stored, per "study#trial"
+    # (set, not added: observing a trial again counts it once)
+    text_rejections: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def rejected_total(self) -> int:
+        """LLM texts rejected by the fact check over every study that wrote here."""
+        return sum(self.text_rejections.values())
 
     def get(self, insight_id: str) -> Insight | None:
         return next((i for i in self.insights if i.id == insight_id), None)
