@@ -63,3 +63,17 @@ def test_accuracy_counts_held_and_judged_rules(table):
     assert [x.holds for x in v] == [x.agree > 0.5 if x.agree is not None else None for x in v]
     assert v[0].holds != v[1].holds and v[2].holds is None and v[2].pairs == 0
     assert accuracy_line(v) == "1/2 (50%)"
+
+
+def test_an_unknown_transfer_arm_is_one_line_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "virtualmle", "bench", "--transfer-experiment", "--table", str(TABLE),
+                        "--transfer-arms", "auto,bogus", "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines == ["virtualmle: error: --transfer-arms: unknown arm(s) bogus; choose from auto, rules, trials, none"]
+    assert not (tmp_path / "out" / "transfer").exists()  # refused before any work
