@@ -181,8 +181,8 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
         from virtualmle.bench.rule_accuracy import rule_accuracy
         from virtualmle.memory import MemoryBank
 
-        verdicts = rule_accuracy([s for s in MemoryBank(source_bank).summaries(model) if s.dataset in source_names],
-                                 table)
+        # the newest summary per source: what the target's transfer=auto retrieves
+        verdicts = rule_accuracy(MemoryBank(source_bank).get_summaries(source_names, model), table)
     runs: dict[str, list[Any]] = {arm: [] for arm in arms}
     for k in range(opts.seeds):
         seed = opts.seed0 + k
