@@ -120,7 +120,7 @@ def test_the_summary_reads_the_whole_trajectory_with_evidence_counts():
     lr = trials[0]
     assert lr.evidence == 2 and lr.effect == pytest.approx((0.006 / 0.010 + 0.005 / 0.016) / 2)
     assert "mean over 2 trials" in lr.text
-    assert [f.param for f in s.findings][0] == "lr" and s.findings[0].evidence == 2
+    assert s.findings[0].param == "lr" and s.findings[0].evidence == 2
     assert s.findings[0].move == "raise lr"
     # the good region: lr's values among the best trials (top quarter, at least 3)
     assert s.findings[0].good == [1e-2, 1e-2] and s.findings[0].good_evidence == 3

@@ -21,8 +21,19 @@ from virtualmle.memory.bank import (
     default_memory_dir,
     profile_distance,
 )
-from virtualmle.memory.cognition import CognitionSummary, PriorTrial, TransferRule, distill
-from virtualmle.memory.errors import InsightOpError, MarkdownFormatError, MemoryBankError, SchemaVersionError
+from virtualmle.memory.cognition import (
+    CognitionSummary,
+    PriorTrial,
+    TransferRule,
+    distill,
+)
+from virtualmle.memory.errors import (
+    InsightOpError,
+    MarkdownFormatError,
+    MemoryBankError,
+    SchemaVersionError,
+)
+from virtualmle.memory.evidence import MoveEvidence, Pair, StudyEvidence, study_evidence
 from virtualmle.memory.insights import (
     ApplyResult,
     Insight,
@@ -32,15 +43,20 @@ from virtualmle.memory.insights import (
     TrialRef,
     ops_from_evidence,
 )
-from virtualmle.memory.evidence import MoveEvidence, Pair, StudyEvidence, study_evidence
-from virtualmle.memory.rules import NON_TRANSFERABLE, Action, Rule, descriptors, regime_condition
+from virtualmle.memory.rules import (
+    NON_TRANSFERABLE,
+    Action,
+    Rule,
+    descriptors,
+    regime_condition,
+)
 from virtualmle.memory.short_term import (
     ATTR_CHANGED,
-    FAILURES,
     ATTR_DIAGNOSTICS,
     ATTR_HYPOTHESIS,
     ATTR_PARENT,
     ATTR_REFLECTION,
+    FAILURES,
     Hypothesis,
     ParamCoverage,
     Reflection,

@@ -206,4 +206,4 @@ def study_evidence(trials: list[Any], *, direction: str = "maximize", noise: flo
     return out
 
 
-__all__ = ["MoveEvidence", "Pair", "StudyEvidence", "Z_MIN", "fmt_value", "key_of", "move_of", "study_evidence"]
+__all__ = ["Z_MIN", "MoveEvidence", "Pair", "StudyEvidence", "fmt_value", "key_of", "move_of", "study_evidence"]
