@@ -128,3 +128,18 @@ def test_the_summary_reads_the_whole_trajectory_with_evidence_counts():
     assert s.start_config["lr"] == 1e-2 and s.start_config["hidden"] == 128 and s.start_evidence == 7
     assert len(s.combinations) == 1 and s.combinations[0].startswith(
         "together hurt: dropout 0.5 -> 0.2 with lr 0.01 -> 0.03: -0.0060")
+
+
+def test_a_combination_insight_survives_export_and_import(tmp_path):
+    from virtualmle.memory.markdown import export_markdown, import_markdown
+
+    mem = study([({"dropout": 0.5, "lr": 3e-4}, 0.0019, None), ({"dropout": 0.2, "lr": 1e-3}, 0.0082, 0)])
+    bank = MemoryBank(tmp_path / "a")
+    bank.apply_ops("beauty", "sasrec", ops_for(bank.insights("beauty", "sasrec"), mem, 1), profile=PROFILE,
+                   source="code")
+    (tmp_path / "x.md").write_text(export_markdown(bank))
+    other = MemoryBank(tmp_path / "b")
+    import_markdown(other, tmp_path / "x.md")
+    ins = other.insights("beauty", "sasrec").insights
+    assert len(ins) == 1 and ins[0].combo == bank.insights("beauty", "sasrec").insights[0].combo
+    assert {a.describe() for a in ins[0].combo} == {"lower dropout", "raise lr"}
