@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from virtualmle.memory import InsightOp, MarkdownFormatError, MemoryBank, ops_from_trial
+from virtualmle.memory import InsightOp, MarkdownFormatError, MemoryBank, StudyMemory, ops_from_evidence, study_evidence
 from virtualmle.memory.markdown import export_markdown, parse_markdown
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -56,9 +56,11 @@ def make_real_study(url: str, name: str = "toys-sasrec-agent-0") -> None:
 def seeded_bank(root: Path) -> MemoryBank:
     bank = MemoryBank(root)
     iset = bank.insights("toys", "sasrec")
-    ops = ops_from_trial(iset, study="toys-sasrec-agent-0", trial=1, params={"dropout": 0.3, "lr": 1e-3},
-                         baseline_params={"dropout": 0.5, "lr": 1e-3}, value=0.0335, baseline_value=0.0310,
-                         profile=PROFILE)
+    mem = StudyMemory.from_records([{"number": 0, "params": {"dropout": 0.5, "lr": 1e-3}, "value": 0.0310},
+                                    {"number": 1, "params": {"dropout": 0.3, "lr": 1e-3}, "value": 0.0335}])
+    ev = study_evidence(mem.trials, noise=0.0005)
+    ops = ops_from_evidence(iset, study="toys-sasrec-agent-0", pair=ev.pairs[0], evidence=ev.of(ev.pairs[0]),
+                            profile=PROFILE)
     ops.append(InsightOp(op="ADD", text="compact models with tied embeddings work on short sequences"))
     bank.apply_ops("toys", "sasrec", ops, profile=PROFILE, source="code")
     return bank
@@ -80,7 +82,9 @@ def test_distill_from_real_optuna_study_then_show(tmp_path):
     top = doc["rules"][0]
     assert top["rule"]["action"] == {"param": "lr", "direction": "up", "value": None, "avoid": True}
     actions = [r_["rule"]["action"]["param"] for r_ in doc["rules"]]
-    assert {"dropout", "blocks", "lr"} <= set(actions)
+    # blocks 2 -> 1 (+0.0010) is within noise (3% of the median value per run): no rule; dropout's rule
+    # is the bank's insight, merged in
+    assert set(actions) == {"dropout", "lr"}
     # the bank's human-readable insight without a rule is not a transferable rule; the one with a rule merged
     assert all(r_["text"] != "compact models with tied embeddings work on short sequences" for r_ in doc["rules"])
     assert len(doc["trials"]) == 5

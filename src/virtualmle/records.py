@@ -102,6 +102,9 @@ A_CONTEXT = "planning_context"  # the planning context the step was built from
 A_TRANSFER = "transfer_rules"  # transferred rule lines shown to the LLM
 A_OPRO = "opro"  # OPRO's per-step record: source, fallback, raw reply, clipped names
 
+# LLM texts (hypothesis, reflection, insight) of this trial that disagreed with the code's facts
+# (the report shows the study's total)
+A_TEXT_REJECTIONS = "text_rejections"
 # Shown in the report's notes column, in this order, when a method stored them.
 NOTE_ATTRS = (A_HYPOTHESIS, A_VERDICT, A_REFLECTION, "change", "rule", "rerun_of", "stopped_by", "stop_reason")
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from virtualmle.agent import prompts
 from virtualmle.agent.candidates import Candidate
+from virtualmle.agent.factcheck import check, hypothesis_facts
 from virtualmle.agent.llm_call import LLMCaller
 from virtualmle.agent.schemas import candidate_labels, change_schema, pick_schema
 from virtualmle.agent.space_view import ProposalRejected, SpaceView
@@ -64,7 +65,12 @@ def code_hypothesis(c: Candidate) -> dict[str, Any]:
             "changes": {k: v[1] for k, v in c.changed.items()}, "source": "code"}
 
 
-def _llm_hypothesis(reply: Any, c: Candidate) -> dict[str, Any]:
+def _llm_hypothesis(reply: Any, c: Candidate, names: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The model's hypothesis for candidate `c` when it agrees with the move (`factcheck`);
+    otherwise the code's, with the rejected text and the reason kept for the record."""
+    why = check(reply.hypothesis, hypothesis_facts(c.changed, list(names)))
+    if why is not None:
+        return {**code_hypothesis(c), "llm_rejected": why, "rejected_text": str(reply.hypothesis)[:200]}
     return {"text": reply.hypothesis, "mechanism": reply.mechanism, "risk": reply.risk,
             "changes": {k: v[1] for k, v in c.changed.items()}, "source": "llm"}
 
@@ -118,8 +124,8 @@ def act_hybrid(llm: LLMCaller, ctx: SearchContext, context: str, ranked: list[Ca
     info["pick"] = {"shown": len(shown), "by": "llm", "label": reply.choice, "position": i,
                     "surrogate_rank": ranked.index(chosen), "options": [c.describe() for c in shown]}
     hyp = _llm_hypothesis(reply, chosen)
-    info["injection_flags"] = [f"llm hypothesis {key}" for key in ("text", "mechanism", "risk")
-                               if prompts.looks_like_instruction(hyp[key])]
+    said = {"text": reply.hypothesis, "mechanism": reply.mechanism, "risk": reply.risk}  # the model's, kept or not
+    info["injection_flags"] = [f"llm hypothesis {key}" for key, v in said.items() if prompts.looks_like_instruction(v)]
     return Choice(chosen, hyp, info, llm_s)
 
 
@@ -161,7 +167,7 @@ def act_llm(llm: LLMCaller, ctx: SearchContext, view: SpaceView, context: str, i
             refusals.append({"reason": exc.reason, "detail": str(exc)[:160]})
             error = str(exc)
             continue
-        return Choice(cand, _llm_hypothesis(reply, cand), {"refusals": refusals}, llm_s)
+        return Choice(cand, _llm_hypothesis(reply, cand, view.names), {"refusals": refusals}, llm_s)
     top = ranked[0]
     return Choice(top, code_hypothesis(top), {"refusals": refusals, "fallback": "llm proposals refused: "
                                               + ", ".join(r["reason"] for r in refusals)}, llm_s)

@@ -66,11 +66,12 @@ from virtualmle.agent.plan import (
     study_memory,
 )
 from virtualmle.agent.reflect import reflect
-from virtualmle.agent.remember import distil, remember
+from virtualmle.agent.remember import base_rejections, distil, remember, trial_evidence
 from virtualmle.agent.space_view import SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
 from virtualmle.errors import ConfigError, ObserveIncomplete, VirtualMLEError
 from virtualmle.records import (
+    A_TEXT_REJECTIONS,
     A_AGENT,
     A_CHANGED,
     A_CONTEXT,
@@ -102,6 +103,9 @@ class AgentConfig:
         memory_dir: the bank directory (default ``~/.virtualmle/memory``).
         transfer: ``auto``, ``none`` or dataset names to take cognition summaries from.
         transfer_k: summaries retrieved by ``auto``.
+        transfer_parts: what transfer brings in: ``both`` (rules as candidate hints and prompt
+            lines, and prior trials for the surrogate), ``rules`` or ``trials`` only (the
+            transfer ablation).
         plateau_k: trials on the same parameters without improvement before a change must
             touch another parameter.
         max_changes: parameters one proposal may change.
@@ -138,6 +142,7 @@ class AgentConfig:
     memory_dir: Path | None = None
     transfer: str = "auto"
     transfer_k: int = 2
+    transfer_parts: Literal["both", "rules", "trials"] = "both"
     plateau_k: int = 3
     max_changes: int = 2
     shortlist: int = 4
@@ -228,7 +233,8 @@ class VirtualMLEAgent:
     def transfer(self, ctx: SearchContext) -> Transfer:
         """What transfer brought in (loaded once per study)."""
         if self._transfer is None:
-            self._transfer = load_transfer(self.bank(), ctx, self.cfg.transfer, self.cfg.transfer_k)
+            self._transfer = load_transfer(self.bank(), ctx, self.cfg.transfer, self.cfg.transfer_k,
+                                           parts=self.cfg.transfer_parts)
         return self._transfer
 
     # ---- watch a running trial ------------------------------------------------------------------
@@ -339,21 +345,26 @@ class VirtualMLEAgent:
         attrs: dict[str, Any] = {A_DIAGNOSTICS: diag.to_dict(), A_VERDICT: diag.code_verdict}
         llm_s = 0.0
         reflection = None
+        memory = study_memory(self.view, ctx, prior_records + [record], self._attrs)
+        ev, pair = trial_evidence(memory, o, diag)
         if self.cfg.reflection and o.base is not None:
             t = time.perf_counter()
             _, insights_text = insight_hints(self.bank(), ctx)
-            memory = study_memory(self.view, ctx, prior_records + [record], self._attrs)
             reflection = reflect(self.llm, ctx, self.view, number=record.number, hypothesis=o.attrs.get(A_HYPOTHESIS),
                                  diag=diag, memory=memory, insights_text=insights_text, compact=self._compact(),
-                                 seed=self.seed * 1000 + record.number, attrs=attrs)
+                                 seed=self.seed * 1000 + record.number, attrs=attrs,
+                                 evidence=ev.of(pair) if pair is not None else None)
             llm_s = time.perf_counter() - t
         t_mem = time.perf_counter()
         if self.cfg.memory:
             try:
-                attrs["insight_ops"] = remember(self.bank(), ctx, self.view, o, diag, obs_before, reflection)
+                attrs["insight_ops"] = remember(self.bank(), ctx, self.view, o, diag, memory, reflection)
+                attrs[A_TEXT_REJECTIONS] = attrs["insight_ops"].pop("text_rejections", 0)
             except (VirtualMLEError, OSError) as exc:  # memory trouble must not lose the trial's result
                 logger.warning("memory update failed for trial %d: %s", record.number, exc)
                 attrs["memory_error"] = str(exc)[:200]
+        else:
+            attrs[A_TEXT_REJECTIONS] = base_rejections(reflection, o.attrs.get(A_HYPOTHESIS))
         mem_s = time.perf_counter() - t_mem
         attrs["agent_seconds"] = {"reflect_llm": round(llm_s, 4), "memory": round(mem_s, 4),
                                   "observe_total": round(time.perf_counter() - t0, 4)}

@@ -93,9 +93,10 @@ def study_memory(view: SpaceView, ctx: SearchContext, records: list[TrialRecord]
                                     dataset=ctx.dataset, model=ctx.model)
 
 
-def load_transfer(bank: Any, ctx: SearchContext, spec: str, k: int) -> Transfer:
+def load_transfer(bank: Any, ctx: SearchContext, spec: str, k: int, parts: str = "both") -> Transfer:
     """Summaries of similar datasets (``auto``) or the named ones, as hints, prompt lines and
-    prior trials; nothing with ``none`` or without a bank."""
+    prior trials; nothing with ``none`` or without a bank. ``parts``: ``both``, ``rules`` (no
+    prior trials) or ``trials`` (no rules or prompt lines)."""
     t = Transfer()
     spec = (spec or "none").strip()
     if bank is None or spec.lower() == "none":
@@ -106,6 +107,11 @@ def load_transfer(bank: Any, ctx: SearchContext, spec: str, k: int) -> Transfer:
         summaries = bank.get_summaries([n.strip() for n in spec.split(",") if n.strip()], ctx.model)
     for s in summaries:
         t.sources.append(s.dataset)
+        if parts != "rules":
+            t.prior += [PriorTrial(params=dict(pt.params), value=float(pt.value), study=s.study or s.dataset)
+                        for pt in s.trials]
+        if parts == "trials":
+            continue
         for r in s.applicable_rules(ctx.profile, ctx.model):
             a = r.rule.action
             t.hints.append(RuleHint(param=a.param, direction=a.direction, value=a.value, avoid=a.avoid,
@@ -115,8 +121,6 @@ def load_transfer(bank: Any, ctx: SearchContext, spec: str, k: int) -> Transfer:
         if s.start_config:
             t.lines.append(f"from {s.dataset}: best configuration there changed "
                            + ", ".join(f"{k}={v}" for k, v in list(s.start_config.items())[:6]))
-        for pt in s.trials:
-            t.prior.append(PriorTrial(params=dict(pt.params), value=float(pt.value), study=s.study or s.dataset))
     return t
 
 

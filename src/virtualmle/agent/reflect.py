@@ -1,7 +1,9 @@
 """Reflect: the LLM's verdict, attribution, rule and next direction on a finished trial.
 
 The reply is schema-checked and stored next to the code's verdict (which alone decides keep /
-discard); its text is checked for instructions (prompt injection) and for degenerate loops. A
+discard); its text is checked for instructions (prompt injection), for degenerate loops and
+against the code's facts (`factcheck`): an attribution or rule that disagrees is replaced by
+text written from the facts, and the rejection is counted. A
 failed or unavailable LLM leaves a ``reflection_error`` and no reflection: the trial's result is
 already safe in storage.
 """
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 
 from virtualmle.agent import prompts
 from virtualmle.agent.diagnostics import Diagnostics
+from virtualmle.agent.factcheck import check, code_text, trial_facts
 from virtualmle.agent.llm_call import LLMCaller
 from virtualmle.agent.schemas import reflection_schema
 from virtualmle.agent.space_view import SpaceView
@@ -24,13 +27,14 @@ from virtualmle.search.method import SearchContext
 
 def reflect(llm: LLMCaller, ctx: SearchContext, view: SpaceView, *, number: int, hypothesis: Any,
             diag: Diagnostics, memory: Any, insights_text: str, compact: bool, seed: int,
-            attrs: dict[str, Any]) -> dict[str, Any] | None:
+            attrs: dict[str, Any], evidence: Any = None) -> dict[str, Any] | None:
     """Ask the LLM to reflect on trial ``number``; store the result (or the error) in ``attrs``.
 
     Args:
         hypothesis: the trial's stored hypothesis (a dict with ``text``, or a string).
         memory: the study's `StudyMemory` including this trial (its table is the context).
         compact: a small local model: the trial itself is all it reflects on.
+        evidence: the study's pooled `MoveEvidence` for the trial's move (for code-written text).
     """
     from virtualmle.memory import Action, Reflection, Rule, regime_condition
 
@@ -73,5 +77,32 @@ def reflect(llm: LLMCaller, ctx: SearchContext, view: SpaceView, *, number: int,
     if flags:
         out["injection_flags"] = flags
     out["degenerate"] = [k for k in ("attribution", "rule") if prompts.degenerate(out[k])]
+    gate_text(out, diag, view, evidence)
     attrs[A_REFLECTION] = out
     return out
+
+
+def gate_text(out: dict[str, Any], diag: Diagnostics, view: SpaceView, evidence: Any = None) -> int:
+    """Replace the reflection's attribution and rule with the code's facts where the model's text
+    disagrees with them (`factcheck.check`); returns how many texts were rejected.
+
+    The rejected texts stay in ``rejected_text`` for the record; ``fact_check`` says why. A rule
+    written by code is the pooled evidence's line when the move is established, else empty (no
+    rule from this trial).
+    """
+    facts = trial_facts(diag, list(view.names))
+    why = {"attribution": check(out.get("attribution", ""), facts),
+           "rule": check(out.get("rule", ""), facts, verdict=out.get("verdict"))}
+    for k in ("attribution", "rule"):
+        if why[k] is None and k in out.get("degenerate", []):
+            why[k] = "degenerate text"
+    rejected = {k: str(out.get(k, ""))[:200] for k, w in why.items() if w}
+    if why["attribution"]:
+        out["attribution"] = code_text(diag, evidence)
+    if why["rule"]:
+        out["rule"] = (evidence.describe() if evidence is not None and evidence.established else "")
+        out["action_rule"] = None
+    out["fact_check"] = why
+    if rejected:
+        out["rejected_text"] = rejected
+    return len(rejected)

@@ -9,7 +9,8 @@ from typing import Any
 from virtualmle.files import write_atomic
 
 _COLORS = {"agent": "#d62728", "opro": "#ff7f0e", "tpe": "#1f77b4", "random": "#2ca02c", "grid": "#9467bd",
-           "default": "#7f7f7f", "agent-code": "#8c564b", "agent-norefl": "#e377c2"}
+           "default": "#7f7f7f", "agent-code": "#8c564b", "agent-norefl": "#e377c2",
+           "agent-nomem": "#17becf"}
 
 
 def _save(fig: Any, path: Path) -> Path:

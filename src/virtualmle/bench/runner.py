@@ -33,13 +33,16 @@ def _label(method: str, agent_options: dict[str, Any]) -> str:
     """The method's name in storage and reports; agent ablations are methods of their own.
 
     ``agent-code`` is the agent with every LLM step off (no reflection, no memory, the surrogate's
-    top candidate taken without asking the LLM): what its mechanisms alone achieve.
+    top candidate taken without asking the LLM): what its mechanisms alone achieve. The paper's
+    ablations: ``agent-norefl`` (no Reflect step), ``agent-nomem`` (no long-term memory: no
+    insights, no cognition summary).
     """
-    if method != "agent" or agent_options.get("reflection") is not False:
+    if method != "agent":
         return method
-    if agent_options.get("shortlist") == 1 and agent_options.get("memory") is False:
+    refl, mem = agent_options.get("reflection") is not False, agent_options.get("memory") is not False
+    if not refl and not mem and agent_options.get("shortlist") == 1:
         return "agent-code"
-    return "agent-norefl"
+    return "agent" + ("" if refl else "-norefl") + ("" if mem else "-nomem")
 
 
 @dataclass

@@ -3,11 +3,14 @@
 1. Sources: the agent tunes each source dataset for real (`run_search` with the local executor)
    at the bench's fidelity, writing into one temporary memory bank; at the end of each study it
    distils a cognition summary into that bank (the agent's `finish`).
-2. Target: for every seed, the agent tunes the target dataset twice, ``transfer=auto`` (a copy of
-   the source bank, so seeds never see each other's target memory) and ``transfer=none`` (an empty
-   bank). With ``--table`` the target's trials are replayed from the trial table (its fidelity is
+2. Target: for every seed, the agent tunes the target dataset once per arm: ``auto`` (a copy of
+   the source bank, so seeds never see each other's target memory), ``none`` (an empty bank), and
+   for the transfer ablation ``rules`` (the sources' rules only) and ``trials`` (their trials only,
+   as the surrogate's prior). With ``--table`` the target's trials are replayed from the trial table (its fidelity is
    then also the sources' fidelity), otherwise trained for real.
-3. Report: per arm, trials and compute seconds until the best validation value reaches the target
+3. Rule accuracy (with ``--table``): each source rule judged on the target's complete table
+   (`bench.rule_accuracy`).
+4. Report: per arm, trials and compute seconds until the best validation value reaches the target
    (``target_frac`` x the best value any target run found), mean over seeds, plus the best value.
 """
 
@@ -23,6 +26,8 @@ from typing import Any, Callable
 from virtualmle.errors import ConfigError
 
 ARMS = ("auto", "none")
+# The transfer ablation's arms: what the target study takes from the source bank.
+ARM_PARTS = {"auto": "both", "rules": "rules", "trials": "trials", "none": None}
 
 
 @dataclass
@@ -35,6 +40,7 @@ class TransferResult:
     sources: list[dict[str, Any]]
     options: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    verdicts: list[Any] = field(default_factory=list)  # RuleVerdicts of the sources' rules on the table
 
     def rows(self) -> list[dict[str, Any]]:
         """Per-arm summary rows."""
@@ -83,12 +89,18 @@ class TransferResult:
         src = "; ".join(f"{s['dataset']}: best {fmt(s['best_value'])} in {s['trials']} trials, "
                         f"{s['rules']} rule(s) distilled" for s in self.sources)
         lines += ["", f"Sources: {src}."]
+        if self.verdicts:
+            from virtualmle.bench.rule_accuracy import accuracy_line, markdown as verdict_table
+
+            lines += ["", f"Rule accuracy on the target's table (rules whose move goes the table's way in "
+                          f"more than half of the one-parameter pairs): {accuracy_line(self.verdicts)}.", "",
+                      verdict_table(self.verdicts).rstrip("\n")]
         return "\n".join(lines) + "\n"
 
 
 def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
                  on_run: Callable[[str, int, int, int], None] | None = None,
-                 sources_only: bool = False) -> TransferResult | None:
+                 sources_only: bool = False, arms: tuple[str, ...] = ARMS) -> TransferResult | None:
     """Run (or resume) the transfer experiment and write ``transfer.md`` / ``transfer.json``.
 
     Args:
@@ -98,6 +110,8 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
         on_run: progress callback ``(label, seed, index, total)``.
         sources_only: stop after the source studies (returns None); they can run while a table
             is still being built, since they only need its axes and fidelity.
+        arms: target arms (`ARM_PARTS`): ``auto`` (rules and prior trials), ``rules`` only,
+            ``trials`` only, ``none``.
 
     Raises:
         ConfigError: fewer than one source, a source equal to the target, bad options.
@@ -116,6 +130,10 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
         raise ConfigError("--sources: name at least one source dataset")
     if source_trials < 1 or opts.trials < 1 or opts.seeds < 1:
         raise ConfigError("--source-trials, --trials and --seeds must be >= 1")
+    bad = [a for a in arms if a not in ARM_PARTS]
+    if bad or not arms:
+        raise ConfigError(f"--transfer-arms: unknown arm(s) {', '.join(bad) or '(none given)'}; "
+                          f"choose from {', '.join(ARM_PARTS)}")
     target = resolve_target(opts, data_label="--data (the target dataset)")
     table, target_data, model = target.table, target.data, target.model
     slice_users, max_epochs, space = target.slice_users, target.max_epochs, target.space
@@ -132,7 +150,7 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
     suffix = "" if agent_opts.get("reflection", True) else "-norefl"
     root = (out / "transfer").resolve()
     source_bank = root / "bank-sources"
-    total = len(sources) + 2 * opts.seeds
+    total = len(sources) + len(arms) * opts.seeds
     step = 0
 
     src_rows = []
@@ -158,22 +176,31 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
 
     if sources_only:
         return None
-    runs: dict[str, list[Any]] = {arm: [] for arm in ARMS}
+    verdicts = []
+    if table is not None:  # rule accuracy: do the sources' rules hold on the target's table?
+        from virtualmle.bench.rule_accuracy import rule_accuracy
+        from virtualmle.memory import MemoryBank
+
+        # the newest summary per source: what the target's transfer=auto retrieves
+        verdicts = rule_accuracy(MemoryBank(source_bank).get_summaries(source_names, model), table)
+    runs: dict[str, list[Any]] = {arm: [] for arm in arms}
     for k in range(opts.seeds):
         seed = opts.seed0 + k
-        for arm in ARMS:
+        for arm in arms:
             study = f"bench-transfer-{target_name}-{model}-{arm}{suffix}-s{seed}"
             run_dir = root / "runs" / study
             bank = root / f"bank-{arm}{suffix}-s{seed}"
             if not bank.exists():
-                if arm == "auto":
+                if ARM_PARTS[arm] is not None:
                     shutil.copytree(source_bank, bank)
                 else:
                     bank.mkdir(parents=True)
             if on_run:
                 on_run(f"target {target_name} transfer={arm}", seed, step, total)
             step += 1
-            method = get_method("agent", space=space, seed=seed, llm=opts.llm, memory_dir=bank, transfer=arm,
+            parts = ARM_PARTS[arm]
+            method = get_method("agent", space=space, seed=seed, llm=opts.llm, memory_dir=bank,
+                                transfer="none" if parts is None else "auto", transfer_parts=parts or "both",
                                 display=False, **agent_opts)
             executor = TableExecutor(table, workers=opts.workers) if table is not None else None
             so = SearchOptions(data=target_data, model=model, trials=opts.trials, seed=seed, metric=opts.metric,
@@ -191,7 +218,7 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
     best_any = max(values) if values else None
     result = TransferResult(
         target=best_any * opts.target_frac if best_any is not None else None, best_any=best_any,
-        runs=runs, sources=src_rows,
+        runs=runs, sources=src_rows, verdicts=verdicts,
         options={"data": target_name, "model": model, "table": str(opts.table) if opts.table else None,
                  "trials": opts.trials, "seeds": opts.seeds, "seed0": opts.seed0, "target_frac": opts.target_frac,
                  "source_trials": source_trials, "slice_users": slice_users, "max_epochs": max_epochs,
@@ -199,6 +226,7 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
     )
     write_atomic(out / "transfer.md", result.markdown())
     doc = {"options": result.options, "target": result.target, "best_any": best_any, "sources": src_rows,
+           "rule_accuracy": [dict(v.__dict__, holds=v.holds) for v in verdicts],
            "arms": result.rows(),
            "runs": {arm: [{"seed": r.seed, "study": r.study, "values": r.values, "seconds": r.seconds,
                            "best_value": r.best_value, "llm": r.llm} for r in rs] for arm, rs in runs.items()}}

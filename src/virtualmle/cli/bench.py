@@ -56,10 +56,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the agent's --transfer in a bench (default none: each run starts from an empty bank)")
     p.add_argument("--agent-no-reflection", action="store_true",
                    help="ablation: the agent without its Reflect step (fewer LLM calls; reported as agent-norefl)")
+    p.add_argument("--agent-no-memory", action="store_true",
+                   help="ablation: the agent without long-term memory (no insights, no cognition summary; "
+                        "reported as agent-nomem)")
     p.add_argument("--transfer-experiment", action="store_true",
                    help="run the transfer experiment: distil --sources, then tune --data with transfer auto and none")
     p.add_argument("--sources", default="baby,toys", metavar="A,B",
                    help="transfer experiment: datasets whose studies are distilled (default baby,toys)")
+    p.add_argument("--transfer-arms", default="auto,none", metavar="A,B",
+                   help="transfer experiment: target arms among auto (rules and prior trials), rules, trials, none "
+                        "(default auto,none; all four for the transfer ablation)")
     p.add_argument("--source-trials", type=int, default=10, metavar="N",
                    help="transfer experiment: agent trials per source dataset (default 10)")
     add_run_options(p, model_default=None, storage_help="Optuna storage URL (default sqlite:///<out>/bench.db)",
@@ -87,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         out=Path(args.out), storage=args.storage, table=Path(args.table) if args.table else None,
         table_space=args.table_space, max_epochs=args.max_epochs, slice_users=args.slice_users,
         workers=args.workers, target_frac=args.target_frac, metric=args.metric, llm=llm_options(args),
-        agent_options={"transfer": args.agent_transfer, **({"reflection": False} if args.agent_no_reflection else {})}, seed0=args.seed, device=args.device,
+        agent_options={"transfer": args.agent_transfer, **({"reflection": False} if args.agent_no_reflection else {}),
+                       **({"memory": False} if args.agent_no_memory else {})}, seed0=args.seed, device=args.device,
         timeout_per_trial=args.timeout_per_trial, progress=not args.quiet, data_options=data_options(args),
     )
     executor = None
@@ -117,7 +124,8 @@ def _run(args: argparse.Namespace, opts, on_run) -> int:  # noqa: ANN001 - Bench
         from virtualmle.bench.transfer import run_transfer
 
         res = run_transfer(opts, sources=[s.strip() for s in args.sources.split(",") if s.strip()],
-                           source_trials=args.source_trials, on_run=on_run)
+                           source_trials=args.source_trials, on_run=on_run,
+                           arms=tuple(a.strip() for a in args.transfer_arms.split(",") if a.strip()))
         print(res.markdown())
         return 0
     from virtualmle.bench.report import describe, markdown_table

@@ -104,13 +104,17 @@ def run_show(args: argparse.Namespace) -> int:
         if (want and slugify(iset.dataset) != want) or (args.model and iset.model.lower() != args.model.lower()):
             continue
         t = Table(title=Text(f"insights: {iset.dataset} x {iset.model}"), show_lines=False)
-        for col in ("id", "votes", "conf.", "evidence", "rule", "text"):
+        for col in ("id", "votes", "conf.", "evidence", "rule", "by", "text"):
             t.add_column(col, overflow="fold")
         for ins in iset.ranked():
+            rule = ins.rule.describe() if ins.rule else (" + ".join(a.describe() for a in ins.combo) + " (together)"
+                                                          if ins.combo else "-")
             t.add_row(*map(Text, (ins.id, str(ins.votes), f"{ins.confidence:.2f}",
-                                  f"+{len(ins.supporting)} / -{len(ins.contradicting)}",
-                                  ins.rule.describe() if ins.rule else "-", ins.text)))
+                                  f"+{len(ins.supporting)} / -{len(ins.contradicting)}", rule, ins.source, ins.text)))
         console.print(t)
+        if iset.text_rejections:
+            console.print(f"  LLM texts rejected by the fact check (stored from code facts instead): "
+                          f"{iset.rejected_total} in {len(iset.text_rejections)} trial(s)", markup=False)
         if iset.proposals:
             t = Table(title=Text(f"proposed changes for a person: {iset.dataset} x {iset.model} "
                                  "(not applied; edit the bank with memory export / import)"))
@@ -131,10 +135,20 @@ def run_show(args: argparse.Namespace) -> int:
             t.add_row(*map(Text, (str(n), r.rule.describe(), f"{r.confidence:.2f}", str(r.evidence),
                                   "-" if r.effect is None else f"{r.effect:+.1%}", r.text)))
         console.print(t)
+        for f in s.findings:
+            good = (f"{f.good[0]}..{f.good[1]}" if len(f.good) == 2 and all(isinstance(v, (int, float)) for v in f.good)
+                    else ", ".join(map(str, f.good)))
+            console.print(f"  mattered: {f.param} ({f.move}, {f.effect:+.1%}, {f.evidence} trial(s), {f.source})"
+                          + (f"; in the best {f.good_evidence} trials: {good}" if f.good else ""), markup=False)
+        for c in s.combinations:
+            console.print(f"  combination: {c}", markup=False)
         if s.start_config:
-            console.print("  start config: " + ", ".join(f"{k}={v}" for k, v in s.start_config.items()), markup=False)
+            console.print("  start config: " + ", ".join(f"{k}={v}" for k, v in s.start_config.items())
+                          + f" (best of {s.start_evidence} completed trials)", markup=False)
         if s.search_order:
-            console.print("  search order: " + ", ".join(s.search_order), markup=False)
+            console.print("  search order: " + ", ".join(f"{p} ({next((f.evidence for f in s.findings if f.param == p), 0)})"
+                                                         for p in s.search_order)
+                          + " (trials behind each)", markup=False)
         shown += 1
     if not shown:
         console.print(f"memory bank {bank.root}: nothing stored" + (" for that filter" if want or args.model else ""),

@@ -1,7 +1,11 @@
 """Cognition summaries: a finished study distilled into transferable, machine-actionable rules.
 
-`distill` is deterministic: it pairs each trial with the configuration it changed, measures the
-metric change per (parameter, move), and ranks moves by confidence x effect. Long-term insights
+`distill` is deterministic and reads the whole trajectory: each trial is paired with the
+configuration it changed; a one-parameter change is evidence about that move, a multi-parameter
+change only about the combination (`memory.evidence`). A move becomes a rule when its pooled
+effect is beyond noise; rules rank by confidence x effect. The summary also lists the parameters
+that mattered with their good values (from the study's best trials), a start configuration and a
+search order, each with the number of trials behind it. Long-term insights
 with rules add their votes and evidence. An LLM, when given, may only rewrite rule *texts*; the
 numbers (conditions, actions, confidence, effects, configuration, order) never come from it.
 """
@@ -9,18 +13,25 @@ numbers (conditions, actions, confidence, effects, configuration, order) never c
 from __future__ import annotations
 
 import logging
+import math
 import re
+import statistics
 from collections import defaultdict
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
 
+from virtualmle.memory.evidence import Z_MIN, study_evidence
 from virtualmle.memory.insights import InsightSet, now
 from virtualmle.memory.rules import NON_TRANSFERABLE, Action, Rule, regime_condition
 from virtualmle.memory.short_term import StudyMemory
 from virtualmle.memory.text import quote, sanitize_text
 
 logger = logging.getLogger(__name__)
+
+# Relative run-to-run noise assumed for trials without a stored estimate (the agent's
+# diagnostics store one per trial; see agent/diagnostics.py DEFAULT_RELATIVE_NOISE).
+DEFAULT_NOISE = 0.03
 
 
 class TransferRule(BaseModel):
@@ -51,6 +62,19 @@ class PriorTrial(BaseModel):
     norm: float
 
 
+class ParamFinding(BaseModel):
+    """A parameter that mattered: its effect, where the metric was good, and the trials behind it."""
+
+    model_config = ConfigDict(extra="forbid")
+    param: str
+    effect: float  # relative change of the metric for its established move (signed by that move)
+    move: str  # e.g. "raise lr"
+    evidence: int = Field(ge=0)  # trials that bear on it
+    good: list[Any] = Field(default_factory=list)  # its values among the best trials of the study
+    good_evidence: int = Field(default=0, ge=0)  # how many best trials `good` comes from
+    source: str = "trials"  # "trials" (one-change pairs) | "marginal" (all trials, confounded)
+
+
 class CognitionSummary(BaseModel):
     """What one study on one dataset x backbone teaches for the next dataset."""
 
@@ -67,7 +91,10 @@ class CognitionSummary(BaseModel):
     rules: list[TransferRule] = Field(default_factory=list)
     start_config: dict[str, Any] = Field(default_factory=dict)
     search_order: list[str] = Field(default_factory=list)
-    effects: dict[str, float] = Field(default_factory=dict)  # param -> mean |relative change|
+    effects: dict[str, float] = Field(default_factory=dict)  # param -> |relative effect| (established only)
+    findings: list[ParamFinding] = Field(default_factory=list)  # parameters that mattered, by effect
+    start_evidence: int = 0  # completed trials the start configuration was best among
+    combinations: list[str] = Field(default_factory=list)  # moves that mattered only together
     texts_by_llm: bool = False
     trials: list[PriorTrial] = Field(default_factory=list)
     distance: float | None = None  # filled in by MemoryBank.similar, not stored
@@ -108,63 +135,40 @@ def rule_texts_schema(n: int) -> type[RuleTexts]:
     )
 
 
-def _move(param: str, old: Any, new: Any) -> Action | None:
-    """The move from `old` to `new`: a direction for numbers, the new value otherwise."""
-    if new == old:
-        return None
-    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (old, new))
-    if numeric:
-        return Action(param=param, direction="up" if new > old else "down")
-    return Action(param=param, value=new)
-
-
-def effects_from_study(
-    mem: StudyMemory,
-) -> tuple[dict[tuple, list[float]], dict[str, list[float]], dict[tuple, int], dict[tuple, Action]]:
-    """Pair each finished trial with its parent; collect relative metric changes.
-
-    Returns (per action key -> signed relative changes of completed trials, per param -> absolute
-    relative changes, per action key -> failed trials, per action key -> the action). Failures
-    are counted apart: they make "avoid" rules but do not inflate a parameter's effect size.
-    """
-    by_num = {e.number: e for e in mem.trials}
-    sign = 1.0 if mem.direction == "maximize" else -1.0
-    moves: dict[tuple, list[float]] = defaultdict(list)
-    sizes: dict[str, list[float]] = defaultdict(list)
-    fails: dict[tuple, int] = defaultdict(int)
-    actions: dict[tuple, Action] = {}
-    for e in by_num.values():
-        parent = by_num.get(e.parent) if e.parent is not None else None
-        if parent is None or not parent.ok or not e.changed or len(e.changed) > 2:
-            continue
-        if not e.ok and not e.failed:
-            continue  # pruned / running: no verdict on the move
-        for p in e.changed:
-            if p in NON_TRANSFERABLE or p not in e.params or p not in parent.params:
-                continue
-            act = _move(p, parent.params[p], e.params[p])
-            if act is None:
-                continue
-            key = act.key()
-            actions[key] = act
-            if e.ok:
-                rel = sign * (e.value - parent.value) / (abs(parent.value) or 1.0)
-                moves[key].append(rel)
-                sizes[p].append(abs(rel))
-            else:
-                fails[key] += 1
-    return dict(moves), dict(sizes), dict(fails), actions
-
-
 def _numeric(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _se_diff(a: list[float], b: list[float]) -> float:
+    """Standard error of mean(a) - mean(b) (sample variances; a one-value group counts as 0)."""
+    va = statistics.variance(a) if len(a) > 1 else 0.0
+    vb = statistics.variance(b) if len(b) > 1 else 0.0
+    return math.sqrt(va / len(a) + vb / len(b))
+
+
+def good_region(mem: StudyMemory, top: float = 0.25, min_top: int = 3) -> tuple[dict[str, list[Any]], int]:
+    """Per parameter, the values it took in the study's best trials (the top `top` share of
+    completed trials, at least `min_top`), and how many trials that is. Numbers as [min, max]."""
+    done = sorted(mem.completed, key=lambda e: e.value, reverse=mem.direction == "maximize")
+    if len(done) < min_top:
+        return {}, 0
+    best = done[:max(min_top, math.ceil(top * len(done)))]
+    out: dict[str, list[Any]] = {}
+    for p in sorted({k for e in best for k in e.params} - NON_TRANSFERABLE):
+        vals = [e.params[p] for e in best if p in e.params]
+        if vals and all(_numeric(v) for v in vals):
+            out[p] = [min(vals), max(vals)]
+        else:
+            out[p] = sorted({v for v in vals}, key=repr)
+    return out, len(best)
 
 
 def marginal_rules(mem: StudyMemory, cond: dict, model: str, dataset: str, *,
                    skip: set[str] = frozenset(), min_trials: int = 6) -> list[TransferRule]:
     """Rules from marginal comparisons, for studies whose trials change many parameters at once
     (random, TPE): a parameter's upper vs lower half of tried values (numbers), or its best
-    value vs the rest (categories). Weaker evidence than one-change pairs (it is confounded by
+    value vs the rest (categories), kept only when the difference of means is at least `Z_MIN`
+    standard errors. Weaker evidence than one-change pairs (it is confounded by
     the other parameters), so confidence is shrunk towards 0.5 and `source` is "marginal".
     Parameters in `skip` (already measured by pairs) are left out.
     """
@@ -187,6 +191,8 @@ def marginal_rules(mem: StudyMemory, cond: dict, model: str, dataset: str, *,
             if len(lo) < 2 or len(hi) < 2:
                 continue
             effect = (sum(hi) / len(hi) - sum(lo) / len(lo)) / scale
+            if abs(effect) * scale < Z_MIN * _se_diff(hi, lo):
+                continue  # within noise: the two halves do not differ
             # AUC: share of (high, low) pairs where the higher value scored better
             auc = sum((h > l_) + 0.5 * (h == l_) for h in hi for l_ in lo) / (len(hi) * len(lo))
             act = Action(param=p, direction="up" if effect > 0 else "down")
@@ -203,6 +209,8 @@ def marginal_rules(mem: StudyMemory, cond: dict, model: str, dataset: str, *,
             if len(groups[best]) < 2 or not rest:
                 continue
             effect = (sum(groups[best]) / len(groups[best]) - sum(rest) / len(rest)) / scale
+            if abs(effect) * scale < Z_MIN * _se_diff(groups[best], rest):
+                continue
             agree = sum((b > r_) + 0.5 * (b == r_) for b in groups[best] for r_ in rest) / (len(groups[best]) * len(rest))
             act = Action(param=p, value=raw[best])
             phrase = f"{p}={raw[best]!r} went with"
@@ -227,7 +235,7 @@ def distill(
     llm: Any = None,
     dataset: str | None = None,
     max_rules: int = 8,
-    noise: float = 0.0,
+    noise: float | None = None,
 ) -> CognitionSummary:
     """Distil a study (its short-term memory, plus optional long-term insights) into a summary.
 
@@ -237,7 +245,9 @@ def distill(
         model: the backbone.
         insights: long-term insights of the same dataset x backbone to merge in.
         llm: optional client with `structured(messages, schema, purpose=...)`; rewrites texts only.
-        noise: relative changes within +-noise are not turned into rules.
+        noise: one run's standard deviation of the metric, for trials without a stored
+            ``diagnostics["noise"]`` (default `DEFAULT_NOISE` x the median completed value).
+            A move whose pooled effect is within noise (`MoveEvidence.established`) is no rule.
     """
     profile = dict(profile or {})
     if isinstance(memory, InsightSet):
@@ -251,35 +261,45 @@ def distill(
     summary = CognitionSummary(dataset=ds, model=model, profile=profile)
     if mem is not None:
         summary.study, summary.metric, summary.direction = mem.study, mem.metric, mem.direction
-        moves, sizes, fails, actions = effects_from_study(mem)
-        effects = {p: sum(v) / len(v) for p, v in sizes.items()}
-        for key in set(moves) | set(fails):
-            deltas, nfail = moves.get(key, []), fails.get(key, 0)
-            mean = sum(deltas) / len(deltas) if deltas else None
-            if mean is not None and abs(mean) <= noise and not nfail:
-                continue
-            helped = mean is not None and mean > 0 and nfail == 0
-            agree = sum(1 for d in deltas if (d > 0) == helped) + (0 if helped else nfail)
-            n = len(deltas) + nfail
-            act = actions[key].model_copy(update={"avoid": not helped})
+        done = mem.completed
+        fallback = noise if noise is not None else DEFAULT_NOISE * abs(statistics.median(e.value for e in done) if done else 0.0)
+        ev = study_evidence(mem.trials, direction=mem.direction, noise=fallback or 1e-9)
+        weight = ev.params()
+        for e in ev.single.values():
+            if not e.established:
+                continue  # within noise: not a rule
+            act = e.moves[0].model_copy(update={"avoid": not e.helped})
             rule = Rule(condition=cond, backbone=model, action=act)
-            parts = []
-            if mean is not None:
-                parts.append(f"{mean:+.1%} {summary.metric} on average over {len(deltas)} trial(s)")
-            if nfail:
-                parts.append(f"{nfail} failed trial(s)")
-            text = f"{act.describe()}: {' and '.join(parts)} on {ds} ({model})"
-            rules[act.key()] = TransferRule(text=text, rule=rule, confidence=(agree + 1) / (n + 2),
-                                            evidence=n, effect=mean, source="trials")
-            effects.setdefault(act.param, 0.0)
+            rules[act.key()] = TransferRule(text=f"{act.describe()}: {e.describe()} on {ds} ({model})", rule=rule,
+                                            confidence=(e.agreeing() + 1) / (e.n + 2), evidence=e.n,
+                                            effect=e.relative, source="trials")
+            if e.relative is not None:
+                effects[act.param] = max(effects.get(act.param, 0.0), abs(e.relative))
+        for e in ev.combos.values():
+            if e.established:
+                verdict = "helped" if e.helped else ("failed" if not e.deltas else "hurt")
+                summary.combinations.append(f"together {verdict}: {e.describe()}")
         for mr in marginal_rules(mem, cond, model, ds, skip={r.rule.action.param for r in rules.values()}):
             rules[mr.rule.action.key()] = mr
+            weight[mr.rule.action.param] = max(weight.get(mr.rule.action.param, 0), mr.evidence)
             effects.setdefault(mr.rule.action.param, abs(mr.effect or 0.0))
-        done = mem.completed
+        region, n_best = good_region(mem)
+        for r in rules.values():
+            p = r.rule.action.param
+            if r.rule.action.avoid or r.effect is None or any(f.param == p for f in summary.findings):
+                continue
+            best_rule = max((x for x in rules.values() if x.rule.action.param == p and not x.rule.action.avoid
+                             and x.effect is not None), key=lambda x: abs(x.effect or 0.0))
+            summary.findings.append(ParamFinding(param=p, effect=round(best_rule.effect or 0.0, 6),
+                                                 move=best_rule.rule.action.describe(), evidence=weight.get(p, r.evidence),
+                                                 good=region.get(p, []), good_evidence=n_best if p in region else 0,
+                                                 source=best_rule.source))
+        summary.findings.sort(key=lambda f: (-abs(f.effect), f.param))
         summary.n_trials = len(mem.trials)
         inc = mem.incumbent
         if inc is not None:
             summary.best_value = inc.value
+            summary.start_evidence = len(done)
             varied = {p for p, c in mem.coverage().items() if len(c.values) > 1}
             summary.start_config = {k: v for k, v in inc.params.items()
                                     if k in varied and k not in NON_TRANSFERABLE}
@@ -303,14 +323,13 @@ def distill(
             rules[key] = TransferRule(text=ins.text, rule=ins.rule, confidence=ins.confidence,
                                       evidence=ins.evidence, effect=None,
                                       source="human" if ins.source == "human" else "insight")
-            effects.setdefault(ins.rule.action.param, 0.0)
     # Rank by confidence x |effect|; a rule without a measured effect (failures only, or a
     # long-term insight) gets a nominal 1% effect so it ranks by its confidence among the weak ones.
     ranked = sorted(rules.values(), key=lambda r: (r.confidence * (abs(r.effect) if r.effect is not None else 0.01),
                                                    r.evidence, r.text), reverse=True)
     summary.rules = ranked[:max_rules]
-    summary.effects = {p: round(v, 6) for p, v in effects.items()}
-    summary.search_order = sorted(effects, key=lambda p: (-effects[p], p))
+    summary.effects = {p: round(v, 6) for p, v in effects.items() if v > 0}
+    summary.search_order = sorted(summary.effects, key=lambda p: (-summary.effects[p], p))
     if llm is not None and summary.rules:
         _rewrite_texts(summary, llm)
     return summary
@@ -357,4 +376,4 @@ def acceptable_rewrite(rule: TransferRule, text: str) -> bool:
     return set(_NUM.findall(text)) == set(_NUM.findall(rule.text))
 
 
-__all__ = ["CognitionSummary", "PriorTrial", "RuleTexts", "TransferRule", "distill", "effects_from_study"]
+__all__ = ["CognitionSummary", "ParamFinding", "PriorTrial", "RuleTexts", "TransferRule", "distill", "good_region"]

@@ -2,20 +2,20 @@
 REMOVE operations.
 
 The LLM returns `InsightOps` (a pydantic model, so it can be requested as schema-checked JSON);
-code produces the same operations deterministically from a keep / discard result
-(`ops_from_trial`), so memory grows even when the LLM contributes nothing. An operation naming an
+code produces the same operations deterministically from the study's pooled evidence
+(`ops_from_evidence`), so memory grows even when the LLM contributes nothing. An operation naming an
 insight id that does not exist is rejected with a clear reason and not applied.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from virtualmle.memory.errors import InsightOpError
+from virtualmle.memory.evidence import MoveEvidence, Pair, key_of
 from virtualmle.memory.rules import Action, Rule, regime_condition
 from virtualmle.memory.text import render_for_prompt, sanitize_text
 
@@ -63,6 +63,7 @@ class Insight(BaseModel):
     id: str = Field(pattern=r"^ins-[0-9]{1,6}$")
     text: str
     rule: Rule | None = None
+    combo: list[Action] = Field(default_factory=list)  # moves made together (text-only evidence)
     votes: int = 1
     supporting: list[TrialRef] = Field(default_factory=list)
     contradicting: list[TrialRef] = Field(default_factory=list)
@@ -103,6 +104,7 @@ class InsightOp(BaseModel):
     id: str | None = Field(default=None, max_length=12)
     text: str | None = None
     rule: Rule | None = None
+    combo: list[Action] = Field(default_factory=list, max_length=8)
     evidence: list[TrialRef] = Field(default_factory=list, max_length=20)
 
     @field_validator("text")
@@ -169,6 +171,14 @@ class InsightSet(BaseModel):
     insights: list[Insight] = Field(default_factory=list)
     applied: list[str] = Field(default_factory=list)  # "study#trial:source" already applied
     proposals: list[ChangeProposal] = Field(default_factory=list)  # for a person to decide
+    # LLM texts that disagreed with the code's facts and were not stored, per "study#trial"
+    # (set, not added: observing a trial again counts it once)
+    text_rejections: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def rejected_total(self) -> int:
+        """LLM texts rejected by the fact check over every study that wrote here."""
+        return sum(self.text_rejections.values())
 
     def get(self, insight_id: str) -> Insight | None:
         return next((i for i in self.insights if i.id == insight_id), None)
@@ -177,6 +187,13 @@ class InsightSet(BaseModel):
         """The insight whose rule makes the same move (same param / direction / value / avoid)."""
         key = action.key()
         return next((i for i in self.insights if i.rule and i.rule.action.key() == key), None)
+
+    def find_combo(self, combo: list[Action]) -> Insight | None:
+        """The insight about the same combination of moves (order does not matter)."""
+        if not combo:
+            return None
+        key = key_of(tuple(combo))
+        return next((i for i in self.insights if i.combo and key_of(tuple(i.combo)) == key), None)
 
     def apply(self, ops: list[InsightOp] | InsightOps, *, source: str = "llm",
               strict: bool = False, prune_threshold: int = PRUNE_THRESHOLD) -> ApplyResult:
@@ -214,7 +231,11 @@ class InsightSet(BaseModel):
             dup = next((i for i in self.insights if i.text.lower() == op.text.lower()), None)
             if dup is None and op.rule is not None:
                 dup = self.find_action(op.rule.action)
+            if dup is None and op.combo:
+                dup = self.find_combo(op.combo)
             if dup is not None:  # the same knowledge again is a vote, not a new item
+                if source == "code" and dup.source == "code" and (op.rule is not None or op.combo):
+                    dup.text = op.text  # the code's facts, now pooled over more trials
                 if _counted(dup.supporting, op.evidence):
                     result.applied.append(dup.id)
                     return None  # the same measurement again: one vote
@@ -223,7 +244,7 @@ class InsightSet(BaseModel):
                 dup.updated = stamp
                 result.applied.append(dup.id)
                 return None
-            ins = Insight(id=f"ins-{self.next_id}", text=op.text, rule=op.rule, votes=1,
+            ins = Insight(id=f"ins-{self.next_id}", text=op.text, rule=op.rule, combo=list(op.combo), votes=1,
                           supporting=list(dict.fromkeys(op.evidence)),
                           source=source if source in ("code", "llm", "human") else "llm",
                           created=stamp, updated=stamp)
@@ -319,75 +340,63 @@ def _add_refs(target: list[TrialRef], refs: list[TrialRef]) -> None:
             target.append(r)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return repr(v) if isinstance(v, str) else str(v)
-
-
-def ops_from_trial(
+def ops_from_evidence(
     insights: InsightSet,
     *,
     study: str,
-    trial: int,
-    params: dict[str, Any],
-    baseline_params: dict[str, Any],
-    value: float | None,
-    baseline_value: float | None,
-    metric: str = "ndcg@10",
-    direction: str = "maximize",
-    noise: float = 0.0,
+    pair: Pair,
+    evidence: MoveEvidence,
     profile: dict | None = None,
-    failed: bool = False,
     failure: str = "",
 ) -> list[InsightOp]:
-    """Deterministic insight operations from one keep / discard result (no LLM involved).
+    """Deterministic insight operations for one trial, judged on all the study's evidence.
 
-    Compares a trial with the configuration it changed (`baseline_*`, usually the incumbent).
-    If the change of at most 2 parameters moved the metric by more than `noise`, each changed
-    parameter yields: an UPVOTE (or DOWNVOTE) of an existing insight making the same move, or an
-    ADD of a new one, e.g. "lowering dropout from 0.5 to 0.2 improved ndcg@10 by 0.0031 (+9.1%)
-    on beauty (sasrec)". A change that hurt adds an `avoid` rule. Changes within noise give
-    nothing (inconclusive). With `failed=True` (the trial diverged / crashed / ran out of memory;
-    `failure` names the class) each move gets an `avoid` rule whatever `value` is.
+    `pair` is the trial against its parent; `evidence` pools every trial of the study that made
+    the same move (or, for a trial that changed several parameters, the same combination). Nothing
+    is claimed unless the pooled effect is beyond noise (`MoveEvidence.established`); within noise,
+    a code rule for the same move that this trial contradicts gets a DOWNVOTE. Beyond noise:
+
+    - one parameter changed: an ADD of the rule (``raise lr``, or ``avoid raising lr`` when it
+      hurt or failed) with the code's facts as text; an existing rule making the same move gets a
+      vote and its text refreshed instead. The trial's own delta must agree with the pooled
+      direction; a trial that disagrees is a DOWNVOTE of the rule. A claim for the opposite move
+      gets a DOWNVOTE.
+    - several parameters changed: an ADD of a text-only insight about the combination (its
+      `combo` lists the moves), never one rule per parameter.
+
+    Every operation cites only this trial, so the batch keeps its replay identity
+    ``study#trial:code`` (a re-observed trial changes nothing).
     """
-    changed = [k for k in params if k in baseline_params and params[k] != baseline_params[k]]
-    if not changed or len(changed) > 2:
-        return []
-    if failed:
-        improved, delta, rel = False, 0.0, ""
-    else:
-        if value is None or baseline_value is None or not all(map(math.isfinite, (value, baseline_value))):
+    ref = TrialRef(study=study, trial=pair.trial)
+    if not evidence.established:
+        # No claim; but a rule already stored for this move that this trial contradicts loses a vote.
+        if len(pair.moves) != 1:
             return []
-        delta = (value - baseline_value) * (1 if direction == "maximize" else -1)
-        if abs(delta) <= noise:
-            return []
-        improved = delta > 0
-        rel = f" ({delta / abs(baseline_value):+.1%})" if baseline_value else ""
-    ref = TrialRef(study=study, trial=trial)
+        up = pair.delta is not None and pair.delta > 0
+        held = [insights.find_action(pair.moves[0].model_copy(update={"avoid": a})) for a in (False, True)]
+        return [InsightOp(op="DOWNVOTE", id=ins.id, evidence=[ref]) for ins, avoid in zip(held, (False, True))
+                if ins is not None and ins.source == "code" and up == avoid]
+    helped = evidence.helped
+    agrees = (pair.delta is not None and (pair.delta > 0) == helped) or (pair.failed and not helped)
+    facts = evidence.describe(pair) + (f" ({failure})" if pair.failed and failure else "")
+    where = f"on {insights.dataset} ({insights.model})"
+    if len(pair.moves) > 1:
+        combo = [m.model_copy(update={"avoid": not helped}) for m in pair.moves]
+        same = insights.find_combo(combo)
+        if not agrees:
+            return [InsightOp(op="DOWNVOTE", id=same.id, evidence=[ref])] if same is not None else []
+        verdict = "helped" if helped else ("failed" if evidence.failures and not evidence.deltas else "hurt")
+        text = (f"together {verdict}: {facts} {where}; evidence about these changes together, "
+                "not about any one of them alone")
+        return [InsightOp(op="ADD", text=text, combo=combo, evidence=[ref])]
+    action = pair.moves[0].model_copy(update={"avoid": not helped})
+    same = insights.find_action(action)
+    opposite = insights.find_action(action.model_copy(update={"avoid": helped}))
+    if not agrees:
+        return [InsightOp(op="DOWNVOTE", id=same.id, evidence=[ref])] if same is not None else []
     cond = regime_condition(profile if profile is not None else insights.profile)
-    ops: list[InsightOp] = []
-    for name in changed:
-        old, new = baseline_params[name], params[name]
-        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (old, new))
-        if numeric:
-            action = Action(param=name, direction="up" if new > old else "down", avoid=not improved)
-            verb = "raising" if new > old else "lowering"
-        else:
-            action = Action(param=name, value=new, avoid=not improved)
-            verb = "setting"
-        outcome = (f"made the trial fail ({failure or 'error'})" if failed
-                   else f"{'improved' if improved else 'hurt'} {metric} by {abs(delta):.4g}{rel}")
-        text = (f"{verb} {name} from {_fmt(old)} to {_fmt(new)}"
-                + (f" (with {', '.join(c for c in changed if c != name)} changed)" if len(changed) > 1 else "")
-                + f" {outcome} on {insights.dataset} ({insights.model})")
-        rule = Rule(condition=cond, backbone=insights.model, action=action)
-        same = insights.find_action(action)
-        opposite = insights.find_action(action.model_copy(update={"avoid": not action.avoid}))
-        if same is not None:
-            ops.append(InsightOp(op="UPVOTE", id=same.id, evidence=[ref]))
-        else:
-            ops.append(InsightOp(op="ADD", text=text, rule=rule, evidence=[ref]))
-        if opposite is not None:  # evidence against the opposite claim
-            ops.append(InsightOp(op="DOWNVOTE", id=opposite.id, evidence=[ref]))
+    ops = [InsightOp(op="ADD", text=f"{action.describe()}: {facts} {where}",
+                     rule=Rule(condition=cond, backbone=insights.model, action=action), evidence=[ref])]
+    if opposite is not None:  # evidence against the opposite claim
+        ops.append(InsightOp(op="DOWNVOTE", id=opposite.id, evidence=[ref]))
     return ops

@@ -80,6 +80,11 @@ def _rule_doc(rule: Any) -> dict | None:
     return d
 
 
+def _rule_doc_action(action: Any) -> dict:
+    return {k: v for k, v in action.model_dump(mode="json").items()
+            if v is not None and not (k == "avoid" and v is False)}
+
+
 def export_markdown(bank: MemoryBank, *, dataset: str | None = None, model: str | None = None) -> str:
     """The bank (optionally one dataset / model) as Markdown, one YAML block per item."""
     out = [HEADER.format(root=bank.root)]
@@ -96,6 +101,8 @@ def export_markdown(bank: MemoryBank, *, dataset: str | None = None, model: str 
                  "supporting": [str(r) for r in ins.supporting],
                  "contradicting": [str(r) for r in ins.contradicting],
                  "source": ins.source, "created": ins.created, "updated": ins.updated}
+            if ins.combo:  # moves made together: the insight is about the combination
+                d["combo"] = [_rule_doc_action(a) for a in ins.combo]
             out.append(f"\n### {ins.id} (votes {ins.votes}, confidence {ins.confidence:.2f})\n\n" + _block(d))
     for s in bank.summaries(model):
         if want_ds and slugify(s.dataset) != want_ds:

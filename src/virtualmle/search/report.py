@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from virtualmle.errors import StorageError
 from virtualmle.files import write_atomic
-from virtualmle.records import NOTE_ATTRS
+from virtualmle.records import A_TEXT_REJECTIONS, NOTE_ATTRS
 
 _HIDDEN_ATTRS = {"owner", "log", "valid", "test", "epochs", "seconds", "outcome", "num_params",
                  "best_epoch", "stopped", "error", "traceback", "extra_params", "free", "method"}
@@ -260,6 +260,10 @@ def _study_section(s: StudyData, out: Path) -> str:
     parts.append(f"<p>{meta}</p>")
     parts.append(f"<p>{len(s.trials)} trials ({e(', '.join(f'{k} {v}' for k, v in sorted(counts.items())))}), "
                  f"compute {compute:.1f} s</p>")
+    checked = [int(t.user_attrs[A_TEXT_REJECTIONS]) for t in s.trials if A_TEXT_REJECTIONS in t.user_attrs]
+    if checked:  # the agent's fact check: LLM texts replaced by the code's facts
+        parts.append(f"<p>LLM texts rejected by the fact check: <b>{sum(checked)}</b> "
+                     f"(in {sum(1 for n in checked if n)} of {len(checked)} trials)</p>")
     if best is not None:
         valid, test = best.user_attrs.get("valid", {}), best.user_attrs.get("test", {})
         rows = "".join(f"<tr><td>{e(k)}</td><td class=num>{valid[k]:.6f}</td>"
