@@ -378,10 +378,28 @@ def write_page(args, classic, llm, transfer, peer, full=None):
         L += ["Not measured for this version (run `benchmarks/peer_speed.py --json FILE`, pass `--peer-json FILE`)."]
     text = ("\n".join(L) + "\n").replace(str(ROOT) + "/", "")
     path = ROOT / "docs" / "results.md"
+    text = keep_hand_written(path, text)
     from virtualmle.files import write_atomic
 
     write_atomic(path, text)
     print(f"wrote {path} and {', '.join(p.name for p in pngs)}", file=sys.stderr)
+
+
+HAND_WRITTEN = "## Memory an ML engineer would sign"
+PEER = "## Peer speed"
+
+
+def keep_hand_written(path: Path, text: str) -> str:
+    """Carry the page's hand-written memory section (measured outside this script) into `text`,
+    before the peer-speed section; a regeneration must not drop what it does not produce."""
+    old = path.read_text() if path.is_file() else ""
+    if HAND_WRITTEN not in old or HAND_WRITTEN in text:
+        return text
+    start = old.index(HAND_WRITTEN)
+    end = old.find(PEER, start)
+    section = old[start:end if end >= 0 else len(old)].rstrip() + "\n\n"
+    at = text.find(PEER)
+    return text[:at] + section + text[at:] if at >= 0 else text.rstrip() + "\n\n" + section
 
 
 def _transfer_word(t, budget: int) -> str:
