@@ -12,15 +12,9 @@ from fake_openai import fake_openai
 
 from virtualmle.memory import MemoryBank
 from virtualmle.memory.insights import Insight, InsightSet, TrialRef
-from virtualmle.search.testing import TINY_SLICE_USERS
+from virtualmle.search.testing import AGENT_SPACE_YAML, TINY_SLICE_USERS
 
-SPACE = """\
-model: sasrec
-fixed: {max_len: 20, batch_size: 256, patience: 1, heads: 1}
-params:
-  hidden:  {type: categorical, choices: [16, 24, 32], default: 16, grid: [16, 24, 32]}
-  dropout: {type: float, low: 0.0, high: 0.5, default: 0.2, grid: [0.1, 0.2, 0.3]}
-"""
+SPACE = AGENT_SPACE_YAML
 
 
 def test_remove_reply_becomes_a_proposal_shown_by_memory_show(tmp_path):

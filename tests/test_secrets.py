@@ -14,17 +14,11 @@ from pathlib import Path
 from fake_openai import fake_openai
 
 from virtualmle.search.executor import LocalExecutor, TrialSpec
-from virtualmle.search.testing import TINY_FIXED, TINY_SLICE_USERS
+from virtualmle.search.testing import AGENT_SPACE_YAML, TINY_FIXED, TINY_SLICE_USERS
 from virtualmle.search.worker import TEST_FAULT_ENV
 
 CANARY = "sk-CANARY-123456"
-SPACE = """\
-model: sasrec
-fixed: {max_len: 20, batch_size: 256, patience: 1, heads: 1}
-params:
-  hidden:  {type: categorical, choices: [16, 24, 32], default: 16, grid: [16, 24, 32]}
-  dropout: {type: float, low: 0.0, high: 0.5, default: 0.2, grid: [0.1, 0.2, 0.3]}
-"""
+SPACE = AGENT_SPACE_YAML
 
 
 def _files_with(root: Path, needle: bytes) -> list[str]:

@@ -25,6 +25,15 @@ params:
 """
 
 # Fidelity for tests: few users, one or two epochs.
+# Two ordered axes the agent can move along, for tests that run a whole agent study in seconds.
+AGENT_SPACE_YAML = """\
+model: sasrec
+fixed: {max_len: 20, batch_size: 256, patience: 1, heads: 1}
+params:
+  hidden:  {type: categorical, choices: [16, 24, 32], default: 16, grid: [16, 24, 32]}
+  dropout: {type: float, low: 0.0, high: 0.5, default: 0.2, grid: [0.1, 0.2, 0.3]}
+"""
+
 TINY_SLICE_USERS = 600
 TINY_MAX_EPOCHS = 1
 TINY_FIXED = {"batch_size": 256, "patience": 1}
