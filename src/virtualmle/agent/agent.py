@@ -187,6 +187,9 @@ class VirtualMLEAgent:
             raise ConfigError(f"--mode {cfg.mode!r} is not allowed: use hybrid or llm")
         self.cfg = cfg
         self.view: SpaceView = space_view(space)
+        # The loop's optional watch hook, offered only when asked for: without it the loop does
+        # not stream a trial's epochs back for judging (`search.method.Method`).
+        self.watch = self._watch_curve if cfg.stop_hopeless else None
         self.llm = LLMCaller.of(llm, max_tokens_budget=max_llm_tokens, retries=cfg.unavailable_retries)
         self._observed: dict[int, dict[str, Any]] = {}  # attrs returned by observe this session
         self._transfer: Transfer | None = None
@@ -238,10 +241,10 @@ class VirtualMLEAgent:
         return self._transfer
 
     # ---- watch a running trial ------------------------------------------------------------------
-    def watch(self, ctx: SearchContext, number: int, params: dict[str, Any], curve: list[float]) -> str | None:
-        """Stop a running trial that cannot reach the incumbent (with ``stop_hopeless``)."""
+    def _watch_curve(self, ctx: SearchContext, number: int, params: dict[str, Any], curve: list[float]) -> str | None:
+        """Stop a running trial that cannot reach the incumbent (the `watch` hook, ``stop_hopeless``)."""
         inc = ctx.incumbent
-        if not self.cfg.stop_hopeless or inc is None or inc.value is None:
+        if inc is None or inc.value is None:
             return None
         horizon = int(params.get("max_epochs") or len(inc.epochs) or len(curve))
         return hopeless(curve, inc.curve(ctx.metric), float(inc.value), horizon=horizon, metric=ctx.metric)

@@ -99,7 +99,7 @@ class Method(Protocol):
       several workers are free (otherwise `propose` is called ``k`` times).
     - ``make_sampler(seed: int, workers: int) -> optuna.samplers.BaseSampler``: the sampler that
       fills ``Proposal(params=None)``; without it the loop uses a seeded ``RandomSampler``.
-    - ``watch(ctx, number, params, curve) -> str | None``: called after each validation of a
+    - ``watch(ctx, number, params, curve) -> str | None`` (absent or None: not used): called after each validation of a
       running trial with its validation metric per validation so far; a string stops the trial
       (recorded as pruned, ``stopped_by: method``, the string as ``stop_reason``).
     - ``end(ctx) -> None``: the study is over (its budget is used up, or the method had nothing
