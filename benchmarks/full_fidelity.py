@@ -78,7 +78,7 @@ def tune_priors(model: torch.nn.Module, data: Any, config: TrainConfig, mask: st
     """Prior weights chosen on validation; the test metrics of that choice."""
     tables = load_prior_tables(data, config.prior_window)
     valid_b = build_eval_batches(data, "valid", config.max_len, "cpu", mask)
-    best: tuple[float, float, float, dict[str, float]] | None = None
+    best: tuple[float, float, float, dict[str, float], ScorePriors | None] | None = None
     tried = []
     for t, c in itertools.product(TRANSITION, COOC):
         priors = None if not (t or c) else ScorePriors(tables, transition=t, cooc=c,
@@ -86,10 +86,8 @@ def tune_priors(model: torch.nn.Module, data: Any, config: TrainConfig, mask: st
         valid = evaluate(model, valid_b, priors)
         tried.append({"prior_transition": t, "prior_cooc": c, "valid_ndcg@10": round(valid["ndcg@10"], 5)})
         if best is None or valid[config.metric] > best[0]:
-            best = (valid[config.metric], t, c, valid)
-    _, t, c, valid = best
-    priors = None if not (t or c) else ScorePriors(tables, transition=t, cooc=c,
-                                                   recent_k=config.prior_recent_k, norm=config.prior_norm)
+            best = (valid[config.metric], t, c, valid, priors)
+    _, t, c, valid, priors = best
     test = evaluate(model, build_eval_batches(data, "test", config.max_len, "cpu", mask), priors)
     return {"prior_transition": t, "prior_cooc": c, "valid": valid, "test": test, "grid": tried}
 

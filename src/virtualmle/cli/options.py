@@ -81,10 +81,11 @@ def add_study_options(p: argparse.ArgumentParser, *, study_help: str) -> None:
 
 
 def check_run_options(args: argparse.Namespace) -> None:
-    """Refuse what would spend a budget for nothing, before any work.
+    """Refuse what would spend a budget for nothing, before any work, and resolve the budget:
+    sets ``args.time_budget`` (seconds, from ``--budget``) and ``args.trials`` when it was not given.
 
     Raises:
-        ConfigError: an unknown backbone or metric, fewer than one trial or worker.
+        ConfigError: an unknown backbone or metric, a bad duration, fewer than one trial or worker.
     """
     from virtualmle.training import TrainConfig
 
@@ -93,8 +94,7 @@ def check_run_options(args: argparse.Namespace) -> None:
     metrics = TrainConfig.model_fields["metric"].annotation.__args__
     if args.metric not in metrics:
         raise ConfigError(f"unknown metric {args.metric!r}: use one of {', '.join(metrics)}")
-    budget = getattr(args, "budget", None)
-    args.time_budget = parse_duration(budget) if budget is not None else None
+    args.time_budget = parse_duration(args.budget) if args.budget is not None else None
     if args.trials is None:  # a time budget alone runs as many trials as fit
         args.trials = UNLIMITED_TRIALS if args.time_budget is not None else DEFAULT_TRIALS
     if args.trials < 1:
