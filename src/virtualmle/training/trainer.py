@@ -13,6 +13,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from virtualmle.data import SequenceData, profile_dataset
 from virtualmle.errors import DataError, DivergedError
 from virtualmle.models import ModelConfig, SequentialRecommender, build_model
+from virtualmle.training import checkpoint as ckpt
 from virtualmle.training.batching import TrainBatches
 from virtualmle.training.config import TrainConfig
 from virtualmle.training.evaluation import build_eval_batches, evaluate, resolve_eval_mask
@@ -71,6 +73,7 @@ class TrainResult:
     peak_memory_mb: float
     stopped: str  # "early_stop" | "max_epochs" | "pruned"
     eval_mask: str = "history"  # the resolved evaluation mask both splits were ranked with
+    resumed_epoch: int = 0  # the checkpoint's last epoch this run continued from (0 = from scratch)
     # The trained model holding the best-validation weights (what --save writes); not in to_json.
     model: SequentialRecommender | None = field(default=None, repr=False, compare=False)
 
@@ -87,6 +90,7 @@ class TrainResult:
             "peak_memory_mb": self.peak_memory_mb,
             "stopped": self.stopped,
             "eval_mask": self.eval_mask,
+            "resumed_epoch": self.resumed_epoch,
         }
 
 
@@ -154,6 +158,7 @@ def train(
     device: str = "cpu",
     on_epoch: Callable[[EpochLog], bool | None] | None = None,
     progress: bool = False,
+    checkpoint: str | Path | None = None,
 ) -> TrainResult:
     """Train `config` on `data`, select the best epoch on validation, test it once.
 
@@ -164,8 +169,12 @@ def train(
         on_epoch: called after each epoch's validation; returning True stops training
             ("pruned").
         progress: show a rich progress display (batches per epoch and one line per epoch).
+        checkpoint: a file the run's state is written to after every validation; when it
+            exists, training continues from it (training/checkpoint.py: only `max_epochs`,
+            `patience` and `eval_every` may differ from the run that wrote it).
     Raises:
         DivergedError: the loss or the gradient norm became NaN / infinite.
+        CheckpointError: `checkpoint` belongs to another configuration or dataset.
     """
     start = time.perf_counter()
     dev = torch.device(device)
@@ -205,14 +214,26 @@ def train(
         warmup_steps=round(config.warmup_epochs * len(batches)),
     )
 
-    display = _Display(config, len(batches)) if progress else None
     logs: list[EpochLog] = []
     best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
     stopped = "max_epochs"
     since_best = 0  # validations without improvement
+    resumed = 0
+    blob = ckpt.load(checkpoint, config=config, data=data) if checkpoint is not None else None
+    if blob is not None:
+        state = ckpt.restore(blob, model=model, optimizer=optimizer, scheduler=scheduler, rng=rng, gen=gen)
+        logs = [EpochLog(e["epoch"], e["train_loss"], e["valid"], e["seconds"], config.metric, e["is_best"])
+                for e in state.logs]
+        best_score, best_epoch, best_state = state.best_score, state.best_epoch, state.best_state
+        since_best, resumed = state.since_best, state.epoch
+        logger.info("resumed from %s at epoch %d (best %d)", checkpoint, resumed, best_epoch)
+        if config.patience and since_best >= config.patience:
+            stopped = "early_stop"
+    display = _Display(config, len(batches)) if progress and stopped == "max_epochs" else None
     try:
         t0 = time.perf_counter()
-        for epoch in range(1, config.max_epochs + 1):
+        first = resumed + 1 if stopped == "max_epochs" else config.max_epochs + 1
+        for epoch in range(first, config.max_epochs + 1):
             train_loss = _train_epoch(model, batches, rng, optimizer, config, loss_ctx, epoch, display, scheduler)
             # Validate every `eval_every` epochs and after the last; a log covers the epochs
             # since the previous validation (its seconds) and reports this epoch's loss.
@@ -227,6 +248,11 @@ def train(
             else:
                 since_best += 1
             logs.append(log)
+            if checkpoint is not None:
+                ckpt.save(checkpoint, config=config, data=data, model=model, optimizer=optimizer,
+                          scheduler=scheduler, rng=rng, gen=gen, state=ckpt.RunState(
+                              epoch, [{**e.to_json(), "is_best": e.is_best} for e in logs],
+                              best_score, best_epoch, best_state, since_best))
             if display:
                 display.epoch_done(log)
             if on_epoch is not None and on_epoch(log):
@@ -256,6 +282,7 @@ def train(
         peak_memory_mb=_peak_memory_mb(dev),
         stopped=stopped,
         eval_mask=eval_mask,
+        resumed_epoch=resumed,
         model=model.eval(),
     )
 

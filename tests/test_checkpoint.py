@@ -1,0 +1,101 @@
+"""Resumable training (training/checkpoint.py): a run continued from its checkpoint is the same
+run, bit for bit; a checkpoint of another configuration or dataset is refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from virtualmle.data import SequenceData, load_dataset
+from virtualmle.training import TrainConfig, train
+from virtualmle.training.checkpoint import CheckpointError
+
+SMALL = {"hidden": 32, "blocks": 1, "batch_size": 128, "negatives": 50, "patience": 0}
+
+
+@pytest.fixture(scope="module")
+def beauty() -> SequenceData:
+    data_dir = os.environ.get("VIRTUALMLE_DATA_DIR", "")
+    if not (Path(data_dir) / "Beauty.txt").is_file():
+        pytest.skip("Beauty.txt not in VIRTUALMLE_DATA_DIR")
+    return load_dataset("beauty", slice_users=600)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("extra", [{}, {"lr_schedule": "cosine", "warmup_epochs": 1, "dropout": 0.3}])
+def test_a_resumed_run_is_the_uninterrupted_run(beauty, tmp_path, extra):
+    straight = train(beauty, TrainConfig.for_model("sasrec", max_epochs=4, **SMALL, **extra))
+    path = tmp_path / "run.ckpt"
+    if extra.get("lr_schedule", "constant") == "constant":
+        # Screened at 2 epochs, then promoted to 4: max_epochs may change with a constant rate.
+        first = train(beauty, TrainConfig.for_model("sasrec", max_epochs=2, **SMALL, **extra), checkpoint=path)
+        assert first.resumed_epoch == 0 and len(first.epochs) == 2
+    else:
+        # A decaying schedule binds max_epochs: a run killed after epoch 2 (subprocess, SIGKILL).
+        _train_and_kill_after(beauty_epochs=2, path=path, extra=extra)
+    assert path.is_file()
+    resumed = train(beauty, TrainConfig.for_model("sasrec", max_epochs=4, **SMALL, **extra), checkpoint=path)
+    assert resumed.resumed_epoch == 2
+    assert [e.epoch for e in resumed.epochs] == [1, 2, 3, 4]
+    assert [e.train_loss for e in resumed.epochs] == [e.train_loss for e in straight.epochs]
+    assert resumed.valid == straight.valid and resumed.test == straight.test
+    assert resumed.best_epoch == straight.best_epoch
+    assert _same_weights(resumed.model, straight.model)
+
+
+def _train_and_kill_after(beauty_epochs: int, path: Path, extra: dict) -> None:
+    """Train in a child process that SIGKILLs itself right after the epoch-`beauty_epochs` checkpoint."""
+    code = f"""
+import os, signal
+from virtualmle.data import load_dataset
+from virtualmle.training import TrainConfig, train
+data = load_dataset("beauty", slice_users=600)
+def stop(log):
+    if log.epoch == {beauty_epochs}:
+        os.kill(os.getpid(), signal.SIGKILL)
+train(data, TrainConfig.for_model("sasrec", max_epochs=4, **{SMALL!r}, **{extra!r}),
+      checkpoint={str(path)!r}, on_epoch=stop)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+
+
+def test_a_finished_run_resumed_does_not_train_again(beauty, tmp_path):
+    path = tmp_path / "run.ckpt"
+    config = TrainConfig.for_model("sasrec", max_epochs=3, **SMALL)
+    first = train(beauty, config, checkpoint=path)
+    again = train(beauty, config, checkpoint=path)
+    assert again.resumed_epoch == 3 and [e.epoch for e in again.epochs] == [1, 2, 3]
+    assert again.test == first.test
+    assert again.seconds < first.seconds
+
+
+def test_a_checkpoint_of_another_configuration_or_dataset_is_refused(beauty, tmp_path):
+    path = tmp_path / "run.ckpt"
+    train(beauty, TrainConfig.for_model("sasrec", max_epochs=1, **SMALL), checkpoint=path)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match="differs in lr"):
+        train(beauty, TrainConfig.for_model("sasrec", max_epochs=2, lr=1e-3, **SMALL), checkpoint=path)
+    other = load_dataset("beauty", slice_users=500)
+    with pytest.raises(CheckpointError, match="other data"):
+        train(other, TrainConfig.for_model("sasrec", max_epochs=2, **SMALL), checkpoint=path)
+    # A decaying schedule's length is part of the trajectory.
+    cos = {**SMALL, "lr_schedule": "cosine"}
+    cpath = tmp_path / "cos.ckpt"
+    train(beauty, TrainConfig.for_model("sasrec", max_epochs=1, **cos), checkpoint=cpath)
+    with pytest.raises(CheckpointError, match="max_epochs"):
+        train(beauty, TrainConfig.for_model("sasrec", max_epochs=2, **cos), checkpoint=cpath)
+    assert path.read_bytes() == before  # a refused resume leaves the checkpoint as it was
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        train(beauty, TrainConfig.for_model("sasrec", max_epochs=1, **SMALL), checkpoint=garbage)
