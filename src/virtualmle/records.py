@@ -101,12 +101,17 @@ A_AGENT = "agent"  # per-step record: mode, source, pick, fallback, refusals, se
 A_CONTEXT = "planning_context"  # the planning context the step was built from
 A_TRANSFER = "transfer_rules"  # transferred rule lines shown to the LLM
 A_OPRO = "opro"  # OPRO's per-step record: source, fallback, raw reply, clipped names
+A_SCREEN = "screen"  # {"round", "epochs"}: a trial the agent screened at a cheap fidelity
+A_PROMOTED_FROM = "promoted_from"  # the screen a promoted trial continued from
+A_PROMOTION = "promotion"  # why it was promoted (text)
+A_SCREEN_SETTLED = "screen_settled"  # a round closed without promotion, and why (text)
 
 # LLM texts (hypothesis, reflection, insight) of this trial that disagreed with the code's facts
 # (the report shows the study's total)
 A_TEXT_REJECTIONS = "text_rejections"
 # Shown in the report's notes column, in this order, when a method stored them.
-NOTE_ATTRS = (A_HYPOTHESIS, A_VERDICT, A_REFLECTION, "change", "rule", "rerun_of", "stopped_by", "stop_reason")
+NOTE_ATTRS = (A_HYPOTHESIS, A_VERDICT, A_REFLECTION, "change", "rule", "rerun_of", "stopped_by", "stop_reason",
+              A_PROMOTION, A_SCREEN_SETTLED)
 
 
 # ---- when two configurations are the same ------------------------------------------------------

@@ -21,6 +21,9 @@ One step:
 4. Observe: diagnostics in code (`diagnostics.diagnose`); keep / discard by validation metric only.
 5. Reflect (`reflect`): the LLM's verdict, attribution, rule and next direction (schema-checked), recorded
    next to the code's verdict.
+With ``screen_epochs`` the Act step screens each round's best few candidates at a few epochs and
+promotes the best from its checkpoint (`screen`).
+
 6. Remember (`remember`): hypothesis, diagnostics, reflection and flags as trial user attrs; long-term insight
    operations (code-derived and validated LLM ones) in the memory bank; at the end of the study
    (the loop's end-of-study hook, `VirtualMLEAgent.end`) a cognition summary distilled into the bank.
@@ -66,6 +69,7 @@ from virtualmle.agent.plan import (
     study_memory,
 )
 from virtualmle.agent.reflect import reflect
+from virtualmle.agent.screen import Decision, decide, is_screen
 from virtualmle.agent.remember import base_rejections, distil, remember, trial_evidence
 from virtualmle.agent.space_view import SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
@@ -78,6 +82,10 @@ from virtualmle.records import (
     A_DIAGNOSTICS,
     A_HYPOTHESIS,
     A_PARENT,
+    A_PROMOTED_FROM,
+    A_PROMOTION,
+    A_SCREEN,
+    A_SCREEN_SETTLED,
     A_TRANSFER,
     A_VERDICT,
     TrialRecord,
@@ -134,6 +142,11 @@ class AgentConfig:
         stop_hopeless: watch each running trial's validation curve and stop it when even an
             optimistic projection cannot reach the incumbent (`agent/watch.py`; the reason is
             stored as ``stop_reason``). Off by default: the published bench numbers are without it.
+        screen_epochs: screen each round's candidates for this many epochs, then promote the
+            best from its checkpoint (`agent/screen.py`); 0 (default) trains every trial in full.
+        screen_width: candidates screened per round.
+        screen_tolerance: the best screen is not promoted when it trails the incumbent's curve at
+            the same epoch by more than this share.
     """
 
     mode: Mode = "hybrid"
@@ -158,6 +171,9 @@ class AgentConfig:
     ard: bool = True
     display: bool = False
     stop_hopeless: bool = False
+    screen_epochs: int = 0
+    screen_width: int = 3
+    screen_tolerance: float = 0.1
 
 
 class VirtualMLEAgent:
@@ -185,6 +201,9 @@ class VirtualMLEAgent:
                 setattr(cfg, key, value)
         if cfg.mode not in ("hybrid", "llm"):
             raise ConfigError(f"--mode {cfg.mode!r} is not allowed: use hybrid or llm")
+        if cfg.screen_epochs < 0 or cfg.screen_width < 1:
+            raise ConfigError(f"screening needs screen_epochs >= 0 and screen_width >= 1, not "
+                              f"{cfg.screen_epochs} and {cfg.screen_width}")
         self.cfg = cfg
         self.view: SpaceView = space_view(space)
         # The loop's optional watch hook, offered only when asked for: without it the loop does
@@ -198,6 +217,8 @@ class VirtualMLEAgent:
         self._console: Any = None
         self.timings: list[dict[str, float]] = []
         self._fallbacks = FallbackNotice()  # issue 15: each fallback said once per study
+        self._screens_issued: dict[int, int] = {}  # screens proposed per round by this process
+        self._promoting: set[int] = set()  # screens whose promotion this process proposed
 
     # ---- resources -------------------------------------------------------------------------
     def bank(self) -> Any:
@@ -263,6 +284,11 @@ class VirtualMLEAgent:
             return Proposal(params=dict(defaults), user_attrs={
                 A_HYPOTHESIS: hyp, A_PARENT: None, A_CHANGED: [],
                 A_AGENT: {"mode": self.cfg.mode, "source": "default", "fallback": None}})
+        decision = self._screening(ctx)
+        if decision is not None and decision.promote is not None:
+            return self._promotion(decision)
+        tried = {self.view.key(o.params) for o in obs} | pending_keys
+        obs = [o for o in obs if not is_screen(o.attrs)]  # partial curves: never fitted
         rng = np.random.default_rng([self.seed, len(obs), len(ctx.pending)])
         incumbent = best_of(obs) or Observation(number=-1, params={n: defaults[n] for n in self.view.axes},
                                                 value=None)
@@ -272,7 +298,6 @@ class VirtualMLEAgent:
         cset = generate_candidates(self.view, incumbent, obs, last=last, hints=transfer.hints + mem_hints,
                                    pending=ctx.pending, plateau_k=self.cfg.plateau_k,
                                    max_changes=self.cfg.max_changes)
-        tried = {self.view.key(o.params) for o in obs} | pending_keys
         if self.cfg.mode == "hybrid":
             # Global candidates next to the local moves: the surrogate's acquisition decides
             # whether the incumbent's neighbourhood or an unexplored region is the better bet.
@@ -314,7 +339,49 @@ class VirtualMLEAgent:
         }
         if transfer.lines:
             attrs[A_TRANSFER] = transfer.lines[:12]
-        return Proposal(params={**defaults, **chosen.config}, user_attrs=attrs)
+        params = {**defaults, **chosen.config}
+        fidelity = self._screen_mark(decision, params, attrs, step)
+        return Proposal(params=params, user_attrs=attrs, fidelity=fidelity)
+
+    # ---- screen, then promote (agent/screen.py) ----------------------------------------------------
+    def _screening(self, ctx: SearchContext) -> Decision | None:
+        if self.cfg.screen_epochs <= 0:
+            return None
+        return decide(list(ctx.history), ctx.incumbent, self._screens_issued, width=self.cfg.screen_width,
+                      epochs=self.cfg.screen_epochs, metric=ctx.metric, tolerance=self.cfg.screen_tolerance,
+                      promoting=self._promoting)
+
+    def _promotion(self, decision: Decision) -> Proposal:
+        """Continue the round's best screen from its checkpoint, as the trial it was proposed as."""
+        src = decision.promote
+        assert src is not None
+        a = self._attrs(src)
+        step: dict[str, Any] = {"mode": self.cfg.mode, "source": "promotion", "reason": decision.reason,
+                                "fallback": None, "kind": "promotion"}
+        attrs: dict[str, Any] = {A_HYPOTHESIS: a.get(A_HYPOTHESIS), A_PARENT: a.get(A_PARENT),
+                                 A_CHANGED: a.get(A_CHANGED) or [], A_PROMOTED_FROM: src.number,
+                                 A_PROMOTION: decision.reason, A_AGENT: step}
+        if decision.settle:
+            attrs[A_SCREEN_SETTLED] = decision.settle["reason"]
+            step["screen_round_settled"] = decision.settle["round"]
+        self._promoting.add(src.number)
+        self._print(f"  plan: {decision.reason}")
+        return Proposal(params=dict(src.params), user_attrs=attrs, resume_from=src.number)
+
+    def _screen_mark(self, decision: Decision | None, params: dict[str, Any], attrs: dict[str, Any],
+                     step: dict[str, Any]) -> dict[str, Any]:
+        """Make the proposal a screen of the open round (its fidelity), unless it cannot be one."""
+        if decision is None:
+            return {}
+        if decision.settle:
+            attrs[A_SCREEN_SETTLED] = decision.settle["reason"]
+            step["screen_round_settled"] = decision.settle["round"]
+        if decision.screen_round is None or params.get("lr_schedule", "constant") != "constant":
+            return {}  # a decaying schedule cannot be extended from a checkpoint: trained in full
+        rnd = decision.screen_round
+        self._screens_issued[rnd] = self._screens_issued.get(rnd, 0) + 1
+        attrs[A_SCREEN] = {"round": rnd, "epochs": self.cfg.screen_epochs}
+        return {"max_epochs": self.cfg.screen_epochs}
 
     def _act(self, ctx: SearchContext, context: str, incumbent: Observation, tried: set[str],
              ranked: list[Candidate], rng: np.random.Generator) -> Choice | None:
@@ -350,7 +417,7 @@ class VirtualMLEAgent:
         reflection = None
         memory = study_memory(self.view, ctx, prior_records + [record], self._attrs)
         ev, pair = trial_evidence(memory, o, diag)
-        if self.cfg.reflection and o.base is not None:
+        if self.cfg.reflection and o.base is not None and not is_screen(self._attrs(record)):
             t = time.perf_counter()
             _, insights_text = insight_hints(self.bank(), ctx)
             reflection = reflect(self.llm, ctx, self.view, number=record.number, hypothesis=o.attrs.get(A_HYPOTHESIS),

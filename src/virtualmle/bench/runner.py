@@ -40,9 +40,10 @@ def _label(method: str, agent_options: dict[str, Any]) -> str:
     if method != "agent":
         return method
     refl, mem = agent_options.get("reflection") is not False, agent_options.get("memory") is not False
+    screen = "-screen" if agent_options.get("screen_epochs") else ""
     if not refl and not mem and agent_options.get("shortlist") == 1:
-        return "agent-code"
-    return "agent" + ("" if refl else "-norefl") + ("" if mem else "-nomem")
+        return "agent-code" + screen
+    return "agent" + ("" if refl else "-norefl") + ("" if mem else "-nomem") + screen
 
 
 @dataclass

@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--agent-no-memory", action="store_true",
                    help="ablation: the agent without long-term memory (no insights, no cognition summary; "
                         "reported as agent-nomem)")
+    p.add_argument("--agent-screen", type=int, default=0, metavar="E",
+                   help="the agent screens candidates for E epochs and promotes the best from its checkpoint "
+                        "(live trials only; reported as agent-screen)")
     p.add_argument("--transfer-experiment", action="store_true",
                    help="run the transfer experiment: distil --sources, then tune --data with transfer auto and none")
     p.add_argument("--sources", default="baby,toys", metavar="A,B",
@@ -82,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, highlight=False)
     check_run_options(args)
     methods = check_methods(args.methods.split(","))  # before any work
+    if args.agent_screen < 0 or (args.agent_screen and args.table):
+        raise ConfigError("--agent-screen needs live trials and E >= 1: a table replays finished trials "
+                          "and cannot stop one after E epochs")
 
     def on_run(method: str, seed: int, i: int, total: int) -> None:
         if not args.quiet:
@@ -94,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         table_space=args.table_space, max_epochs=args.max_epochs, slice_users=args.slice_users,
         workers=args.workers, target_frac=args.target_frac, metric=args.metric, llm=llm_options(args),
         agent_options={"transfer": args.agent_transfer, **({"reflection": False} if args.agent_no_reflection else {}),
-                       **({"memory": False} if args.agent_no_memory else {})}, seed0=args.seed, device=args.device,
+                       **({"memory": False} if args.agent_no_memory else {}),
+                       **({"screen_epochs": args.agent_screen} if args.agent_screen else {})}, seed0=args.seed, device=args.device,
         timeout_per_trial=args.timeout_per_trial, progress=not args.quiet, data_options=data_options(args),
     )
     executor = None

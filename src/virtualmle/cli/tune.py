@@ -64,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-hopeless", action="store_true",
                    help="watch each running trial's validation curve and stop it when it cannot reach the "
                         "incumbent (the reason is stored with the trial and shown in the report)")
+    p.add_argument("--screen-epochs", type=int, default=0, metavar="E",
+                   help="screen each round's best candidates for E epochs, then continue the best one from its "
+                        "checkpoint to full training (default 0: every trial trains in full)")
+    p.add_argument("--screen-width", type=int, default=3, metavar="N",
+                   help="with --screen-epochs: candidates screened per round (default 3)")
     p.add_argument("--plateau-k", type=int, default=3, metavar="K",
                    help="after K trials on the same parameters without improvement, force another parameter (default 3)")
     p.add_argument("--shortlist", type=int, default=4, metavar="N",
@@ -81,6 +86,8 @@ def _study_name(args: argparse.Namespace) -> str | None:
         suffix += f"-{args.mode}"
     if args.no_reflection:
         suffix += "-norefl"
+    if args.screen_epochs:
+        suffix += f"-screen{args.screen_epochs}"
     if args.no_memory:
         suffix += "-nomem"
     elif args.transfer.strip().lower() == "none":
@@ -108,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     check_run_options(args)  # an unknown metric is refused here, not after the budget is spent
-    if args.plateau_k < 1 or args.shortlist < 1:
-        raise ConfigError("--plateau-k and --shortlist must be >= 1")
+    if args.plateau_k < 1 or args.shortlist < 1 or args.screen_width < 1 or args.screen_epochs < 0:
+        raise ConfigError("--plateau-k, --shortlist and --screen-width must be >= 1, --screen-epochs >= 0")
     space = load_space(args.model, args.space)
     study = _study_name(args)
     options = search_options(args, space, study=study)  # a bad --set fails before any work
@@ -118,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         memory_dir=Path(args.memory).expanduser() if args.memory else None,
         transfer="none" if args.no_memory else args.transfer, plateau_k=args.plateau_k,
         shortlist=args.shortlist, display=not args.quiet, stop_hopeless=args.stop_hopeless,
+        screen_epochs=args.screen_epochs, screen_width=args.screen_width,
     )
     if config.memory:
         from virtualmle.memory import MemoryBank

@@ -62,6 +62,9 @@ class TrialSpec:
         dry_run: load data and build the model, train nothing (overhead benchmark).
         data_options: how to read the file: `load_dataset`'s ``fmt`` and ``columns``.
         save_model: save the trained model into ``<trial_dir>/model`` (see `search.model_keeper`).
+        checkpoint: file the run's resumable state is written to after every validation, or None.
+        resume_from: a checkpoint to continue from (copied to ``checkpoint`` first, so the
+            screened trial's own stays as it was), or None.
     """
 
     number: int
@@ -76,6 +79,8 @@ class TrialSpec:
     dry_run: bool = False
     data_options: dict[str, Any] = field(default_factory=dict)
     save_model: bool = False
+    checkpoint: str | None = None
+    resume_from: str | None = None
 
 
 @dataclass

@@ -48,6 +48,7 @@ from virtualmle.search.executor import (
     TrialSpec,
 )
 from virtualmle.search.method import (
+    FIDELITY_KEYS,
     Method,
     Proposal,
     SearchContext,
@@ -82,6 +83,7 @@ __all__ = ["DEFAULT_TRIALS", "SearchOptions", "SearchSummary", "record_from_tria
 
 # A sampler draw that breaks a constraint is drawn again up to this many times in a row.
 MAX_REDRAWS = 100
+CHECKPOINT = "checkpoint.pt"  # a screened or promoted trial's resumable state, in its trial dir
 # Identity of the study: a resumed search must agree with what the study was created for.
 _IDENTITY = ("dataset", "model", "method", "metric")
 
@@ -91,6 +93,7 @@ class _Running:
     trial: optuna.Trial
     params: dict[str, Any]
     counts: bool = True
+    screen: bool = False  # trains fewer epochs than its configuration says (a proposal's fidelity)
 
 
 def _distributions_for(space: SearchSpace, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -245,7 +248,7 @@ class _Search:
         else:
             full = {**self.space.defaults(), **proposal.params}
             dists, values, extra = _distributions_for(self.space, full)
-            attrs = {**proposal.user_attrs, **common}
+            attrs = {**proposal.user_attrs, **common, **_fidelity_attrs(proposal)}
             if extra:
                 attrs["extra_params"] = extra
             self.study.enqueue_trial(values, user_attrs=attrs)
@@ -260,12 +263,19 @@ class _Search:
             self._drop(trial, "BudgetUsed: other processes on this study took the last places")
             return False
         bad = self.space.violations(params)
+        # Read back from the trial: a WAITING trial popped here runs as it was enqueued.
+        fidelity = dict(trial.user_attrs.get("fidelity") or {})
+        resume_from = trial.user_attrs.get("resume_from")
         config = self._config(params)
+        from virtualmle.training import TrainConfig, default_params
+
+        full_epochs = config.get("max_epochs", default_params(self.opts.model)["max_epochs"])
+        screen = "max_epochs" in fidelity and fidelity["max_epochs"] < full_epochs
+        if fidelity:  # never beyond the configuration's (or the user's cap's) epochs
+            config.update(fidelity, max_epochs=min(fidelity.get("max_epochs", full_epochs), full_epochs))
         problem = f"ConstraintViolation: {bad[0]}" if bad else None
         if problem is None:
             try:
-                from virtualmle.training import TrainConfig
-
                 TrainConfig(**config)
             except ConfigError as exc:
                 problem = f"ConfigError: {exc}"
@@ -286,8 +296,12 @@ class _Search:
             data_options=dict(self.opts.data_options),
             save_model=self.opts.keep_models > 0,
         )
+        if fidelity or resume_from is not None:  # screens and promotions keep resumable state
+            spec.checkpoint = str(Path(spec.trial_dir) / CHECKPOINT)
+        if resume_from is not None:
+            spec.resume_from = str(self.run_dir / "trials" / f"{int(resume_from):04d}" / CHECKPOINT)
         future = self.executor.submit(spec, self._epoch_callback(trial, params))
-        self.running[future] = _Running(trial, params)
+        self.running[future] = _Running(trial, params, screen=screen)
         self._sync_pending()
         if self.display:
             self.display.started(trial.number, len(self.running))
@@ -443,6 +457,12 @@ class _Search:
             "log": out.log_path,
         }
         value = None
+        if out.outcome is Outcome.COMPLETE and run.screen and result.get("stopped") == "max_epochs":
+            # Trained only as far as its screen: a partial curve, never a full observation.
+            out.outcome, stop = Outcome.PRUNED, ("screen", f"screened for {len(result.get('epochs') or [])} "
+                                                            f"validation(s), to be compared before promotion")
+        if result.get("resumed_epoch"):
+            attrs["resumed_epoch"] = result["resumed_epoch"]
         if out.outcome is Outcome.PRUNED and stop is not None:
             attrs["stopped_by"] = stop[0]
             if stop[1]:
@@ -529,6 +549,19 @@ class _Search:
                 self.study.tell(run.trial, state=TrialState.FAIL)
             except Exception as exc:  # the next run recovers it from RUNNING anyway
                 logger.debug("trial %d: could not mark interrupted: %s", run.trial.number, exc)
+
+
+def _fidelity_attrs(proposal: Proposal) -> dict[str, Any]:
+    """A proposal's fidelity and promotion as user attrs (so a resumed study runs it the same)."""
+    bad = sorted(set(proposal.fidelity) - FIDELITY_KEYS)
+    if bad:
+        raise ValueError(f"a proposal's fidelity may set only {', '.join(sorted(FIDELITY_KEYS))}, not {bad[0]}")
+    attrs: dict[str, Any] = {}
+    if proposal.fidelity:
+        attrs["fidelity"] = dict(proposal.fidelity)
+    if proposal.resume_from is not None:
+        attrs["resume_from"] = int(proposal.resume_from)
+    return attrs
 
 
 def default_run_dir(study_name: str) -> Path:

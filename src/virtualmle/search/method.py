@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from virtualmle.records import Outcome, TrialRecord
 
-__all__ = ["Method", "Outcome", "Proposal", "SearchContext", "TrialRecord", "end_study", "sampler_for"]
+__all__ = ["FIDELITY_KEYS", "Method", "Outcome", "Proposal", "SearchContext", "TrialRecord", "end_study", "sampler_for"]
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -36,10 +36,23 @@ class Proposal:
             take the search space's defaults. ``None`` means "let the study's Optuna sampler
             choose" (random, TPE).
         user_attrs: JSON-ready values stored on the trial, e.g. ``{"hypothesis": "..."}``.
+        fidelity: overrides of how long *this* trial trains, not part of its configuration:
+            ``max_epochs``, ``patience``, ``eval_every`` (`FIDELITY_KEYS`). A trial cut short by
+            a smaller ``max_epochs`` is a screen: it keeps a checkpoint and is recorded as
+            pruned (``stopped_by: screen``), never as a full observation.
+        resume_from: the number of a screened trial of this study whose checkpoint this trial
+            continues from (a promotion: same configuration, trained on to its own
+            ``max_epochs`` instead of from scratch; `training.checkpoint`).
     """
 
     params: dict[str, Any] | None = None
     user_attrs: dict[str, Any] = field(default_factory=dict)
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    resume_from: int | None = None
+
+
+# What a proposal's ``fidelity`` may set: what a checkpoint allows a resumed run to change.
+FIDELITY_KEYS = frozenset({"max_epochs", "patience", "eval_every"})
 
 
 @dataclass

@@ -181,7 +181,16 @@ def run(spec: dict[str, Any], events: _Events) -> None:
             os._exit(1)
         return bool(json.loads(reply).get("stop"))
 
-    result = train(data, config, device=device, on_epoch=on_epoch)
+    checkpoint = spec.get("checkpoint")
+    source = spec.get("resume_from")
+    if checkpoint and source and Path(source).is_file() and not Path(checkpoint).exists():
+        # A promotion: continue from the screened trial's checkpoint without touching it.
+        import shutil
+
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, f"{checkpoint}.part")
+        os.replace(f"{checkpoint}.part", checkpoint)
+    result = train(data, config, device=device, on_epoch=on_epoch, checkpoint=checkpoint)
     doc = result.to_json()
     if spec.get("save_model") and result.stopped != "pruned":
         _save(spec, result, doc, data)  # before the result: the driver takes the model on it

@@ -1,0 +1,137 @@
+"""Screen, then promote: the agent spends compute as an engineer does (issue 13 section 2).
+
+With ``screen_epochs`` > 0 the agent works in rounds. A round trains its ``screen_width`` best
+candidates (picked as single trials would be: surrogate, rules, the LLM among near ties) for only
+``screen_epochs`` epochs each. The loop records each as pruned (``stopped_by: screen``) and keeps
+its checkpoint. When every screen of a round has finished, the best one by validation is
+*promoted*: the same configuration continues from its checkpoint to its full training length, so
+its first epochs are not paid twice, and that trial is the round's full observation. The best
+screen is not promoted when it trails the incumbent's own curve at the same epoch by more than
+``tolerance`` (relative): the round's compute stops there and the reason is recorded.
+
+Screens are partial curves: the surrogate never fits them, the incumbent is never one, but their
+configurations are not proposed again. Rounds are read back from the trials' attributes, so a
+resumed study continues the round it was in. A candidate with a decaying learning-rate schedule
+is trained in full, never screened (its schedule's length is part of the run; a checkpoint cannot
+extend it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from virtualmle.records import A_PROMOTED_FROM, A_SCREEN, Outcome, TrialRecord
+
+
+@dataclass
+class Round:
+    """One screening round as stored: its finished screens and whether it is settled."""
+
+    number: int
+    screens: list[TrialRecord] = field(default_factory=list)
+    settled: bool = False  # a trial was promoted from it, or a decision not to was recorded
+
+    def cut(self) -> list[TrialRecord]:
+        """Screens that really stopped at the screen (an early stop before it is a full result)."""
+        return [r for r in self.screens if r.outcome is Outcome.PRUNED and r.value is not None
+                and r.user_attrs.get("stopped_by") == "screen"]
+
+
+def is_screen(attrs: dict[str, Any]) -> bool:
+    """Whether a trial's attributes mark it as a screen the loop cut short."""
+    return isinstance(attrs.get(A_SCREEN), dict) and attrs.get("stopped_by") == "screen"
+
+
+def rounds(history: list[TrialRecord]) -> dict[int, Round]:
+    """The study's screening rounds, from the trials' ``screen`` / ``promoted_from`` attributes
+    and the ``screen_round_settled`` notes of later steps."""
+    out: dict[int, Round] = {}
+    by_number = {r.number: r for r in history}
+    for rec in history:
+        mark = rec.user_attrs.get(A_SCREEN)
+        if isinstance(mark, dict) and isinstance(mark.get("round"), int):
+            out.setdefault(mark["round"], Round(mark["round"])).screens.append(rec)
+    for rec in history:
+        src = by_number.get(rec.user_attrs.get(A_PROMOTED_FROM))  # type: ignore[arg-type]
+        mark = src.user_attrs.get(A_SCREEN) if src is not None else None
+        if isinstance(mark, dict) and mark.get("round") in out:
+            out[mark["round"]].settled = True
+        settled = (rec.user_attrs.get("agent") or {}).get("screen_round_settled")
+        if isinstance(settled, int) and settled in out:
+            out[settled].settled = True
+    return out
+
+
+def epoch_value(rec: TrialRecord, metric: str, epoch: int) -> float | None:
+    """The best validation ``metric`` a trial had reached by ``epoch`` (None: not validated by then)."""
+    values = [float(e["valid"][metric]) for e in rec.epochs
+              if isinstance(e, dict) and isinstance(e.get("epoch"), int) and e["epoch"] <= epoch
+              and isinstance((e.get("valid") or {}).get(metric), (int, float))
+              and math.isfinite((e.get("valid") or {})[metric])]
+    return max(values) if values else None
+
+
+@dataclass
+class Decision:
+    """What screening asks of the next step.
+
+    Attributes:
+        promote: the screen to continue from (a promotion), or None.
+        settle: a round closed without promotion: ``{"round", "reason"}`` for the step's record.
+        screen_round: the round a new screen joins (None: screening does not apply).
+    """
+
+    promote: TrialRecord | None = None
+    settle: dict[str, Any] | None = None
+    screen_round: int | None = None
+    reason: str = ""
+
+
+def decide(history: list[TrialRecord], incumbent: TrialRecord | None, issued: dict[int, int], *,
+           width: int, epochs: int, metric: str, tolerance: float,
+           promoting: set[int] = frozenset()) -> Decision:  # type: ignore[assignment]
+    """The next screening step: promote a finished round's best, settle it, or screen more.
+
+    ``issued`` counts the screens this process proposed per round (some may still run); the
+    stored trials count too, so a resumed study does not start its round again. ``promoting``:
+    screens whose promotion this process proposed and that has not finished yet.
+    """
+    all_rounds = rounds(history)
+    for rnd in all_rounds.values():
+        if any(r.number in promoting for r in rnd.screens):
+            rnd.settled = True
+    settle: dict[str, Any] | None = None
+    for rnd in sorted(all_rounds.values(), key=lambda r: r.number):
+        if rnd.settled or max(len(rnd.screens), issued.get(rnd.number, 0)) < width:
+            continue
+        if len(rnd.screens) < max(width, issued.get(rnd.number, 0)):
+            continue  # some of its screens still run
+        cut = rnd.cut()
+        if not cut:
+            settle = {"round": rnd.number, "reason": "no screen of the round was cut short and complete: "
+                      "nothing to promote"}
+            continue
+        best = max(cut, key=lambda r: (float(r.value), -r.number))  # type: ignore[arg-type]
+        others = ", ".join(f"#{r.number} {float(r.value):.4f}" for r in cut if r is not best)  # type: ignore[arg-type]
+        ref = epoch_value(incumbent, metric, epochs) if incumbent is not None else None
+        if ref is not None and float(best.value) < ref * (1.0 - tolerance):  # type: ignore[arg-type]
+            settle = {"round": rnd.number, "reason": (
+                f"best screen #{best.number} {float(best.value):.4f} at {epochs} epochs trails the incumbent "
+                f"#{incumbent.number}'s {ref:.4f} at the same epoch by more than {tolerance:.0%}: "
+                f"not promoted")}  # type: ignore[union-attr]
+            continue
+        reason = (f"promoted: best of {len(cut)} screened at {epochs} epochs, valid {metric} "
+                  f"{float(best.value):.4f}" + (f" (others {others})" if others else "")  # type: ignore[arg-type]
+                  + (f"; incumbent #{incumbent.number} had {ref:.4f} by then" if ref is not None
+                     and incumbent is not None else "")
+                  + "; continues from its checkpoint")
+        return Decision(promote=best, settle=settle, reason=reason)
+    open_rounds = [r for r in all_rounds.values() if not r.settled] + [
+        Round(n) for n in issued if n not in all_rounds]
+    for rnd in sorted(open_rounds, key=lambda r: r.number):
+        if max(len(rnd.screens), issued.get(rnd.number, 0)) < width:
+            return Decision(settle=settle, screen_round=rnd.number)
+    known = set(all_rounds) | set(issued)
+    return Decision(settle=settle, screen_round=max(known) + 1 if known else 0)

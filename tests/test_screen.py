@@ -1,0 +1,106 @@
+"""Screen, then promote (agent/screen.py): the rounds' decisions, and a live study where the
+promoted trial continues from its screen's checkpoint through the real loop and worker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+
+from virtualmle.agent import AgentConfig, VirtualMLEAgent
+from virtualmle.agent.screen import decide
+from virtualmle.records import A_SCREEN, Outcome, TrialRecord
+from virtualmle.search.loop import CHECKPOINT, SearchOptions, run_search
+from virtualmle.search.space import load_space
+
+M = "ndcg@10"
+
+
+def _screen(number: int, value: float, rnd: int = 0, cut: bool = True) -> TrialRecord:
+    return TrialRecord(number=number, params={"hidden": number}, outcome=Outcome.PRUNED if cut else Outcome.COMPLETE,
+                       value=value, epochs=({"epoch": 2, "valid": {M: value}},),
+                       user_attrs={A_SCREEN: {"round": rnd, "epochs": 2}, **({"stopped_by": "screen"} if cut else {})})
+
+
+def _full(number: int, curve: list[float]) -> TrialRecord:
+    return TrialRecord(number=number, params={"hidden": 99}, outcome=Outcome.COMPLETE, value=max(curve),
+                       epochs=tuple({"epoch": i + 1, "valid": {M: v}} for i, v in enumerate(curve)))
+
+
+def _decide(history, incumbent=None, issued=None, **kw):
+    return decide(history, incumbent, issued or {}, width=2, epochs=2, metric=M, tolerance=0.1, **kw)
+
+
+def test_a_finished_round_promotes_its_best_screen_and_says_why():
+    inc = _full(0, [0.010, 0.020, 0.030])
+    d = _decide([inc, _screen(1, 0.019), _screen(2, 0.021)], inc)
+    assert d.promote is not None and d.promote.number == 2
+    assert "best of 2 screened at 2 epochs" in d.reason and "#1 0.0190" in d.reason and "0.0200" in d.reason
+
+
+def test_a_round_whose_best_trails_the_incumbent_at_the_same_epoch_is_settled_not_promoted():
+    inc = _full(0, [0.010, 0.030, 0.040])
+    d = _decide([inc, _screen(1, 0.020), _screen(2, 0.025)], inc)
+    assert d.promote is None and d.settle is not None and d.settle["round"] == 0
+    assert "trails the incumbent #0's 0.0300" in d.settle["reason"]
+    assert d.screen_round == 1  # the next screen opens a new round
+
+
+def test_rounds_wait_for_running_screens_and_count_what_storage_holds():
+    # One screen of round 0 finished, another issued by this process still runs: open round 1.
+    d = _decide([_screen(1, 0.02)], issued={0: 2})
+    assert d.promote is None and d.screen_round == 1
+    # After a restart nothing is issued: round 0 gets its second screen.
+    assert _decide([_screen(1, 0.02)]).screen_round == 0
+    # A promotion already proposed by this process is not proposed twice.
+    assert _decide([_screen(1, 0.02), _screen(2, 0.03)], promoting={2}).promote is None
+    # A screen that early-stopped before the cut is a full result: nothing to promote.
+    d = _decide([_screen(1, 0.02, cut=False), _screen(2, 0.03, cut=False)])
+    assert d.promote is None and "nothing to promote" in d.settle["reason"]
+
+
+SPACE = """\
+model: sasrec
+fixed: {max_len: 20, batch_size: 256, patience: 0, heads: 1, max_epochs: 3, negatives: 16}
+params:
+  hidden:  {type: categorical, choices: [16, 24, 32], default: 16, grid: [16, 24, 32]}
+  dropout: {type: float, low: 0.0, high: 0.5, default: 0.2, grid: [0.1, 0.2, 0.3]}
+"""
+
+
+@pytest.fixture()
+def beauty_dir() -> str:
+    data_dir = os.environ.get("VIRTUALMLE_DATA_DIR", "")
+    if not (Path(data_dir) / "Beauty.txt").is_file():
+        pytest.skip("Beauty.txt not in VIRTUALMLE_DATA_DIR")
+    return data_dir
+
+
+def test_a_live_study_screens_then_continues_the_best_from_its_checkpoint(tmp_path, beauty_dir):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    space = load_space("sasrec", tmp_path / "space.yaml")
+    config = AgentConfig(reflection=False, memory=False, shortlist=1, transfer="none",
+                         screen_epochs=1, screen_width=2, screen_tolerance=1.0)
+    agent = VirtualMLEAgent(space=space, seed=0, llm=None, config=config)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    opts = SearchOptions(data="beauty", model="sasrec", trials=4, seed=0, space=space, slice_users=500,
+                         run_dir=tmp_path / "run", keep_models=0, study_name="screen")
+    run_search(agent, opts, storage=storage)
+    trials = optuna.load_study(study_name="screen", storage=storage).trials
+    base, s1, s2, promoted = trials
+    assert base.state == optuna.trial.TrialState.COMPLETE and len(base.user_attrs["epochs"]) == 3
+    for s in (s1, s2):
+        assert s.state == optuna.trial.TrialState.PRUNED and s.user_attrs["stopped_by"] == "screen"
+        assert [e["epoch"] for e in s.user_attrs["epochs"]] == [1]
+        assert (tmp_path / "run" / "trials" / f"{s.number:04d}" / CHECKPOINT).is_file()
+    best = max((s1, s2), key=lambda s: (s.value if s.value is not None else s.user_attrs["valid"][M], -s.number))
+    assert promoted.user_attrs["resume_from"] == best.number == promoted.user_attrs["promoted_from"]
+    assert promoted.user_attrs["resumed_epoch"] == 1 and "continues from its checkpoint" in promoted.user_attrs["promotion"]
+    assert promoted.params == best.params and promoted.state == optuna.trial.TrialState.COMPLETE
+    # The promoted trial's first epoch is the screen's own, not a new training of it.
+    assert [e["epoch"] for e in promoted.user_attrs["epochs"]] == [1, 2, 3]
+    assert promoted.user_attrs["epochs"][0] == best.user_attrs["epochs"][0]
+    # Its seconds are those of epochs 2-3 only; the screen paid for epoch 1.
+    assert promoted.user_attrs["seconds"] < sum(e["seconds"] for e in promoted.user_attrs["epochs"]) + 30
