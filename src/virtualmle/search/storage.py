@@ -223,6 +223,16 @@ def owner_alive(owner: dict[str, Any] | None) -> bool:
     return start is None or _proc_start(pid) == start
 
 
+ASK_GRACE_S = 300.0  # a RUNNING trial without an owner younger than this was just asked
+
+
+def _just_asked(trial: optuna.trial.FrozenTrial) -> bool:
+    import datetime as _dt
+
+    started = trial.datetime_start
+    return started is not None and (_dt.datetime.now() - started).total_seconds() < ASK_GRACE_S
+
+
 def recover_interrupted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Mark trials left RUNNING by a dead search process as FAIL with ``outcome=interrupted``.
 
@@ -231,7 +241,12 @@ def recover_interrupted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     storage = study._storage
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if owner_alive(trial.user_attrs.get("owner")):
+        owner = trial.user_attrs.get("owner")
+        if owner_alive(owner):
+            continue
+        if owner is None and _just_asked(trial):
+            # Another process asked it a moment ago and has not written its owner yet (a
+            # sampler's draw gets its attributes right after `ask`): it is not orphaned.
             continue
         if trial.user_attrs.get("outcome") not in (None, "interrupted"):
             continue  # trained to the end: the search loop observes it from storage (redo_observe)
