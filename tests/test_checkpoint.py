@@ -3,13 +3,13 @@ run, bit for bit; a checkpoint of another configuration or dataset is refused.""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import beauty_slice
 
 from virtualmle.data import SequenceData, load_dataset
 from virtualmle.training import TrainConfig, train
@@ -20,10 +20,7 @@ SMALL = {"hidden": 32, "blocks": 1, "batch_size": 128, "negatives": 50, "patienc
 
 @pytest.fixture(scope="module")
 def beauty() -> SequenceData:
-    data_dir = os.environ.get("VIRTUALMLE_DATA_DIR", "")
-    if not (Path(data_dir) / "Beauty.txt").is_file():
-        pytest.skip("Beauty.txt not in VIRTUALMLE_DATA_DIR")
-    return load_dataset("beauty", slice_users=600)
+    return beauty_slice(600)
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -44,7 +44,15 @@ from typing import Any, Literal
 import numpy as np
 
 from virtualmle.agent import prompts
-from virtualmle.agent.act import ActSettings, Choice, act_hybrid, act_llm, code_hypothesis, kind_of, pool_counts
+from virtualmle.agent.act import (
+    ActSettings,
+    Choice,
+    act_hybrid,
+    act_llm,
+    code_hypothesis,
+    kind_of,
+    pool_counts,
+)
 from virtualmle.agent.act import validate_change as _validate_change
 from virtualmle.agent.candidates import (
     Candidate,
@@ -55,7 +63,6 @@ from virtualmle.agent.candidates import (
 )
 from virtualmle.agent.diagnostics import Observation, best_of, diagnose
 from virtualmle.agent.fallback_notice import FallbackNotice
-from virtualmle.agent.watch import hopeless
 from virtualmle.agent.llm_call import LLMCaller
 from virtualmle.agent.plan import (
     Transfer,
@@ -69,13 +76,13 @@ from virtualmle.agent.plan import (
     study_memory,
 )
 from virtualmle.agent.reflect import reflect
-from virtualmle.agent.screen import Decision, decide, is_screen
 from virtualmle.agent.remember import base_rejections, distil, remember, trial_evidence
+from virtualmle.agent.screen import Decision, decide, is_screen
 from virtualmle.agent.space_view import SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
+from virtualmle.agent.watch import hopeless
 from virtualmle.errors import ConfigError, ObserveIncomplete, VirtualMLEError
 from virtualmle.records import (
-    A_TEXT_REJECTIONS,
     A_AGENT,
     A_CHANGED,
     A_CONTEXT,
@@ -86,6 +93,7 @@ from virtualmle.records import (
     A_PROMOTION,
     A_SCREEN,
     A_SCREEN_SETTLED,
+    A_TEXT_REJECTIONS,
     A_TRANSFER,
     A_VERDICT,
     TrialRecord,

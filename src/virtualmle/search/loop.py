@@ -459,8 +459,8 @@ class _Search:
         value = None
         if out.outcome is Outcome.COMPLETE and run.screen and result.get("stopped") == "max_epochs":
             # Trained only as far as its screen: a partial curve, never a full observation.
-            out.outcome, stop = Outcome.PRUNED, ("screen", f"screened for {len(result.get('epochs') or [])} "
-                                                            f"validation(s), to be compared before promotion")
+            why = f"screened for {len(result.get('epochs') or [])} validation(s), to be compared before promotion"
+            out.outcome, stop = Outcome.PRUNED, ("screen", why)
         if result.get("resumed_epoch"):
             attrs["resumed_epoch"] = result["resumed_epoch"]
         if out.outcome is Outcome.PRUNED and stop is not None:

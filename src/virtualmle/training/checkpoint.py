@@ -105,7 +105,7 @@ def load(path: str | os.PathLike[str], *, config: Any, data: Any) -> dict[str, A
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+    except Exception as exc:  # any unreadable file is the same user-facing problem
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from exc
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a checkpoint of this version (format {blob.get('format')!r})")
