@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from virtualmle.memory import InsightOp, MarkdownFormatError, MemoryBank, StudyMemory, ops_from_evidence, study_evidence
+from virtualmle.memory import SCHEMA_VERSION, InsightOp, MarkdownFormatError, MemoryBank, StudyMemory, ops_from_evidence, study_evidence
 from virtualmle.memory.markdown import export_markdown, parse_markdown
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -76,7 +76,7 @@ def test_distill_from_real_optuna_study_then_show(tmp_path):
     assert "distilled 5 trials of 'toys-sasrec-agent-0'" in r.stdout and "best ndcg@10 0.034900" in r.stdout
     path = mem / "summaries" / "toys__sasrec__toys-sasrec-agent-0.json"
     doc = json.loads(path.read_text())
-    assert doc["schema_version"] == 1 and doc["kind"] == "summary"
+    assert doc["schema_version"] == SCHEMA_VERSION and doc["kind"] == "summary"
     assert doc["start_config"] == {"dropout": 0.2, "lr": 1e-3, "blocks": 1}
     assert doc["search_order"][0] == "lr"  # the 10x lr jump lost 42%: the largest measured effect
     top = doc["rules"][0]
@@ -170,7 +170,7 @@ def test_newer_bank_is_refused_by_the_cli(tmp_path):
     seeded_bank(mem)
     p = mem / "insights" / "toys__sasrec.json"
     doc = json.loads(p.read_text())
-    doc["schema_version"] = 2
+    doc["schema_version"] = SCHEMA_VERSION + 1
     p.write_text(json.dumps(doc))
     line = one_error_line(cli("show", memory=mem))
-    assert "schema_version 2 is newer" in line and "toys__sasrec.json" in line
+    assert f"schema_version {SCHEMA_VERSION + 1} is newer" in line and "toys__sasrec.json" in line

@@ -167,6 +167,13 @@ def test_schema_version_newer_refused_older_migrated(tmp_path):
     bank.insights_path("baby", "sasrec").write_text(json.dumps(old))
     iset = bank.insights("baby", "sasrec")
     assert iset.next_id == 5 and iset.get("ins-4").votes == 2
+    # a version-1 file (before `combo`) reads as it is and is written back as the current version
+    v1 = {"schema_version": 1, "kind": "insights", "dataset": "pet", "model": "sasrec", "next_id": 2,
+          "insights": [{"id": "ins-1", "text": "v1 insight", "votes": 3}]}
+    bank.insights_path("pet", "sasrec").write_text(json.dumps(v1))
+    assert bank.insights("pet", "sasrec").get("ins-1").combo == []
+    bank.apply_ops("pet", "sasrec", [InsightOp(op="UPVOTE", id="ins-1")])
+    assert json.loads(bank.insights_path("pet", "sasrec").read_text())["schema_version"] == SCHEMA_VERSION == 2
     # the newer bank marker refuses the whole bank up front
     (tmp_path / "bank.json").write_text(json.dumps({"schema_version": 99, "kind": "bank"}))
     with pytest.raises(SchemaVersionError, match="upgrade virtualmle"):

@@ -39,7 +39,7 @@ from virtualmle.memory.insights import (
 from virtualmle.memory.rules import descriptors
 from virtualmle.memory.text import slugify
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ENV_DIR = "VIRTUALMLE_MEMORY_DIR"
 
 # Descriptor -> weight in the transfer distance. Every descriptor is compared on a log scale, so
@@ -79,7 +79,16 @@ def _migrate_0_to_1(doc: dict) -> dict:
     return doc
 
 
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _migrate_0_to_1}
+def _migrate_1_to_2(doc: dict) -> dict:
+    # Version 2 (issue 12): insights may carry `combo` (moves made together, text-only evidence)
+    # and summaries their start configuration, search order and evidence counts. Version-1
+    # files have none of them and read as they are; the bump makes an older virtualmle refuse
+    # a version-2 bank with "upgrade virtualmle" instead of failing on an unknown field.
+    doc["schema_version"] = 2
+    return doc
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
 def load_doc(path: Path) -> dict:
