@@ -15,4 +15,8 @@ run --datasets beauty --models sasrec --recipes ss256_ffn4
 run --datasets baby,pet_supplies --models sasrec --recipes release
 run --datasets toys,sports,baby,pet_supplies --models hstu --recipes release
 run --datasets beauty --models sasrec --recipes full_ce
+# The recipe that reaches Beauty's published number, on the dataset still below its goal, then the rest.
+run --datasets sports --models sasrec --recipes full_ce
+run --datasets toys --models sasrec --recipes full_ce
 run --datasets beauty --models sasrec --recipes s3rec_bce
+run --datasets baby,pet_supplies --models sasrec --recipes full_ce
