@@ -96,3 +96,17 @@ def test_a_checkpoint_of_another_configuration_or_dataset_is_refused(beauty, tmp
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         train(beauty, TrainConfig.for_model("sasrec", max_epochs=1, **SMALL), checkpoint=garbage)
+
+
+def test_a_checkpoint_from_before_a_new_parameter_resumes_with_its_default(beauty, tmp_path):
+    # Written by a version without `precision`: it ran as the default (fp32) then.
+    path = tmp_path / "run.ckpt"
+    config = TrainConfig.for_model("sasrec", max_epochs=1, **SMALL)
+    train(beauty, config, checkpoint=path)
+    blob = torch.load(path, weights_only=True)
+    del blob["config"]["precision"]
+    torch.save(blob, path)
+    longer = TrainConfig.for_model("sasrec", max_epochs=2, **SMALL)
+    assert train(beauty, longer, checkpoint=path).resumed_epoch == 1
+    with pytest.raises(CheckpointError, match="differs in precision"):
+        train(beauty, TrainConfig.for_model("sasrec", max_epochs=2, precision="bf16", **SMALL), checkpoint=path)

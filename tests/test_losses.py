@@ -56,6 +56,25 @@ def test_chunked_softmax_equals_whole_softmax_in_value_and_gradients(tied):
     assert len(p1) == len(p0) > 0 and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(p1, p0))
 
 
+def test_bf16_softmax_is_bfloat16_arithmetic_close_to_float32():
+    model = _model(tied=True)
+    states = torch.randn(300, 16, requires_grad=True)
+    positives = torch.randint(1, N + 1, (300,))
+    out = {}
+    for bf16 in (False, True):
+        model.zero_grad()
+        states.grad = None
+        loss = softmax_loss(states, positives, model, _ctx(ce_chunk=64, bf16=bf16))
+        loss.backward()
+        out[bf16] = (loss.item(), states.grad.clone(), model.item_emb.weight.grad.clone())
+    (l32, g32, e32), (l16, g16, e16) = out[False], out[True]
+    assert l16 != l32  # the matmuls really ran in bfloat16
+    assert l16 == pytest.approx(l32, rel=1e-2)
+    for a, b in ((g16, g32), (e16, e32)):
+        assert a.dtype == torch.float32
+        assert float((a - b).norm() / b.norm()) < 0.02
+
+
 def test_auto_chunk_keeps_small_logits_whole_and_bounds_large_ones():
     assert auto_chunk(100, 12_101) == 100  # 1.2M elements: whole
     rows = auto_chunk(25_600, 12_101)  # 512 users x 50 positions
@@ -146,6 +165,8 @@ def test_bce_and_uniform_sampled_softmax_draw_the_release_negatives():
         {"loss": "sampled_softmax", "neg_sampler": "popularity", "logq": True, "negatives": 64},
         {"loss": "sampled_softmax", "neg_sampler": "in_batch", "logq": True},
         {"loss": "softmax", "ce_chunk": 100},
+        {"loss": "softmax", "precision": "bf16"},
+        {"loss": "sampled_softmax", "negatives": 64, "precision": "bf16"},
     ],
 )
 def test_new_losses_train_on_a_slice_of_beauty(params):

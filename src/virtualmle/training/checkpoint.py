@@ -113,6 +113,10 @@ def load(path: str | os.PathLike[str], *, config: Any, data: Any) -> dict[str, A
         raise CheckpointError(f"{path}: written for other data ({blob['data']['name']}, "
                               f"{blob['data']['users']} users), not {data.name}")
     want = config_key(config)
+    # A parameter added after the checkpoint was written behaved as its default then.
+    fields = type(config).model_fields
+    blob["config"] = {**{k: fields[k].default for k in want.keys() - blob["config"].keys() if k in fields},
+                      **blob["config"]}
     if blob["config"] != want:
         diff = sorted(k for k in set(want) | set(blob["config"]) if want.get(k) != blob["config"].get(k))
         raise CheckpointError(f"{path}: written for another configuration (differs in {', '.join(diff)})")

@@ -36,6 +36,7 @@ _SHARED: dict[str, Any] = {
     "logq": False,
     "gbce_t": 0.75,
     "ce_chunk": 0,
+    "precision": "fp32",
     "grad_clip": 5.0,
     "adam_beta2": 0.98,
     "init": "normal",
@@ -152,6 +153,8 @@ class TrainConfig(BaseModel):
     logq: bool = False  # sampled_softmax: subtract log q(item), the sampling-bias correction
     gbce_t: float = Field(0.75, ge=0.0, le=1.0)  # gbce calibration: 0 = BCE, 1 = fully calibrated
     ce_chunk: int = Field(0, ge=0, le=1_000_000)  # softmax: rows per logits chunk, 0 = auto
+    # Training arithmetic: fp32, or bf16 autocast (bfloat16 matmuls; evaluation stays fp32).
+    precision: Literal["fp32", "bf16"] = "fp32"
     train_targets: Literal["all", "last"] = "all"  # supervise every position or the last one
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(3e-4, gt=0.0, le=1e6)  # wide on purpose: divergence is a trial outcome
@@ -287,6 +290,7 @@ PARAM_HELP: dict[str, str] = {
     "logq": "sampled_softmax: subtract log q(item) (sampling-bias correction)",
     "gbce_t": "gbce calibration in [0, 1]: 0 = plain BCE, 1 = fully calibrated",
     "ce_chunk": "softmax: rows per logits chunk (bounded memory), 0 = auto",
+    "precision": "training arithmetic: fp32 | bf16 (bfloat16 matmuls, fp32 evaluation; fast on CPUs with AVX512-BF16/AMX)",
     "train_targets": "supervise all positions or the last one",
     "optimizer": "adam | adamw",
     "lr": "learning rate",

@@ -204,6 +204,7 @@ def train(
     optimizer = _make_optimizer(config, model)
     loss_ctx = LossContext(
         negatives=config.negatives, gen=gen, logq=config.logq, gbce_t=config.gbce_t, ce_chunk=config.ce_chunk,
+        bf16=config.precision == "bf16",
         sampler=NegativeSampler.from_sequences(config.neg_sampler, data.sequences, data.num_items).to(dev),
     )
     logger.info("training %s on %s: %d samples, %d params", config.model, data.name,
@@ -304,10 +305,15 @@ def _train_epoch(
     # The norm is computed even without clipping: a non-finite norm is divergence.
     max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
     total, count = 0.0, 0
+    # precision=bf16: the encoder's matmuls under autocast, the full softmax's in its own bf16
+    # kernels (losses.py); the loss value, gradients and optimizer state stay float32.
+    device_type = next(model.parameters()).device.type
+    bf16 = config.precision == "bf16"
     for step, (items, ts, targets) in enumerate(batches.epoch(rng), 1):
-        states = model.encode(items, ts)  # (B, T, D)
-        sel = targets != 0  # (B, T) supervised positions
-        loss = loss_fn(states[sel], targets[sel], model, loss_ctx)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            states = model.encode(items, ts)  # (B, T, D)
+            sel = targets != 0  # (B, T) supervised positions
+            loss = loss_fn(states[sel], targets[sel], model, loss_ctx).float()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
