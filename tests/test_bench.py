@@ -247,3 +247,20 @@ def test_bad_budget_and_pruner_are_one_line_exit_2(tmp_path):
     r = cli("bench", "--table", str(TABLE), "--methods", "tpe+asha", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "unknown pruner 'asha'" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_space_option_searches_that_space_in_its_own_studies(tmp_path):
+    # Issue 13 section 4 compares methods on the extended space (training length, structure).
+    out = tmp_path / "o"
+    r = cli("bench", "--data", "beauty", "--slice-users", "300", "--max-epochs", "1", "--methods", "random",
+            "--seeds", "1", "--trials", "2", "--space", "extended", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    storage = open_storage(f"sqlite:///{out / 'bench.db'}")
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert names == ["bench-beauty-sasrec-extended-random-s0"]
+    trials = optuna.load_study(study_name=names[0], storage=storage).trials
+    assert len(trials) == 2
+    assert all("lr_schedule" in t.params and "prior_cooc" in t.params for t in trials)  # extended-only axes
+    r = cli("bench", "--table", str(TABLE), "--methods", "tpe", "--space", "extended", "--out", str(tmp_path / "t"))
+    assert r.returncode == 2 and "--space cannot be used with --table" in r.stderr
+    assert not (tmp_path / "t" / "bench.db").exists()

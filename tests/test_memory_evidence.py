@@ -143,3 +143,19 @@ def test_a_combination_insight_survives_export_and_import(tmp_path):
     ins = other.insights("beauty", "sasrec").insights
     assert len(ins) == 1 and ins[0].combo == bank.insights("beauty", "sasrec").insights[0].combo
     assert {a.describe() for a in ins[0].combo} == {"lower dropout", "raise lr"}
+
+
+def test_a_jump_across_many_parameters_is_no_claim_and_does_not_break_the_step(tmp_path):
+    # An extended-space search proposed a configuration 28 changes away from its parent: the
+    # observe step crashed on the insight's 8-move limit. Such a jump is no reusable evidence.
+    from virtualmle.memory.insights import MAX_COMBO
+
+    names = [f"p{i}" for i in range(MAX_COMBO + 1)]
+    base = dict.fromkeys(names, 1.0)
+    jump = dict.fromkeys(names, 2.0)
+    mem = study([(base, 0.010, None), (jump, 0.050, 0), (dict(base), 0.0101, None), (dict(jump), 0.0502, 2)])
+    iset = MemoryBank(tmp_path).insights("beauty", "sasrec")
+    assert ops_for(iset, mem, 1) == [] and ops_for(iset, mem, 3) == []
+    eight = study([(dict(base), 0.010, None), ({**jump, "p0": 1.0}, 0.050, 0)])
+    ops = ops_for(iset, eight, 1)  # exactly MAX_COMBO changes is still a combination note
+    assert [o.op for o in ops] == ["ADD"] and len(ops[0].combo) == MAX_COMBO

@@ -61,6 +61,7 @@ class BenchOptions:
         table: a trial table CSV: replay it instead of training.
         table_space: ``grid`` (search exactly the table's points) or ``full`` (the shipped space;
             off-table proposals snap).
+        space: a search-space file or preset (``extended``) for real runs; None = the shipped space.
         max_epochs / slice_users: fidelity of real runs.
         workers: trials at once per run.
         target_frac: target = this fraction of the best validation value any run found.
@@ -86,6 +87,7 @@ class BenchOptions:
     storage: str | None = None
     table: Path | None = None
     table_space: str = "grid"
+    space: str | None = None
     max_epochs: int | None = None
     slice_users: int | None = None
     workers: int = 1
@@ -289,13 +291,17 @@ def resolve_target(opts: Any, *, table_space: str = "grid", data_label: str = "-
         table = TrialTable.load(opts.table)
         if opts.data is not None and opts.data != table.dataset:
             raise ConfigError(f"--data {opts.data!r} does not match the table {opts.table} ({table.dataset!r})")
+        if getattr(opts, "space", None):
+            raise ConfigError("--space cannot be used with --table: the table's points are the space "
+                              "(--table-space full searches the shipped space)")
         space = _table_space(table) if table_space == "grid" else load_space(table.backbone)
         return Target(table, table.dataset, table.backbone, table.fidelity.get("slice_users"),
                       table.fidelity.get("max_epochs"), space)
     if not opts.data:
         raise ConfigError(f"{data_label} is required without --table")
     model = opts.model or "sasrec"
-    return Target(None, opts.data, model, opts.slice_users, opts.max_epochs, load_space(model))
+    return Target(None, opts.data, model, opts.slice_users, opts.max_epochs,
+                  load_space(model, getattr(opts, "space", None)))
 
 
 def _table_space(table: Any) -> Any:
@@ -407,7 +413,9 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
     for i, (m, seed) in enumerate(jobs):
         # An agent ablation is another method as far as storage and the report are concerned.
         label = _label(m, opts.agent_options)
-        name = study_name(label, seed, data=data_name, model=model, table=table is not None)
+        # Another space is another study: bench-beauty-sasrec-extended-agent-s0 for --space extended.
+        model_tag = f"{model}-{Path(opts.space).stem}" if opts.space else model
+        name = study_name(label, seed, data=data_name, model=model_tag, table=table is not None)
         run_dir = (out / "runs" / name).resolve()
         if on_run is not None:
             on_run(m, seed, i, len(jobs))

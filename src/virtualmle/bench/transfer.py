@@ -147,9 +147,10 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
     storage = open_storage(storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     agent_opts = {k: v for k, v in opts.agent_options.items() if k != "transfer"}
-    suffix = "" if agent_opts.get("reflection", True) else "-norefl"
+    space_tag = f"-{Path(opts.space).stem}" if getattr(opts, "space", None) else ""
+    suffix = ("" if agent_opts.get("reflection", True) else "-norefl") + space_tag  # another space: other studies
     root = (out / "transfer").resolve()
-    source_bank = root / "bank-sources"
+    source_bank = root / f"bank-sources{space_tag}"
     total = len(sources) + len(arms) * opts.seeds
     step = 0
 
@@ -165,7 +166,7 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
         so = SearchOptions(data=src, model=model, trials=source_trials, seed=opts.seed0, metric=opts.metric,
                            study_name=study, space=space, max_epochs=max_epochs, slice_users=slice_users,
                            run_dir=run_dir, device=opts.device, workers=opts.workers,
-                           timeout_per_trial=opts.timeout_per_trial)
+                           timeout_per_trial=opts.timeout_per_trial, time_budget=opts.time_budget)
         summary = run_search(method, so, storage=storage)
         from virtualmle.memory import MemoryBank
 
@@ -206,7 +207,7 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
             so = SearchOptions(data=target_data, model=model, trials=opts.trials, seed=seed, metric=opts.metric,
                                study_name=study, space=space, max_epochs=max_epochs, slice_users=slice_users,
                                run_dir=run_dir, device=opts.device, workers=opts.workers,
-                               timeout_per_trial=opts.timeout_per_trial)
+                               timeout_per_trial=opts.timeout_per_trial, time_budget=opts.time_budget)
             t0 = time.monotonic()
             run_search(method, so, executor=executor, storage=storage)
             st = optuna.load_study(study_name=study, storage=storage)

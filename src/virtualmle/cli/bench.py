@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--agent-no-memory", action="store_true",
                    help="ablation: the agent without long-term memory (no insights, no cognition summary; "
                         "reported as agent-nomem)")
+    p.add_argument("--space", default=None, metavar="FILE",
+                   help="search space of real runs: a YAML file or a preset (extended); default the shipped "
+                        "space of --model (a --table's points are its own space)")
     p.add_argument("--agent-screen", type=int, default=0, metavar="E",
                    help="the agent screens candidates for E epochs and promotes the best from its checkpoint "
                         "(live trials only; reported as agent-screen)")
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         methods=methods, data=args.data, model=args.model, trials=args.trials, time_budget=args.time_budget,
         seeds=args.seeds,
         out=Path(args.out), storage=args.storage, table=Path(args.table) if args.table else None,
-        table_space=args.table_space, max_epochs=args.max_epochs, slice_users=args.slice_users,
+        table_space=args.table_space, space=args.space, max_epochs=args.max_epochs, slice_users=args.slice_users,
         workers=args.workers, target_frac=args.target_frac, metric=args.metric, llm=llm_options(args),
         agent_options={"transfer": args.agent_transfer, **({"reflection": False} if args.agent_no_reflection else {}),
                        **({"memory": False} if args.agent_no_memory else {}),

@@ -24,6 +24,8 @@ MAX_INSIGHTS = 200
 # Trial identities whose operations were applied, kept so a replayed observe step (a study
 # resumed after a kill) changes nothing; the oldest are forgotten past this many.
 MAX_APPLIED = 5000
+# Most moves an insight about a combination lists; a trial that changed more is no reusable evidence.
+MAX_COMBO = 8
 
 
 def now() -> str:
@@ -104,7 +106,7 @@ class InsightOp(BaseModel):
     id: str | None = Field(default=None, max_length=12)
     text: str | None = None
     rule: Rule | None = None
-    combo: list[Action] = Field(default_factory=list, max_length=8)
+    combo: list[Action] = Field(default_factory=list, max_length=MAX_COMBO)
     evidence: list[TrialRef] = Field(default_factory=list, max_length=20)
 
     @field_validator("text")
@@ -362,12 +364,15 @@ def ops_from_evidence(
       direction; a trial that disagrees is a DOWNVOTE of the rule. A claim for the opposite move
       gets a DOWNVOTE.
     - several parameters changed: an ADD of a text-only insight about the combination (its
-      `combo` lists the moves), never one rule per parameter.
+      `combo` lists the moves), never one rule per parameter; more than `MAX_COMBO` changes at
+      once (a jump across a large space) is evidence about no reusable combination: no claim.
 
     Every operation cites only this trial, so the batch keeps its replay identity
     ``study#trial:code`` (a re-observed trial changes nothing).
     """
     ref = TrialRef(study=study, trial=pair.trial)
+    if len(pair.moves) > MAX_COMBO:
+        return []
     if not evidence.established:
         # No claim; but a rule already stored for this move that this trial contradicts loses a vote.
         if len(pair.moves) != 1:

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issue 13 section 4: search methods at equal compute on full data (docs/results.md, "Full fidelity").
+#
+#   nohup bash benchmarks/full_fidelity_search.sh > ff_search.log 2>&1 &
+#
+# Resumable across sessions and machines: every study lives in a journal file under
+# benchmarks/tables/ff_search/ (Optuna's JournalStorage, append-only text: commit it as it grows);
+# a rerun resumes each study where its journal stops and counts the compute already spent.
+# Trial directories (checkpoints, kept models) are machine-local, in benchmarks/.cache/ff_search/.
+# A trial that was running when a session ended is recorded as interrupted and not counted as a
+# result; the study goes on with the budget it has left.
+#
+# Steps, in the order the evidence matters:
+#   1. Beauty x SASRec, the extended space (training length, losses, published-code switches,
+#      structure, priors), agent (screening 5 epochs) vs TPE + Hyperband vs random, 45 minutes of
+#      compute per run, seeds 0-2, two one-thread trials at once;
+#   2. transfer: agent studies on Baby and Pet Supplies (45 minutes each) distilled into one bank,
+#      then Beauty with transfer (arm auto) and without (arm none), 45 minutes per run, 3 seeds.
+set -u
+cd "$(dirname "$0")/.."
+VM=${VM:-.venv/bin/virtualmle}
+export VIRTUALMLE_DATA_DIR=${VIRTUALMLE_DATA_DIR:-$(cd .. && pwd)/shared/data} OMP_WAIT_POLICY=PASSIVE
+TABLES=benchmarks/tables/ff_search
+CACHE=benchmarks/.cache/ff_search
+mkdir -p "$TABLES" "$CACHE"
+COMMON=(--data beauty --model sasrec --space extended --budget 45m --trials 1000 --workers 2 --quiet)
+
+"$VM" bench "${COMMON[@]}" --methods agent,tpe+hyperband,random --agent-screen 5 --seeds 3 \
+    --storage "journal:///$(pwd)/$TABLES/methods.journal" --out "$CACHE/methods" || echo "failed: methods"
+cp "$CACHE"/methods/{runs.csv,summary.csv,curves.csv,bench.md} "$TABLES"/ 2>/dev/null
+
+"$VM" bench "${COMMON[@]}" --transfer-experiment --sources baby,pet_supplies --source-trials 1000 \
+    --transfer-arms auto,none --seeds 3 --agent-screen 5 \
+    --storage "journal:///$(pwd)/$TABLES/transfer.journal" --out "$CACHE/transfer" || echo "failed: transfer"
+cp "$CACHE"/transfer/{transfer.md,transfer.json} "$TABLES"/ 2>/dev/null
+echo "done; commit $TABLES"
