@@ -104,3 +104,47 @@ def test_a_live_study_screens_then_continues_the_best_from_its_checkpoint(tmp_pa
     assert promoted.user_attrs["epochs"][0] == best.user_attrs["epochs"][0]
     # Its seconds are those of epochs 2-3 only; the screen paid for epoch 1.
     assert promoted.user_attrs["seconds"] < sum(e["seconds"] for e in promoted.user_attrs["epochs"]) + 30
+
+
+PROFILE = {"users": 500, "items": 3000, "interactions": 4000, "density": 2.7e-3, "seq_len": {"mean": 8.0}}
+
+
+def _propose(tmp_path, space_yaml: str, history: list[TrialRecord]):
+    from virtualmle.search.method import SearchContext
+
+    (tmp_path / "space.yaml").write_text(space_yaml)
+    space = load_space("sasrec", tmp_path / "space.yaml")
+    config = AgentConfig(reflection=False, memory=False, shortlist=1, transfer="none",
+                         screen_epochs=1, screen_width=2, screen_tolerance=1.0)
+    agent = VirtualMLEAgent(space=space, seed=0, llm=None, config=config)
+    ctx = SearchContext(space=space, dataset="beauty", profile=PROFILE, model="sasrec", seed=0, metric=M,
+                        budget=10, study_name="st", run_dir=tmp_path / "run", history=history)
+    return agent.propose(ctx)
+
+
+def _done(number: int, params: dict, value: float, **attrs) -> TrialRecord:
+    return TrialRecord(number=number, params=params, outcome=Outcome.COMPLETE, value=value,
+                       epochs=tuple({"epoch": i + 1, "valid": {M: value}} for i in range(3)), user_attrs=attrs)
+
+
+def test_a_screened_configuration_is_not_proposed_again(tmp_path):
+    # The full-fidelity run screened the same configuration three times: screens are left out of
+    # the surrogate's observations, and the local candidates forgot they had been tried.
+    space = SPACE.replace("choices: [16, 24, 32], default: 16, grid: [16, 24, 32]", "choices: [16, 24], default: 16, grid: [16, 24]")
+    space = space.replace("  dropout: {type: float, low: 0.0, high: 0.5, default: 0.2, grid: [0.1, 0.2, 0.3]}\n", "")
+    screen = TrialRecord(number=1, params={"hidden": 24}, outcome=Outcome.PRUNED, value=0.01,
+                         epochs=({"epoch": 1, "valid": {M: 0.01}},),
+                         user_attrs={A_SCREEN: {"round": 0, "epochs": 1}, "stopped_by": "screen"})
+    assert _propose(tmp_path, space, [_done(0, {"hidden": 16}, 0.02), screen]) is None  # nothing left
+
+
+def test_a_change_of_training_length_alone_is_trained_in_full_not_screened(tmp_path):
+    space = """\
+model: sasrec
+fixed: {max_len: 20, batch_size: 256, patience: 0, heads: 1, negatives: 16, hidden: 16, dropout: 0.2}
+params:
+  max_epochs: {type: categorical, choices: [3, 4], default: 3, grid: [3, 4]}
+"""
+    proposal = _propose(tmp_path, space, [_done(0, {"max_epochs": 3}, 0.02)])
+    assert proposal.params["max_epochs"] == 4 and proposal.user_attrs["changed"] == ["max_epochs"]
+    assert proposal.fidelity == {} and A_SCREEN not in proposal.user_attrs

@@ -77,7 +77,7 @@ from virtualmle.agent.plan import (
 )
 from virtualmle.agent.reflect import reflect
 from virtualmle.agent.remember import base_rejections, distil, remember, trial_evidence
-from virtualmle.agent.screen import Decision, decide, is_screen
+from virtualmle.agent.screen import TRAINING_LENGTH, Decision, decide, is_screen
 from virtualmle.agent.space_view import SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
 from virtualmle.agent.watch import hopeless
@@ -306,6 +306,8 @@ class VirtualMLEAgent:
         cset = generate_candidates(self.view, incumbent, obs, last=last, hints=transfer.hints + mem_hints,
                                    pending=ctx.pending, plateau_k=self.cfg.plateau_k,
                                    max_changes=self.cfg.max_changes)
+        # Screens are left out of `obs` (partial curves), not out of what was tried.
+        cset.candidates = [c for c in cset.candidates if self.view.key(c.config) not in tried]
         if self.cfg.mode == "hybrid":
             # Global candidates next to the local moves: the surrogate's acquisition decides
             # whether the incumbent's neighbourhood or an unexplored region is the better bet.
@@ -386,6 +388,8 @@ class VirtualMLEAgent:
             step["screen_round_settled"] = decision.settle["round"]
         if decision.screen_round is None or params.get("lr_schedule", "constant") != "constant":
             return {}  # a decaying schedule cannot be extended from a checkpoint: trained in full
+        if set(attrs.get(A_CHANGED) or ()) <= TRAINING_LENGTH:
+            return {}  # only the training length changed: its first epochs are the parent's, nothing to screen
         rnd = decision.screen_round
         self._screens_issued[rnd] = self._screens_issued.get(rnd, 0) + 1
         attrs[A_SCREEN] = {"round": rnd, "epochs": self.cfg.screen_epochs}
