@@ -77,7 +77,7 @@ from virtualmle.agent.plan import (
 )
 from virtualmle.agent.reflect import reflect
 from virtualmle.agent.remember import base_rejections, distil, remember, trial_evidence
-from virtualmle.agent.screen import TRAINING_LENGTH, Decision, decide, is_screen
+from virtualmle.agent.screen import Decision, decide, is_screen
 from virtualmle.agent.space_view import SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
 from virtualmle.agent.watch import hopeless
@@ -98,7 +98,7 @@ from virtualmle.records import (
     A_VERDICT,
     TrialRecord,
 )
-from virtualmle.search.method import Proposal, SearchContext
+from virtualmle.search.method import FIDELITY_KEYS, Proposal, SearchContext
 
 logger = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ class VirtualMLEAgent:
             step["screen_round_settled"] = decision.settle["round"]
         if decision.screen_round is None or params.get("lr_schedule", "constant") != "constant":
             return {}  # a decaying schedule cannot be extended from a checkpoint: trained in full
-        if set(attrs.get(A_CHANGED) or ()) <= TRAINING_LENGTH:
+        if set(attrs.get(A_CHANGED) or ()) <= FIDELITY_KEYS:
             return {}  # only the training length changed: its first epochs are the parent's, nothing to screen
         rnd = decision.screen_round
         self._screens_issued[rnd] = self._screens_issued.get(rnd, 0) + 1

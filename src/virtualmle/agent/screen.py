@@ -13,7 +13,7 @@ Screens are partial curves: the surrogate never fits them, the incumbent is neve
 configurations are not proposed again. Rounds are read back from the trials' attributes, so a
 resumed study continues the round it was in. A candidate with a decaying learning-rate schedule
 is trained in full, never screened (its schedule's length is part of the run; a checkpoint cannot
-extend it). A candidate that changes only the training length (`TRAINING_LENGTH`) is not screened
+extend it). A candidate that changes only the training length (`FIDELITY_KEYS`) is not screened
 either: its first epochs are its parent's, so a screen would measure nothing new.
 """
 
@@ -24,9 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from virtualmle.records import A_PROMOTED_FROM, A_SCREEN, Outcome, TrialRecord
-
-# Parameters that change how long a run trains, not what its first epochs compute.
-TRAINING_LENGTH = frozenset({"max_epochs", "patience", "eval_every"})
 
 
 @dataclass

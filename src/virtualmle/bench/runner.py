@@ -215,6 +215,11 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+def space_tag(opts: Any) -> str:
+    """``-<space file stem>`` for a run with ``--space`` (its studies are others), else ``""``."""
+    return f"-{Path(opts.space).stem}" if getattr(opts, "space", None) else ""
+
+
 def study_name(method: str, seed: int, *, data: str, model: str, table: bool) -> str:
     """``bench-<data>-<model>-<method>-s<seed>`` (``bench-table-...`` when replaying a table)."""
     return f"bench-{'table-' if table else ''}{data}-{model}-{method}-s{seed}"
@@ -414,7 +419,7 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
         # An agent ablation is another method as far as storage and the report are concerned.
         label = _label(m, opts.agent_options)
         # Another space is another study: bench-beauty-sasrec-extended-agent-s0 for --space extended.
-        model_tag = f"{model}-{Path(opts.space).stem}" if opts.space else model
+        model_tag = model + space_tag(opts)
         name = study_name(label, seed, data=data_name, model=model_tag, table=table is not None)
         run_dir = (out / "runs" / name).resolve()
         if on_run is not None:

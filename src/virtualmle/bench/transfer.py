@@ -119,7 +119,7 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
     import optuna
 
     from virtualmle.files import write_atomic
-    from virtualmle.bench.runner import read_run, resolve_target
+    from virtualmle.bench.runner import read_run, resolve_target, space_tag
     from virtualmle.bench.table import TableExecutor
     from virtualmle.data import load_dataset
     from virtualmle.search.loop import SearchOptions, run_search
@@ -147,10 +147,10 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
     storage = open_storage(storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     agent_opts = {k: v for k, v in opts.agent_options.items() if k != "transfer"}
-    space_tag = f"-{Path(opts.space).stem}" if getattr(opts, "space", None) else ""
-    suffix = ("" if agent_opts.get("reflection", True) else "-norefl") + space_tag  # another space: other studies
+    tag = space_tag(opts)  # another space: other studies and source bank
+    suffix = ("" if agent_opts.get("reflection", True) else "-norefl") + tag
     root = (out / "transfer").resolve()
-    source_bank = root / f"bank-sources{space_tag}"
+    source_bank = root / f"bank-sources{tag}"
     total = len(sources) + len(arms) * opts.seeds
     step = 0
 
