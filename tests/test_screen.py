@@ -109,15 +109,16 @@ def test_a_live_study_screens_then_continues_the_best_from_its_checkpoint(tmp_pa
 PROFILE = {"users": 500, "items": 3000, "interactions": 4000, "density": 2.7e-3, "seq_len": {"mean": 8.0}}
 
 
-def _propose(tmp_path, space_yaml: str, history: list[TrialRecord]):
+def _propose(tmp_path, space_yaml: str, history: list[TrialRecord], seed: int = 0):
     from virtualmle.search.method import SearchContext
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "space.yaml").write_text(space_yaml)
     space = load_space("sasrec", tmp_path / "space.yaml")
     config = AgentConfig(reflection=False, memory=False, shortlist=1, transfer="none",
                          screen_epochs=1, screen_width=2, screen_tolerance=1.0)
-    agent = VirtualMLEAgent(space=space, seed=0, llm=None, config=config)
-    ctx = SearchContext(space=space, dataset="beauty", profile=PROFILE, model="sasrec", seed=0, metric=M,
+    agent = VirtualMLEAgent(space=space, seed=seed, llm=None, config=config)
+    ctx = SearchContext(space=space, dataset="beauty", profile=PROFILE, model="sasrec", seed=seed, metric=M,
                         budget=10, study_name="st", run_dir=tmp_path / "run", history=history)
     return agent.propose(ctx)
 
@@ -148,3 +149,47 @@ params:
     proposal = _propose(tmp_path, space, [_done(0, {"max_epochs": 3}, 0.02)])
     assert proposal.params["max_epochs"] == 4 and proposal.user_attrs["changed"] == ["max_epochs"]
     assert proposal.fidelity == {} and A_SCREEN not in proposal.user_attrs
+
+
+def test_training_length_changes_that_would_repeat_the_parent_run_are_not_candidates():
+    from virtualmle.agent.candidates import reruns_parent
+    from virtualmle.agent.diagnostics import Observation
+
+    early = Observation(number=0, params={"max_epochs": 200, "patience": 10, "lr_schedule": "constant"},
+                        value=0.05, stopped="early_stop", last_epoch=42)
+    # The full-fidelity run: the default early-stopped at epoch 42 of 200; 200 -> 170 trained it again.
+    assert reruns_parent({"max_epochs": [200, 170]}, early)
+    assert reruns_parent({"max_epochs": [200, 42]}, early)
+    assert not reruns_parent({"max_epochs": [200, 30]}, early)  # cut before the stop: a new run
+    assert not reruns_parent({"patience": [10, 20]}, early)  # trains past the stop
+    assert not reruns_parent({"max_epochs": [200, 170], "lr": [1e-3, 3e-3]}, early)
+    decaying = Observation(number=0, params={**early.params, "lr_schedule": "cosine"}, value=0.05,
+                           stopped="early_stop", last_epoch=42)
+    assert not reruns_parent({"max_epochs": [200, 170]}, decaying)  # the schedule stretches
+    capped = Observation(number=0, params={"max_epochs": 50, "patience": 5}, value=0.05, stopped="max_epochs",
+                         last_epoch=50)
+    assert reruns_parent({"patience": [5, 10]}, capped)  # never stopped early with less patience
+    assert not reruns_parent({"patience": [5, 3]}, capped)
+    assert not reruns_parent({"max_epochs": [50, 100]}, capped)
+    unknown = Observation(number=0, params=early.params, value=0.05, last_epoch=None, stopped="early_stop")
+    assert not reruns_parent({"max_epochs": [200, 170]}, unknown)
+
+
+def test_the_agent_does_not_retrain_an_early_stopped_incumbent_with_a_longer_or_same_cap(tmp_path):
+    space = """\
+model: sasrec
+fixed: {max_len: 20, batch_size: 256, patience: 1, heads: 1, negatives: 16, dropout: 0.2}
+params:
+  max_epochs: {type: categorical, choices: [4, 5, 6], default: 6, grid: [4, 5, 6]}
+  hidden: {type: categorical, choices: [16, 24], default: 16, grid: [16, 24]}
+"""
+    stopped_at_3 = TrialRecord(number=0, params={"max_epochs": 6, "hidden": 16}, outcome=Outcome.COMPLETE,
+                               value=0.02, stopped="early_stop",
+                               epochs=tuple({"epoch": i + 1, "valid": {M: v}} for i, v in enumerate([0.01, 0.02, 0.019])))
+    # hidden 24 did worse: without the rule, the surrogate's favourite is the incumbent again
+    # with a cap of 4 or 5 epochs, which early-stops at epoch 3 as before.
+    worse = TrialRecord(number=1, params={"max_epochs": 6, "hidden": 24}, outcome=Outcome.COMPLETE, value=0.01,
+                        stopped="early_stop", epochs=({"epoch": 1, "valid": {M: 0.01}},), user_attrs={"parent": 0})
+    for k in range(4):
+        proposal = _propose(tmp_path / str(k), space, [stopped_at_3, worse], seed=k)
+        assert proposal.params["hidden"] == 24 and proposal.params["max_epochs"] in (4, 5), proposal.params

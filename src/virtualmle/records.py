@@ -59,6 +59,7 @@ class TrialRecord:
         seconds: wall-clock seconds of the trial including process start.
         num_params: model parameter count, when known.
         error: ``"ExceptionType: message"`` for failed / diverged / oom / timeout trials.
+        stopped: why training ended (``early_stop``, ``max_epochs``, ``pruned``), when known.
         user_attrs: what the method stored with the proposal and from `observe`.
     """
 
@@ -72,6 +73,7 @@ class TrialRecord:
     num_params: int | None = None
     error: str | None = None
     user_attrs: dict[str, Any] = field(default_factory=dict)
+    stopped: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -59,6 +59,7 @@ from virtualmle.agent.candidates import (
     generate_candidates,
     global_candidates,
     random_candidate,
+    reruns_parent,
     tpe_candidates,
 )
 from virtualmle.agent.diagnostics import Observation, best_of, diagnose
@@ -316,6 +317,9 @@ class VirtualMLEAgent:
                                               int(rng.integers(1 << 30)), self.cfg.tpe)
             cset.candidates += global_candidates(self.view, incumbent, taken, int(rng.integers(1 << 30)),
                                                  self.cfg.explore)
+        # A longer cap on a run that stopped early (or more patience on one that never did) would
+        # train the incumbent's run again, epoch for epoch: a whole trial that measures nothing.
+        cset.candidates = [c for c in cset.candidates if not reruns_parent(c.changed, incumbent)]
         surrogate = Surrogate(self.view, ard=self.cfg.ard).fit([o.params for o in obs], [o.value for o in obs],
                                                                 prior=transfer.prior)
         ranked = rank_candidates(cset.candidates, surrogate, kappa=self.cfg.kappa, rng=rng,

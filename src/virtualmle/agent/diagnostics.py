@@ -44,6 +44,7 @@ class Observation:
         curve: validation metric per epoch.
         seconds: training seconds; num_params: parameter count (None when unknown).
         stopped: why training stopped ("early_stop", "max_epochs", "pruned") if known.
+        last_epoch: the last epoch trained (None when unknown).
         error: failure class ("diverged", "oom", "timeout", "error") for failed trials.
         base: trial number of the incumbent the change was made from (None for the first).
         changed: names of parameters that differ from the base configuration.
@@ -62,6 +63,7 @@ class Observation:
     base: int | None = None
     changed: list[str] = field(default_factory=list)
     attrs: dict[str, Any] = field(default_factory=dict)
+    last_epoch: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -58,11 +58,18 @@ def observation(view: SpaceView, ctx: SearchContext, rec: TrialRecord, attrs: di
     return Observation(
         number=rec.number, params=params, value=float(rec.value) if ok else None,  # type: ignore[arg-type]
         state="complete" if ok else rec.outcome.value, curve=rec.curve(ctx.metric), seconds=rec.seconds or None,
-        num_params=rec.num_params, stopped="pruned" if rec.outcome is Outcome.PRUNED else None,
+        num_params=rec.num_params, stopped="pruned" if rec.outcome is Outcome.PRUNED else rec.stopped,
+        last_epoch=_last_epoch(rec),
         error=None if ok else rec.outcome.failure_class,
         base=base_obs.number if base_obs is not None else (parent if isinstance(parent, int) else None),
         changed=list(changed), attrs=attrs,
     )
+
+
+def _last_epoch(rec: TrialRecord) -> int | None:
+    epochs = [e.get("epoch") for e in rec.epochs if isinstance(e, dict)]
+    epochs = [int(e) for e in epochs if isinstance(e, (int, float)) and not isinstance(e, bool)]
+    return max(epochs) if epochs else None
 
 
 def observations(view: SpaceView, ctx: SearchContext, records: list[TrialRecord],

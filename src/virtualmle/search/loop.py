@@ -499,6 +499,7 @@ class _Search:
             num_params=attrs.get("num_params"),
             error=out.error,
             user_attrs=method_attrs(trial),
+            stopped=attrs.get("stopped"),
         )
         if out.outcome is Outcome.INTERRUPTED:
             # Ctrl-C: leave it for the next run to do again; methods never see it.

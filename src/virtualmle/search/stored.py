@@ -42,6 +42,7 @@ def record_from_trial(trial: FrozenTrial) -> TrialRecord:
         num_params=attrs.get("num_params"),
         error=attrs.get("error"),
         user_attrs={k: v for k, v in attrs.items() if k not in RESERVED_ATTRS},
+        stopped=attrs.get("stopped"),
     )
 
 
