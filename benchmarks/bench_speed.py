@@ -28,16 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from virtualmle.data import load_dataset
-from virtualmle.models import build_model
 from virtualmle.training import TrainConfig
-from virtualmle.training.batching import TrainBatches
 from virtualmle.training.evaluation import build_eval_batches, evaluate, resolve_eval_mask
-from virtualmle.training.losses import LossContext, NegativeSampler
-from virtualmle.training.trainer import _make_optimizer, _train_epoch, model_config, seed_everything, xavier_init
+from virtualmle.training.trainer import setup_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from full_fidelity import RECIPES  # noqa: E402  (the recipes of the full-fidelity table)
@@ -61,18 +57,9 @@ def measure(data: Any, recipe: str, lever: str, epochs: int) -> dict[str, Any]:
     overrides, threads, compiled = LEVERS[lever]
     torch.set_num_threads(threads)
     config = TrainConfig.for_model("sasrec", **{**RECIPES[recipe], **overrides})
-    seed_everything(config.seed)
-    rng = np.random.default_rng(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    batches = TrainBatches(data, config.train_window, config.batch_size, order=config.batch_order)
+    run = setup_run(data, config)
     valid = build_eval_batches(data, "valid", config.max_len, "cpu", resolve_eval_mask(config.eval_mask, data))
-    model = build_model(config.model, model_config(config, data.num_items))
-    if config.init != "normal":
-        xavier_init(model, keep_ffn=config.init == "xavier_ffn_default")
-    optimizer = _make_optimizer(config, model)
-    ctx = LossContext(negatives=config.negatives, gen=gen, logq=config.logq, gbce_t=config.gbce_t,
-                      ce_chunk=config.ce_chunk, bf16=config.precision == "bf16",
-                      sampler=NegativeSampler.from_sequences(config.neg_sampler, data.sequences, data.num_items))
+    model = run.model
     compile_s = 0.0
     if compiled:
         t = time.perf_counter()
@@ -81,7 +68,7 @@ def measure(data: Any, recipe: str, lever: str, epochs: int) -> dict[str, Any]:
     walls, cpus, losses = [], [], []
     for epoch in range(1, epochs + 1):
         t, c = time.perf_counter(), time.process_time()
-        losses.append(_train_epoch(model, batches, rng, optimizer, config, ctx, epoch, None))
+        losses.append(run.train_epoch(config, epoch))
         walls.append(time.perf_counter() - t)
         cpus.append(time.process_time() - c)
     t = time.perf_counter()

@@ -17,16 +17,12 @@ import resource
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from virtualmle.data import load_dataset
-from virtualmle.models import build_model
 from virtualmle.training import TrainConfig
-from virtualmle.training.batching import TrainBatches
 from virtualmle.training.evaluation import build_eval_batches, evaluate
-from virtualmle.training.losses import LOSSES, LossContext, NegativeSampler
-from virtualmle.training.trainer import _make_optimizer, model_config, seed_everything
+from virtualmle.training.trainer import setup_run
 
 CASES = [
     ("sasrec", {"loss": "bce"}),
@@ -38,29 +34,15 @@ CASES = [
 def bench(data, model_name: str, overrides: dict, epochs: int, device: str) -> dict:
     cfg = TrainConfig.for_model(model_name, hidden=64, blocks=2, batch_size=256, max_len=50,
                                 heads=2 if model_name == "sasrec" else 1, **overrides)
-    seed_everything(0)
-    rng = np.random.default_rng(0)
-    gen = torch.Generator(device=device).manual_seed(0)
     t0 = time.perf_counter()
-    batches = TrainBatches(data, cfg.train_window, cfg.batch_size, device=device)
+    run = setup_run(data, cfg, device)  # the trainer's own setup (seed 0 is TrainConfig's default)
     valid = build_eval_batches(data, "valid", cfg.max_len, device)
     prep = time.perf_counter() - t0
-    model = build_model(cfg.model, model_config(cfg, data.num_items)).to(device)
-    opt = _make_optimizer(cfg, model)
-    loss_fn = LOSSES[cfg.loss]
-    loss_ctx = LossContext(cfg.negatives, gen, NegativeSampler("uniform", data.num_items))
+    model = run.model
     train_s, eval_s, train_cpu, eval_cpu = [], [], [], []
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         t, c = time.perf_counter(), time.process_time()
-        model.train()
-        for items, ts, targets in batches.epoch(rng):
-            states = model.encode(items, ts)
-            sel = targets != 0
-            loss = loss_fn(states[sel], targets[sel], model, loss_ctx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+        run.train_epoch(cfg, epoch)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         train_s.append(time.perf_counter() - t)

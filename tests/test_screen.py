@@ -109,7 +109,7 @@ def test_a_live_study_screens_then_continues_the_best_from_its_checkpoint(tmp_pa
 PROFILE = {"users": 500, "items": 3000, "interactions": 4000, "density": 2.7e-3, "seq_len": {"mean": 8.0}}
 
 
-def _propose(tmp_path, space_yaml: str, history: list[TrialRecord], seed: int = 0):
+def _propose(tmp_path, space_yaml: str, history: list[TrialRecord], seed: int = 0, pending=None):
     from virtualmle.search.method import SearchContext
 
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,8 @@ def _propose(tmp_path, space_yaml: str, history: list[TrialRecord], seed: int = 
                          screen_epochs=1, screen_width=2, screen_tolerance=1.0)
     agent = VirtualMLEAgent(space=space, seed=seed, llm=None, config=config)
     ctx = SearchContext(space=space, dataset="beauty", profile=PROFILE, model="sasrec", seed=seed, metric=M,
-                        budget=10, study_name="st", run_dir=tmp_path / "run", history=history)
+                        budget=10, study_name="st", run_dir=tmp_path / "run", history=history,
+                        pending=list(pending or []))
     return agent.propose(ctx)
 
 
@@ -173,6 +174,10 @@ def test_training_length_changes_that_would_repeat_the_parent_run_are_not_candid
     assert not reruns_parent({"max_epochs": [50, 100]}, capped)
     unknown = Observation(number=0, params=early.params, value=0.05, last_epoch=None, stopped="early_stop")
     assert not reruns_parent({"max_epochs": [200, 170]}, unknown)
+    # The second worker's first proposal, while the default still trains: wait for its curve.
+    pending_default = Observation(number=-1, params=early.params, value=None)
+    assert reruns_parent({"max_epochs": [200, 170]}, pending_default)
+    assert not reruns_parent({"max_epochs": [200, 170], "hidden": [64, 128]}, pending_default)
 
 
 def test_the_agent_does_not_retrain_an_early_stopped_incumbent_with_a_longer_or_same_cap(tmp_path):
@@ -193,3 +198,8 @@ params:
     for k in range(4):
         proposal = _propose(tmp_path / str(k), space, [stopped_at_3, worse], seed=k)
         assert proposal.params["hidden"] == 24 and proposal.params["max_epochs"] in (4, 5), proposal.params
+    # With only the default pending (the full-fidelity study's second worker), never its length alone.
+    longer = space.replace("[4, 5, 6], default: 6, grid: [4, 5, 6]", "[2, 3, 4, 5, 6, 7, 8], default: 6, grid: [2, 3, 4, 5, 6, 7, 8]")
+    for k in range(8):
+        proposal = _propose(tmp_path / f"p{k}", longer, [], seed=k, pending=[{"max_epochs": 6, "hidden": 16}])
+        assert proposal.params["hidden"] == 24, proposal.params

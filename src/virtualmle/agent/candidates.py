@@ -320,9 +320,13 @@ def reruns_parent(changed: dict[str, list[Any]], parent: Observation) -> bool:
     epoch: a new ``max_epochs`` still past the epoch where `parent` early-stopped, or a longer
     ``patience`` for a run that never stopped early. Such a trial costs a whole run and can
     measure nothing new. A decaying learning-rate schedule stretches with ``max_epochs``, so
-    there every ``max_epochs`` change is a new run."""
+    there every ``max_epochs`` change is a new run. While `parent` is the default still in training
+    (number -1: no trial has finished), its outcome is unknown and such a change would repeat its
+    first epochs at best: it waits too."""
     if not changed or set(changed) - {"max_epochs", "patience"}:
         return False
+    if parent.number < 0:
+        return True
     last, params = parent.last_epoch, parent.params
     if last is None or parent.stopped not in ("early_stop", "max_epochs"):
         return False

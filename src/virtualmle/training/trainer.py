@@ -151,6 +151,59 @@ def _check_finite(value: float, what: str, epoch: int, step: int, config: TrainC
         )
 
 
+@dataclass
+class RunSetup:
+    """Everything one training run trains with, built in a fixed order from the seed: the batches,
+    the initialised model, its optimizer and schedule, the loss context and both generators.
+    `train` builds one; the speed benchmarks build the same one to time its epochs."""
+
+    batches: TrainBatches
+    model: SequentialRecommender
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    loss_ctx: LossContext
+    rng: np.random.Generator  # batch composition and order
+    gen: torch.Generator  # negatives
+
+    def train_epoch(self, config: TrainConfig, epoch: int, display: _Display | None = None) -> float:
+        """One epoch over the batches; the mean training loss."""
+        return _train_epoch(self.model, self.batches, self.rng, self.optimizer, config, self.loss_ctx, epoch,
+                            display, self.scheduler)
+
+
+def setup_run(data: SequenceData, config: TrainConfig, device: str | torch.device = "cpu") -> RunSetup:
+    """The seeded batches, model, optimizer, schedule and loss of a run of `config` on `data`.
+
+    Raises:
+        DataError: no user has the 4+ items a training sample needs.
+    """
+    dev = torch.device(device)
+    seed_everything(config.seed)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator(device=dev).manual_seed(config.seed)
+    batches = TrainBatches(
+        data, config.train_window, config.batch_size,
+        last_only=config.train_targets == "last", device=dev, order=config.batch_order,
+    )
+    if batches.num_samples == 0:
+        raise DataError(f"{data.name}: no user has the 4+ items a training sample needs")
+    model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items))
+    if config.init != "normal":
+        xavier_init(model, keep_ffn=config.init == "xavier_ffn_default")
+    model = model.to(dev)
+    optimizer = _make_optimizer(config, model)
+    loss_ctx = LossContext(
+        negatives=config.negatives, gen=gen, logq=config.logq, gbce_t=config.gbce_t, ce_chunk=config.ce_chunk,
+        bf16=config.precision == "bf16",
+        sampler=NegativeSampler.from_sequences(config.neg_sampler, data.sequences, data.num_items).to(dev),
+    )
+    scheduler = make_scheduler(
+        optimizer, schedule=config.lr_schedule, total_steps=config.max_epochs * len(batches),
+        warmup_steps=round(config.warmup_epochs * len(batches)),
+    )
+    return RunSetup(batches, model, optimizer, scheduler, loss_ctx, rng, gen)
+
+
 def train(
     data: SequenceData,
     config: TrainConfig,
@@ -180,16 +233,8 @@ def train(
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    seed_everything(config.seed)
-    rng = np.random.default_rng(config.seed)  # batch composition and order
-    gen = torch.Generator(device=dev).manual_seed(config.seed)  # negatives
-
-    batches = TrainBatches(
-        data, config.train_window, config.batch_size,
-        last_only=config.train_targets == "last", device=dev, order=config.batch_order,
-    )
-    if batches.num_samples == 0:
-        raise DataError(f"{data.name}: no user has the 4+ items a training sample needs")
+    run = setup_run(data, config, dev)
+    model, optimizer, scheduler, rng, gen = run.model, run.optimizer, run.scheduler, run.rng, run.gen
     profile = profile_dataset(data, max_len=config.max_len)
     for warning in profile["warnings"]:
         logger.warning(warning)
@@ -197,23 +242,8 @@ def train(
     valid_batches = build_eval_batches(data, "valid", config.max_len, dev, eval_mask)
     # Train-split priors, added to the scores at validation and test alike; None when all off.
     priors = ScorePriors.from_config(data, config)
-    model: SequentialRecommender = build_model(config.model, model_config(config, data.num_items))
-    if config.init != "normal":
-        xavier_init(model, keep_ffn=config.init == "xavier_ffn_default")
-    model = model.to(dev)
-    optimizer = _make_optimizer(config, model)
-    loss_ctx = LossContext(
-        negatives=config.negatives, gen=gen, logq=config.logq, gbce_t=config.gbce_t, ce_chunk=config.ce_chunk,
-        bf16=config.precision == "bf16",
-        sampler=NegativeSampler.from_sequences(config.neg_sampler, data.sequences, data.num_items).to(dev),
-    )
     logger.info("training %s on %s: %d samples, %d params", config.model, data.name,
-                batches.num_samples, model.num_params())
-
-    scheduler = make_scheduler(
-        optimizer, schedule=config.lr_schedule, total_steps=config.max_epochs * len(batches),
-        warmup_steps=round(config.warmup_epochs * len(batches)),
-    )
+                run.batches.num_samples, model.num_params())
 
     logs: list[EpochLog] = []
     best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
@@ -230,12 +260,12 @@ def train(
         logger.info("resumed from %s at epoch %d (best %d)", checkpoint, resumed, best_epoch)
         if config.patience and since_best >= config.patience:
             stopped = "early_stop"
-    display = _Display(config, len(batches)) if progress and stopped == "max_epochs" else None
+    display = _Display(config, len(run.batches)) if progress and stopped == "max_epochs" else None
     try:
         t0 = time.perf_counter()
         first = resumed + 1 if stopped == "max_epochs" else config.max_epochs + 1
         for epoch in range(first, config.max_epochs + 1):
-            train_loss = _train_epoch(model, batches, rng, optimizer, config, loss_ctx, epoch, display, scheduler)
+            train_loss = run.train_epoch(config, epoch, display)
             # Validate every `eval_every` epochs and after the last; a log covers the epochs
             # since the previous validation (its seconds) and reports this epoch's loss.
             if epoch % config.eval_every and epoch != config.max_epochs:
