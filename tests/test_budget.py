@@ -46,3 +46,30 @@ def test_compute_budget_counts_finished_and_running_trials():
     budget.epoch(3, 15.0)
     assert budget.used_up()
     assert not ComputeBudget(None).used_up() and ComputeBudget(None).left is None
+
+
+def test_a_trial_the_budget_ended_can_be_the_choice_and_a_pruned_one_cannot(tmp_path):
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from virtualmle.bench.runner import read_run
+    from virtualmle.search.stored import summarize
+
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    dist = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    for n, (state, value, stopped_by) in enumerate([(TrialState.COMPLETE, 0.02, None),
+                                                    (TrialState.PRUNED, 0.05, "pruner"),
+                                                    (TrialState.PRUNED, 0.06, "screen"),
+                                                    (TrialState.PRUNED, 0.03, "budget")]):
+        attrs = {"outcome": "complete" if state == TrialState.COMPLETE else "pruned", "seconds": 10.0,
+                 "test": {"ndcg@10": value / 2}}
+        if stopped_by:
+            attrs["stopped_by"] = stopped_by
+        study.add_trial(create_trial(state=state, value=value, params={"lr": 1e-3 * (n + 1)}, distributions=dist,
+                                     user_attrs=attrs, intermediate_values={1: value}))
+    s = summarize(study, "random", "ndcg@10", 4)
+    # Cut at the deadline, trial 3 holds its best epoch's weights: the choice. The pruner's and
+    # the screen's partial curves are higher, and never chosen.
+    assert s.best_number == 3 and s.best_value == 0.03 and s.best_test == {"ndcg@10": 0.015}
+    run = read_run(study, "random", 0, tmp_path)
+    assert run.values == [0.02, None, None, 0.03] and run.best_curve() == [0.02, 0.02, 0.02, 0.03]

@@ -341,15 +341,14 @@ def llm_usage(run_dir: Path) -> dict[str, Any]:
 
 def read_run(study: Any, method: str, seed: int, run_dir: Path, table: Any = None) -> RunResult:
     """A stored study as a `RunResult` (counted trials in trial-number order)."""
-    from virtualmle.search.stored import counts, summarize
+    from virtualmle.search.stored import counts, selectable, summarize
 
     trials = sorted((t for t in study.get_trials(deepcopy=False) if counts(t)), key=lambda t: t.number)
     values: list[float | None] = []
     seconds: list[float] = []
     snaps = 0
     for t in trials:
-        ok = t.user_attrs.get("outcome") == "complete" and t.value is not None
-        values.append(float(t.value) if ok else None)
+        values.append(float(t.value) if selectable(t) else None)
         seconds.append(float(t.user_attrs.get("seconds") or 0.0))
         if table is not None and t.user_attrs.get("outcome") != "invalid":
             params = {**t.params, **t.user_attrs.get("extra_params", {})}

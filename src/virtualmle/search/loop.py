@@ -389,8 +389,11 @@ class _Search:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, state=TrialState.FAIL)
-        # The one place models are kept or dropped (a complete trial's model may become the best).
-        self.keeper.trial_finished(trial.number, value if record.outcome is Outcome.COMPLETE else None)
+        # The one place models are kept or dropped: a complete trial's model, or that of a trial the
+        # compute budget ended (its best epoch's weights; `stored.selectable`), may become the best.
+        choice = record.outcome is Outcome.COMPLETE or (
+            record.outcome is Outcome.PRUNED and record.user_attrs.get("stopped_by") == "budget")
+        self.keeper.trial_finished(trial.number, value if choice else None)
 
     def redo_observe(self) -> list[int]:
         """Finish trials a dead process left RUNNING after their result was stored.

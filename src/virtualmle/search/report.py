@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from virtualmle.errors import StorageError
 from virtualmle.files import write_atomic
 from virtualmle.records import A_TEXT_REJECTIONS, NOTE_ATTRS
+from virtualmle.search.stored import selectable
 
 _HIDDEN_ATTRS = {"owner", "log", "valid", "test", "epochs", "seconds", "outcome", "num_params",
                  "best_epoch", "stopped", "error", "traceback", "extra_params", "free", "method"}
@@ -80,7 +81,7 @@ def _best_curve(trials: list[FrozenTrial]) -> tuple[list[int], list[float], list
     total, cur = 0.0, -math.inf
     for i, t in enumerate(trials, 1):
         total += float(t.user_attrs.get("seconds", 0.0))
-        if t.state == TrialState.COMPLETE and t.value is not None:
+        if selectable(t):
             cur = max(cur, t.value)
         idx.append(i)
         secs.append(total)
@@ -246,7 +247,7 @@ def _study_section(s: StudyData, out: Path) -> str:
     plot_history(s, out / f"{slug}-history.png")
     plot_compute(s, out / f"{slug}-compute.png")
     has_params = plot_params(s, out / f"{slug}-params.png")
-    done = [t for t in s.trials if t.state == TrialState.COMPLETE and t.value is not None]
+    done = [t for t in s.trials if selectable(t)]
     best = max(done, key=lambda t: (t.value, -t.number)) if done else None
     counts: dict[str, int] = {}
     for t in s.trials:

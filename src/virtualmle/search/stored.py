@@ -46,6 +46,17 @@ def record_from_trial(trial: FrozenTrial) -> TrialRecord:
     )
 
 
+def selectable(trial: FrozenTrial) -> bool:
+    """Whether a trial's result may be the study's choice: it completed, or the compute budget
+    ended it (``stopped_by: budget``). A run cut at the deadline holds the weights of its best
+    validation epoch and their test metrics, as a finished run does; what a pruner or a screen
+    stopped is a partial curve judged not worth finishing, never a choice."""
+    if trial.value is None:
+        return False
+    return trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.PRUNED and trial.user_attrs.get("stopped_by") == "budget")
+
+
 def counts(trial: FrozenTrial) -> bool:
     """Whether a finished trial used up budget."""
     if not trial.state.is_finished():
@@ -88,7 +99,7 @@ def summarize(study: optuna.Study, method: str, metric: str, budget: int, *, wal
             continue
         key = t.user_attrs.get("outcome") or t.state.name.lower()
         outcomes[key] = outcomes.get(key, 0) + 1
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    done = [t for t in trials if selectable(t)]
     best = max(done, key=lambda t: (t.value, -t.number)) if done else None
     return SearchSummary(
         study_name=study.study_name,

@@ -192,8 +192,10 @@ def run(spec: dict[str, Any], events: _Events) -> None:
         os.replace(f"{checkpoint}.part", checkpoint)
     result = train(data, config, device=device, on_epoch=on_epoch, checkpoint=checkpoint)
     doc = result.to_json()
-    if spec.get("save_model") and result.stopped != "pruned":
-        _save(spec, result, doc, data)  # before the result: the driver takes the model on it
+    if spec.get("save_model"):
+        # Before the result: the driver takes the model on it, or drops it when a pruner or a
+        # screen stopped the trial (a trial the budget stopped may still be the study's choice).
+        _save(spec, result, doc, data)
     events.send(event="result", result=doc)
 
 
