@@ -93,6 +93,7 @@ def test_a_live_study_screens_then_continues_the_best_from_its_checkpoint(tmp_pa
     assert base.state == optuna.trial.TrialState.COMPLETE and len(base.user_attrs["epochs"]) == 3
     for s in (s1, s2):
         assert s.state == optuna.trial.TrialState.PRUNED and s.user_attrs["stopped_by"] == "screen"
+        assert s.user_attrs["outcome"] == "pruned"  # what a resumed study reads back, as the state says
         assert [e["epoch"] for e in s.user_attrs["epochs"]] == [1]
         assert (tmp_path / "run" / "trials" / f"{s.number:04d}" / CHECKPOINT).is_file()
     best = max((s1, s2), key=lambda s: (s.value if s.value is not None else s.user_attrs["valid"][M], -s.number))

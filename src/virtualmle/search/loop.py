@@ -454,16 +454,16 @@ class _Search:
         self.compute.running.pop(trial.number, None)  # from now on its stored seconds count
         stop = self._stops.pop(trial.number, None)
         result = out.result or {}
-        attrs: dict[str, Any] = {
-            "outcome": out.outcome.value,
-            "seconds": round(out.seconds, 3),
-            "log": out.log_path,
-        }
-        value = None
         if out.outcome is Outcome.COMPLETE and run.screen and result.get("stopped") == "max_epochs":
             # Trained only as far as its screen: a partial curve, never a full observation.
             why = f"screened for {len(result.get('epochs') or [])} validation(s), to be compared before promotion"
             out.outcome, stop = Outcome.PRUNED, ("screen", why)
+        attrs: dict[str, Any] = {
+            "outcome": out.outcome.value,  # after a screen's reclassification: storage says pruned too
+            "seconds": round(out.seconds, 3),
+            "log": out.log_path,
+        }
+        value = None
         if result.get("resumed_epoch"):
             attrs["resumed_epoch"] = result["resumed_epoch"]
         if out.outcome is Outcome.PRUNED and stop is not None:
