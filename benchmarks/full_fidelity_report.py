@@ -8,7 +8,7 @@ it when it regenerates the page) and the plot docs/results/ff_best_vs_compute.pn
     python benchmarks/full_fidelity_report.py [--journal PATH] [--page docs/results.md]
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
-budget ended: `stored.selectable`), its test NDCG@10 / HR@10 (never used to choose), the compute
+budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
 really spent, and the compute until the best validation so far first reached 97% of the best any
 finished run found. Compute is training seconds summed over trials, in the order the trials
 finished (two workers spend it twice as fast as the wall clock). A run whose budget is not spent
@@ -30,7 +30,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from virtualmle.bench.stats import mean, se
-from virtualmle.search.stored import counts, selectable, summarize
+from virtualmle.search.stored import choice_value, counts, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "methods.journal"
@@ -76,8 +76,9 @@ def read_runs(journal: Path) -> list[Run]:
         spent, best, curve = 0.0, None, []
         for t in trials:
             spent += float(t.user_attrs.get("seconds") or 0.0)
-            if selectable(t) and (best is None or t.value > best):
-                best = float(t.value)
+            value = choice_value(t, "ndcg@10")
+            if value is not None and (best is None or value > best):
+                best = value
             if best is not None:
                 curve.append((spent, best))
         s = summarize(study, m["method"], "ndcg@10", len(trials))

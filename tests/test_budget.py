@@ -57,19 +57,24 @@ def test_a_trial_the_budget_ended_can_be_the_choice_and_a_pruned_one_cannot(tmp_
 
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
     dist = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
-    for n, (state, value, stopped_by) in enumerate([(TrialState.COMPLETE, 0.02, None),
-                                                    (TrialState.PRUNED, 0.05, "pruner"),
-                                                    (TrialState.PRUNED, 0.06, "screen"),
-                                                    (TrialState.PRUNED, 0.03, "budget")]):
+    rows = [(TrialState.COMPLETE, 0.02, None, {}),
+            (TrialState.PRUNED, 0.05, "pruner", {}),
+            (TrialState.PRUNED, 0.06, "screen", {}),
+            (TrialState.PRUNED, 0.07, "budget", {"screen": {"round": 0, "epochs": 5}}),  # a screen the budget cut
+            (TrialState.PRUNED, 0.08, "budget", {"test": {}}),  # no test metrics (a replayed table's)
+            (TrialState.PRUNED, 0.025, "budget", {})]
+    for n, (state, best, stopped_by, extra) in enumerate(rows):
         attrs = {"outcome": "complete" if state == TrialState.COMPLETE else "pruned", "seconds": 10.0,
-                 "test": {"ndcg@10": value / 2}}
+                 "valid": {"ndcg@10": best}, "test": {"ndcg@10": best / 2}, **extra}
         if stopped_by:
             attrs["stopped_by"] = stopped_by
-        study.add_trial(create_trial(state=state, value=value, params={"lr": 1e-3 * (n + 1)}, distributions=dist,
-                                     user_attrs=attrs, intermediate_values={1: value}))
-    s = summarize(study, "random", "ndcg@10", 4)
-    # Cut at the deadline, trial 3 holds its best epoch's weights: the choice. The pruner's and
-    # the screen's partial curves are higher, and never chosen.
-    assert s.best_number == 3 and s.best_value == 0.03 and s.best_test == {"ndcg@10": 0.015}
+        # Optuna's value of a pruned trial is its last reported epoch, below its best one.
+        study.add_trial(create_trial(state=state, value=best if state == TrialState.COMPLETE else best - 0.01,
+                                     params={"lr": 1e-3 * (n + 1)}, distributions=dist, user_attrs=attrs,
+                                     intermediate_values={1: best, 2: best - 0.01}))
+    s = summarize(study, "random", "ndcg@10", len(rows))
+    # Cut at the deadline after its best epoch, trial 5 holds that epoch's weights: the choice, at
+    # its best validation (0.025, not its last epoch's 0.015). The others are never chosen.
+    assert s.best_number == 5 and s.best_value == 0.025 and s.best_test == {"ndcg@10": 0.0125}
     run = read_run(study, "random", 0, tmp_path)
-    assert run.values == [0.02, None, None, 0.03] and run.best_curve() == [0.02, 0.02, 0.02, 0.03]
+    assert run.values == [0.02, None, None, None, None, 0.025]

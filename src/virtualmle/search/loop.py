@@ -68,6 +68,7 @@ from virtualmle.search.storage import (
 from virtualmle.search.stored import (
     RESERVED_ATTRS,
     counts,
+    cut_by_budget,
     holds_budget,
     method_attrs,
     record_from_trial,
@@ -322,14 +323,16 @@ class _Search:
 
         def on_epoch(log: dict[str, Any]) -> bool:
             self.compute.epoch(trial.number, log.get("seconds") or 0.0)
+            value = log.get("valid", {}).get(metric)
+            ok = value is not None and math.isfinite(value)
+            if ok:  # reported first: the epoch the budget ends on is part of the trial's curve
+                trial.report(float(value), step=int(log.get("epoch", 0)))
+                curve.append(float(value))
             if self.compute.used_up():  # the compute budget is spent: keep what this trial has
                 self._stops[trial.number] = ("budget", None)
                 return True
-            value = log.get("valid", {}).get(metric)
-            if value is None or not math.isfinite(value):
+            if not ok:
                 return False
-            trial.report(float(value), step=int(log.get("epoch", 0)))
-            curve.append(float(value))
             if self._watch(trial, params, curve):
                 return True
             if prune and trial.should_prune():
@@ -390,10 +393,10 @@ class _Search:
         else:
             self.study.tell(trial, state=TrialState.FAIL)
         # The one place models are kept or dropped: a complete trial's model, or that of a trial the
-        # compute budget ended (its best epoch's weights; `stored.selectable`), may become the best.
-        choice = record.outcome is Outcome.COMPLETE or (
-            record.outcome is Outcome.PRUNED and record.user_attrs.get("stopped_by") == "budget")
-        self.keeper.trial_finished(trial.number, value if choice else None)
+        # compute budget ended (its best epoch's weights: `stored.cut_by_budget`), may become the best.
+        if record.outcome is Outcome.PRUNED:
+            value = cut_by_budget(trial.user_attrs, self.opts.metric)
+        self.keeper.trial_finished(trial.number, value if record.outcome in (Outcome.COMPLETE, Outcome.PRUNED) else None)
 
     def redo_observe(self) -> list[int]:
         """Finish trials a dead process left RUNNING after their result was stored.
