@@ -76,6 +76,7 @@ from virtualmle.search.stored import (
     slim_epoch,
     summarize,
 )
+from virtualmle.search.worker import STOP_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ __all__ = ["DEFAULT_TRIALS", "SearchOptions", "SearchSummary", "record_from_tria
 # A sampler draw that breaks a constraint is drawn again up to this many times in a row.
 MAX_REDRAWS = 100
 CHECKPOINT = "checkpoint.pt"  # a screened or promoted trial's resumable state, in its trial dir
+BUDGET_POLL_S = 5.0  # with a time budget, how often running trials' compute is looked at
 # Identity of the study: a resumed search must agree with what the study was created for.
 _IDENTITY = ("dataset", "model", "method", "metric")
 
@@ -301,6 +303,8 @@ class _Search:
             spec.checkpoint = str(Path(spec.trial_dir) / CHECKPOINT)
         if resume_from is not None:
             spec.resume_from = str(self.run_dir / "trials" / f"{int(resume_from):04d}" / CHECKPOINT)
+        Path(spec.trial_dir, STOP_FILE).unlink(missing_ok=True)  # a request is for this run only
+        self.compute.start(trial.number)
         future = self.executor.submit(spec, self._epoch_callback(trial, params))
         self.running[future] = _Running(trial, params, screen=screen)
         self._sync_pending()
@@ -454,7 +458,7 @@ class _Search:
         run = self.running.pop(future)
         trial = run.trial
         out = future.result()
-        self.compute.running.pop(trial.number, None)  # from now on its stored seconds count
+        self.compute.finish(trial.number)  # from now on its stored seconds count
         stop = self._stops.pop(trial.number, None)
         result = out.result or {}
         if out.outcome is Outcome.COMPLETE and run.screen and result.get("stopped") == "max_epochs":
@@ -538,9 +542,29 @@ class _Search:
                     continue  # every proposal was invalid: ask again (invalid ones used budget)
             if not self.running:
                 return
-            done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+            # With a time budget, look again every few seconds: a trial in a long epoch spends
+            # compute before its next validation, and is asked to stop when the budget is spent.
+            timeout = None if self.compute.seconds is None else BUDGET_POLL_S
+            done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
             for future in done:
                 self.finish(future)
+            if self.compute.used_up():
+                self._ask_to_stop()
+
+    def _ask_to_stop(self) -> None:
+        """The compute budget is spent: each running trial ends its epoch now, validates what it
+        has and stops (`train(stop_file=...)`; stored as pruned with ``stopped_by: budget``)."""
+        for run in self.running.values():
+            number = run.trial.number
+            if number in self._stops:
+                continue
+            self._stops[number] = ("budget", None)
+            stop = self.run_dir / "trials" / f"{number:04d}" / STOP_FILE
+            try:
+                stop.parent.mkdir(parents=True, exist_ok=True)
+                stop.touch()
+            except OSError as exc:  # a remote node's trial stops at its next validation instead
+                logger.debug("trial %d: could not ask it to stop: %s", number, exc)
 
     def interrupt(self) -> None:
         """Ctrl-C: kill running trials and record them as interrupted (re-run on resume)."""
