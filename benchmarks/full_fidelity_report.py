@@ -133,10 +133,12 @@ def section(runs: list[Run], plot: str | None) -> str:
     if target is not None:
         L += [f"Target for compute-to-reach: {TARGET_FRAC:.2f} x the best validation NDCG@10 any finished run "
               f"found ({best_any:.4f}) = {target:.4f}.", ""]
-    L += ["A trial in flight when the budget ran out finishes its validation interval, so a run spends "
-          "more than 45 minutes (the compute column says how much). The columns \"within 45 min\" hold the "
-          "choice among the trials that had finished when 45 minutes were spent, the fair comparison; "
-          "the others hold the run's final choice.", "",
+    L += ["A run spends a little more than 45 minutes: a trial in flight when the budget runs out ends "
+          "its epoch and validates. Studies started before the budget could stop a trial mid-epoch "
+          "(seed 0 of every method) overshot more: there a trial in flight ran to its next validation, "
+          "up to half an hour later. The compute column says what each run spent. The columns "
+          "\"within 45 min\" hold the choice among the trials that had finished when 45 minutes "
+          "were spent, the fair comparison; the others hold the run's final choice.", "",
           "| method | finished runs | best valid NDCG@10 (mean ± se) | test NDCG@10 of chosen (mean ± se) | "
           "test HR@10 of chosen (mean) | within 45 min: valid / test NDCG@10 (mean) | compute spent, min (mean) "
           "| reached target | compute to target, min (mean) |",
