@@ -3,6 +3,10 @@
 #
 #   nohup bash benchmarks/full_fidelity_search.sh > ff_search.log 2>&1 &
 #
+# To stop it (before a session ends), signal the bench; the script ends with it:
+#   pkill -TERM -f "virtualmle bench"      (not SIGINT: a background job ignores it)
+# then commit benchmarks/tables/ff_search/.
+#
 # Resumable across sessions and machines: every study lives in a journal file under
 # benchmarks/tables/ff_search/ (Optuna's JournalStorage, append-only text: commit it as it grows);
 # a rerun resumes each study where its journal stops and counts the compute already spent.
@@ -25,12 +29,18 @@ CACHE=benchmarks/.cache/ff_search
 mkdir -p "$TABLES" "$CACHE"
 COMMON=(--data beauty --model sasrec --space extended --budget 45m --trials 1000 --workers 2 --quiet)
 
+# A bench stopped by a signal (Ctrl-C, SIGTERM: exit 130 / 143) ends the script too, so the next
+# step does not start in its place; any other failure is reported and the next step runs.
+stopped() { [ "$1" -eq 130 ] || [ "$1" -eq 143 ]; }
+
 "$VM" bench "${COMMON[@]}" --methods agent,tpe+hyperband,random --agent-screen 5 --seeds 3 \
-    --storage "journal:///$(pwd)/$TABLES/methods.journal" --out "$CACHE/methods" || echo "failed: methods"
+    --storage "journal:///$(pwd)/$TABLES/methods.journal" --out "$CACHE/methods"
+rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: methods (exit $rc)"
 cp "$CACHE"/methods/{runs.csv,summary.csv,curves.csv,bench.md} "$TABLES"/ 2>/dev/null
 
 "$VM" bench "${COMMON[@]}" --transfer-experiment --sources baby,pet_supplies --source-trials 1000 \
     --transfer-arms auto,none --seeds 3 --agent-screen 5 \
-    --storage "journal:///$(pwd)/$TABLES/transfer.journal" --out "$CACHE/transfer" || echo "failed: transfer"
+    --storage "journal:///$(pwd)/$TABLES/transfer.journal" --out "$CACHE/transfer"
+rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: transfer (exit $rc)"
 cp "$CACHE"/transfer/{transfer.md,transfer.json} "$TABLES"/ 2>/dev/null
 echo "done; commit $TABLES"

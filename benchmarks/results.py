@@ -386,20 +386,24 @@ def write_page(args, classic, llm, transfer, peer, full=None):
 
 
 HAND_WRITTEN = "## Memory an ML engineer would sign"
+FULL_FIDELITY = "## Full fidelity: search methods at equal compute"  # benchmarks/full_fidelity_report.py
 PEER = "## Peer speed"
 
 
 def keep_hand_written(path: Path, text: str) -> str:
-    """Carry the page's hand-written memory section (measured outside this script) into `text`,
-    before the peer-speed section; a regeneration must not drop what it does not produce."""
+    """Carry the sections this script does not produce into `text`, before the peer-speed
+    section: the hand-written memory section (measured outside this script) and the full-fidelity
+    section (written by benchmarks/full_fidelity_report.py); a regeneration must not drop them."""
     old = path.read_text() if path.is_file() else ""
-    if HAND_WRITTEN not in old or HAND_WRITTEN in text:
-        return text
-    start = old.index(HAND_WRITTEN)
-    end = old.find(PEER, start)
-    section = old[start:end if end >= 0 else len(old)].rstrip() + "\n\n"
-    at = text.find(PEER)
-    return text[:at] + section + text[at:] if at >= 0 else text.rstrip() + "\n\n" + section
+    for heading in (HAND_WRITTEN, FULL_FIDELITY):
+        if heading not in old or heading in text:
+            continue
+        start = old.index(heading)
+        end = old.find("\n## ", start + len(heading))
+        section = old[start:end + 1 if end >= 0 else len(old)].rstrip() + "\n\n"
+        at = text.find(PEER)
+        text = text[:at] + section + text[at:] if at >= 0 else text.rstrip() + "\n\n" + section
+    return text
 
 
 def _transfer_word(t, budget: int) -> str:

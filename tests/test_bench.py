@@ -68,6 +68,23 @@ def test_lookup_of_a_table_point_returns_its_stored_metrics(table, tmp_path):
     assert ex.snaps[0].snapped is False and ex.snaps[0].distance == 0.0
 
 
+def test_a_trial_stopped_after_its_best_epoch_answers_that_epochs_test_metrics(table, tmp_path):
+    # A row whose best epoch is not its last: stopped there (by the budget, say), the best so far
+    # is the real run's best epoch, whose validation and test metrics the table holds.
+    row = next(r for r in table.rows if r.outcome is Outcome.COMPLETE and r.best_epoch and r.best_epoch < len(r.epochs))
+    ex = TableExecutor(table)
+    config = {**table.constants, **row.params, "model": "sasrec", "metric": "ndcg@10"}
+    out = ex.run(spec_for(0, config, tmp_path), on_epoch=lambda e: e["epoch"] == row.best_epoch)
+    assert out.outcome is Outcome.PRUNED and [e["epoch"] for e in out.epochs] == list(range(1, row.best_epoch + 1))
+    assert out.result["valid"] == row.valid and out.result["test"] == row.test and out.result["best_epoch"] == row.best_epoch
+    # Stopped before it, only the validation of the best epoch so far is known.
+    early = next(r for r in table.rows if r.outcome is Outcome.COMPLETE and r.best_epoch and r.best_epoch > 1)
+    out = ex.run(spec_for(1, {**table.constants, **early.params, "model": "sasrec", "metric": "ndcg@10"}, tmp_path),
+                 on_epoch=lambda e: True)
+    assert out.outcome is Outcome.PRUNED and out.result["test"] == {}
+    assert out.result["valid"] == {"ndcg@10": early.epochs[0]["valid"]["ndcg@10"]}
+
+
 def test_off_table_proposal_snaps_to_the_nearest_point_and_is_counted(table, tmp_path):
     ex = TableExecutor(table)
     base = next(r for r in table.rows if r.outcome is Outcome.COMPLETE)
@@ -264,3 +281,18 @@ def test_space_option_searches_that_space_in_its_own_studies(tmp_path):
     r = cli("bench", "--table", str(TABLE), "--methods", "tpe", "--space", "extended", "--out", str(tmp_path / "t"))
     assert r.returncode == 2 and "--space cannot be used with --table" in r.stderr
     assert not (tmp_path / "t" / "bench.db").exists()
+
+
+def test_the_epoch_a_budget_ends_on_is_part_of_the_trials_curve(table, tmp_path):
+    # A 1-second budget ends the first trial at its first epoch (each table row trained 3 epochs).
+    out = tmp_path / "bench"
+    r = cli("bench", "--table", str(TABLE), "--methods", "random", "--seeds", "1", "--budget", "1s",
+            "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name=read_csv(out / "runs.csv")[0]["study"],
+                              storage=open_storage(f"sqlite:///{out / 'bench.db'}"))
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["stopped_by"] == "budget"
+    first = trial.user_attrs["epochs"][0]
+    assert [e["epoch"] for e in trial.user_attrs["epochs"]] == [1]
+    assert trial.intermediate_values == {1: first["valid"]["ndcg@10"]}

@@ -93,6 +93,7 @@ def test_a_live_study_screens_then_continues_the_best_from_its_checkpoint(tmp_pa
     assert base.state == optuna.trial.TrialState.COMPLETE and len(base.user_attrs["epochs"]) == 3
     for s in (s1, s2):
         assert s.state == optuna.trial.TrialState.PRUNED and s.user_attrs["stopped_by"] == "screen"
+        assert s.user_attrs["outcome"] == "pruned"  # what a resumed study reads back, as the state says
         assert [e["epoch"] for e in s.user_attrs["epochs"]] == [1]
         assert (tmp_path / "run" / "trials" / f"{s.number:04d}" / CHECKPOINT).is_file()
     best = max((s1, s2), key=lambda s: (s.value if s.value is not None else s.user_attrs["valid"][M], -s.number))
@@ -153,7 +154,7 @@ params:
 
 
 def test_training_length_changes_that_would_repeat_the_parent_run_are_not_candidates():
-    from virtualmle.agent.candidates import reruns_parent
+    from virtualmle.agent.training_length import reruns_parent
     from virtualmle.agent.diagnostics import Observation
 
     early = Observation(number=0, params={"max_epochs": 200, "patience": 10, "lr_schedule": "constant"},
@@ -164,20 +165,29 @@ def test_training_length_changes_that_would_repeat_the_parent_run_are_not_candid
     assert not reruns_parent({"max_epochs": [200, 30]}, early)  # cut before the stop: a new run
     assert not reruns_parent({"patience": [10, 20]}, early)  # trains past the stop
     assert not reruns_parent({"max_epochs": [200, 170], "lr": [1e-3, 3e-3]}, early)
-    decaying = Observation(number=0, params={**early.params, "lr_schedule": "cosine"}, value=0.05,
-                           stopped="early_stop", last_epoch=42)
-    assert not reruns_parent({"max_epochs": [200, 170]}, decaying)  # the schedule stretches
+    assert not reruns_parent({"max_epochs": [200, 170]}, early, schedule="cosine")  # the schedule stretches
     capped = Observation(number=0, params={"max_epochs": 50, "patience": 5}, value=0.05, stopped="max_epochs",
                          last_epoch=50)
     assert reruns_parent({"patience": [5, 10]}, capped)  # never stopped early with less patience
+    assert reruns_parent({"patience": [5, 0]}, capped)  # 0: no early stopping at all
     assert not reruns_parent({"patience": [5, 3]}, capped)
     assert not reruns_parent({"max_epochs": [50, 100]}, capped)
+    never = Observation(number=0, params={"max_epochs": 50, "patience": 0}, value=0.05, stopped="max_epochs",
+                        last_epoch=50)
+    assert not reruns_parent({"patience": [0, 5]}, never)  # may stop early now: a new run
+    # A search's --max-epochs 30 ended a run whose own cap was 200: a cap of 100 ends there too.
+    cut = Observation(number=0, params={"max_epochs": 200, "patience": 5}, value=0.05, stopped="max_epochs",
+                      last_epoch=30)
+    assert reruns_parent({"max_epochs": [200, 100]}, cut)
+    assert not reruns_parent({"max_epochs": [200, 20]}, cut)
     unknown = Observation(number=0, params=early.params, value=0.05, last_epoch=None, stopped="early_stop")
     assert not reruns_parent({"max_epochs": [200, 170]}, unknown)
     # The second worker's first proposal, while the default still trains: wait for its curve.
     pending_default = Observation(number=-1, params=early.params, value=None)
-    assert reruns_parent({"max_epochs": [200, 170]}, pending_default)
-    assert not reruns_parent({"max_epochs": [200, 170], "hidden": [64, 128]}, pending_default)
+    assert reruns_parent({"max_epochs": [200, 170]}, pending_default, running=True)
+    assert not reruns_parent({"max_epochs": [200, 170], "hidden": [64, 128]}, pending_default, running=True)
+    # The default failed (a timeout, say): a shorter run is a remedy, not a repeat.
+    assert not reruns_parent({"max_epochs": [200, 170]}, pending_default)
 
 
 def test_the_agent_does_not_retrain_an_early_stopped_incumbent_with_a_longer_or_same_cap(tmp_path):

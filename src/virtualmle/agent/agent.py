@@ -59,11 +59,11 @@ from virtualmle.agent.candidates import (
     generate_candidates,
     global_candidates,
     random_candidate,
-    reruns_parent,
     tpe_candidates,
 )
 from virtualmle.agent.diagnostics import Observation, best_of, diagnose
 from virtualmle.agent.fallback_notice import FallbackNotice
+from virtualmle.agent.training_length import rerun_check
 from virtualmle.agent.llm_call import LLMCaller
 from virtualmle.agent.plan import (
     Transfer,
@@ -319,7 +319,9 @@ class VirtualMLEAgent:
                                                  self.cfg.explore)
         # A longer cap on a run that stopped early (or more patience on one that never did) would
         # train the incumbent's run again, epoch for epoch: a whole trial that measures nothing.
-        cset.candidates = [c for c in cset.candidates if not reruns_parent(c.changed, incumbent)]
+        reruns = rerun_check(incumbent, running=not obs and self.view.key(defaults) in pending_keys,
+                             fixed=self.space.fixed)
+        cset.candidates = [c for c in cset.candidates if not reruns(c)]
         surrogate = Surrogate(self.view, ard=self.cfg.ard).fit([o.params for o in obs], [o.value for o in obs],
                                                                 prior=transfer.prior)
         ranked = rank_candidates(cset.candidates, surrogate, kappa=self.cfg.kappa, rng=rng,
@@ -334,6 +336,10 @@ class VirtualMLEAgent:
         choice = self._act(ctx, compact if self._compact() else context, incumbent, tried, ranked, rng)
         if choice is None:
             return None  # the space is exhausted
+        if choice.candidate.source == "llm" and ranked and reruns(choice.candidate):
+            # The LLM's own change would train the incumbent's run again: the surrogate's pick instead.
+            choice = Choice(ranked[0], code_hypothesis(ranked[0]), {
+                **choice.info, "fallback": "the LLM's change of training length alone would repeat the incumbent's run"})
         chosen, hyp = choice.candidate, choice.hypothesis
         step["injection_flags"] += choice.info.pop("injection_flags", [])
         step.update(choice.info)

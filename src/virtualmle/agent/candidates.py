@@ -15,7 +15,7 @@ A candidate is one or two parameter changes relative to the incumbent. They come
 
 Every value is snapped to the space's legal values, configurations that break a constraint or
 were already tried are dropped (the agent also drops a change of training length alone that would
-repeat the incumbent's run epoch for epoch: `reruns_parent`). After K trials on the same parameters without
+repeat the incumbent's run epoch for epoch: `training_length.reruns_parent`). After K trials on the same parameters without
 improvement (plateau) only candidates touching another parameter survive (forced diversity).
 
 Next to these local moves, three whole-configuration sources: ``global`` (a Latin-hypercube
@@ -313,30 +313,6 @@ def _penalise(space: SpaceView, cands: Iterable[Candidate], hints: list[RuleHint
                 h.direction is None and same_value(new, h.value))
             if hit:
                 cand.prior -= AVOID_PENALTY * max(0.0, min(1.0, h.confidence))
-
-
-def reruns_parent(changed: dict[str, list[Any]], parent: Observation) -> bool:
-    """Whether a change of training length alone would train `parent`'s run again, epoch for
-    epoch: a new ``max_epochs`` still past the epoch where `parent` early-stopped, or a longer
-    ``patience`` for a run that never stopped early. Such a trial costs a whole run and can
-    measure nothing new. A decaying learning-rate schedule stretches with ``max_epochs``, so
-    there every ``max_epochs`` change is a new run. While `parent` is the default still in training
-    (number -1: no trial has finished), its outcome is unknown and such a change would repeat its
-    first epochs at best: it waits too."""
-    if not changed or set(changed) - {"max_epochs", "patience"}:
-        return False
-    if parent.number < 0:
-        return True
-    last, params = parent.last_epoch, parent.params
-    if last is None or parent.stopped not in ("early_stop", "max_epochs"):
-        return False
-    if "max_epochs" in changed and params.get("lr_schedule", "constant") != "constant":
-        return False
-    if parent.stopped == "early_stop":
-        new_max = changed.get("max_epochs", [None, last])[1]
-        return "patience" not in changed and isinstance(new_max, (int, float)) and new_max >= last
-    old_p, new_p = changed.get("patience", [0, 0])
-    return "max_epochs" not in changed and isinstance(new_p, (int, float)) and new_p >= old_p
 
 
 def generate_candidates(

@@ -341,21 +341,21 @@ def llm_usage(run_dir: Path) -> dict[str, Any]:
 
 def read_run(study: Any, method: str, seed: int, run_dir: Path, table: Any = None) -> RunResult:
     """A stored study as a `RunResult` (counted trials in trial-number order)."""
-    from virtualmle.search.stored import counts, summarize
+    from virtualmle.search.stored import choice_value, counts, summarize
 
     trials = sorted((t for t in study.get_trials(deepcopy=False) if counts(t)), key=lambda t: t.number)
+    metric = study.user_attrs.get("metric", "ndcg@10")
     values: list[float | None] = []
     seconds: list[float] = []
     snaps = 0
     for t in trials:
-        ok = t.user_attrs.get("outcome") == "complete" and t.value is not None
-        values.append(float(t.value) if ok else None)
+        values.append(choice_value(t, metric))
         seconds.append(float(t.user_attrs.get("seconds") or 0.0))
         if table is not None and t.user_attrs.get("outcome") != "invalid":
             params = {**t.params, **t.user_attrs.get("extra_params", {})}
             if table.lookup(params).snapped:
                 snaps += 1
-    s = summarize(study, method, study.user_attrs.get("metric", "ndcg@10"), len(trials))
+    s = summarize(study, method, metric, len(trials))
     return RunResult(
         method=method, seed=seed, study=study.study_name, trials=len(trials), values=values,
         seconds=seconds, best_value=s.best_value, best_test=s.best_test, best_params=s.best_params,

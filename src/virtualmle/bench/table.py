@@ -375,14 +375,19 @@ class TableExecutor:
             return out
         if pruned:
             # Stopped early: the metrics of the best epoch so far, and that share of the seconds.
-            vals = [(e.get("valid") or {}).get(metric) for e in shown]
-            best = max((v for v in vals if isinstance(v, (int, float))), default=None)
+            # When the real run's best epoch was among those shown, the best so far is that epoch,
+            # whose validation and test metrics the table holds; else only its validation value.
             share = len(shown) / max(1, len(epochs))
             out.outcome = Outcome.PRUNED
             out.seconds = row.seconds * share
-            out.result = {"valid": {metric: best} if best is not None else {}, "test": {},
-                          "epochs": shown, "best_epoch": None, "num_params": row.num_params,
-                          "stopped": "pruned"}
+            if row.best_epoch is not None and any(e.get("epoch") == row.best_epoch for e in shown):
+                valid, test, best_epoch = dict(row.valid), dict(row.test), row.best_epoch
+            else:
+                vals = [(e.get("valid") or {}).get(metric) for e in shown]
+                best = max((v for v in vals if isinstance(v, (int, float))), default=None)
+                valid, test, best_epoch = ({metric: best} if best is not None else {}), {}, None
+            out.result = {"valid": valid, "test": test, "epochs": shown, "best_epoch": best_epoch,
+                          "num_params": row.num_params, "stopped": "pruned"}
             return out
         out.result = {"valid": dict(row.valid), "test": dict(row.test), "epochs": shown,
                       "best_epoch": row.best_epoch, "num_params": row.num_params,

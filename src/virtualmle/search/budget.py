@@ -4,16 +4,19 @@
     ComputeBudget(seconds)               # compute spent, read from storage, plus running trials
     make_pruner("hyperband", max_epochs) # --prune median | sha | hyperband (None: no pruning)
 
-Compute is training time summed over trials (two workers spend it twice as fast as one), as the
-trials report it: a finished trial's ``seconds`` (stored, so a resumed study or another process on
-the same study counts it) and a running trial's epoch seconds so far. On a replayed table the
-trials' recorded seconds count, so methods compare at equal compute there too.
+Compute is training time summed over trials (two workers spend it twice as fast as one): a
+finished trial's ``seconds`` (stored, so a resumed study or another process on the same study
+counts it) and, for a running trial, its epoch seconds so far or the time since it started,
+whichever is more (a trial whose first epoch takes half an hour spends from its start, not from
+its first validation). On a replayed table the trials' recorded seconds count, so methods
+compare at equal compute there too.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -79,6 +82,7 @@ class ComputeBudget:
     seconds: float | None
     running: dict[int, float] = field(default_factory=dict)  # trial number -> epoch seconds so far
     finished: float = 0.0  # stored seconds of the study's finished trials (all processes)
+    started: dict[int, float] = field(default_factory=dict)  # running trial -> time.monotonic() at start
 
     def refresh(self, trials: list[FrozenTrial], counts: Callable[[FrozenTrial], bool]) -> None:
         """Re-read what finished trials spent, from storage (`counts`: the trials that count)."""
@@ -87,9 +91,19 @@ class ComputeBudget:
     def epoch(self, number: int, seconds: float) -> None:
         self.running[number] = self.running.get(number, 0.0) + max(0.0, float(seconds or 0.0))
 
+    def start(self, number: int) -> None:
+        self.started[number] = time.monotonic()
+
+    def finish(self, number: int) -> None:
+        """From now on the trial's stored seconds count (`refresh`)."""
+        self.running.pop(number, None)
+        self.started.pop(number, None)
+
     @property
     def spent(self) -> float:
-        return self.finished + sum(self.running.values())
+        now = time.monotonic()
+        return self.finished + sum(max(self.running.get(n, 0.0), now - self.started.get(n, now))
+                                   for n in set(self.running) | set(self.started))
 
     @property
     def left(self) -> float | None:

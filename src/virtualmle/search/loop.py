@@ -68,6 +68,7 @@ from virtualmle.search.storage import (
 from virtualmle.search.stored import (
     RESERVED_ATTRS,
     counts,
+    cut_by_budget,
     holds_budget,
     method_attrs,
     record_from_trial,
@@ -75,6 +76,7 @@ from virtualmle.search.stored import (
     slim_epoch,
     summarize,
 )
+from virtualmle.search.worker import STOP_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ __all__ = ["DEFAULT_TRIALS", "SearchOptions", "SearchSummary", "record_from_tria
 # A sampler draw that breaks a constraint is drawn again up to this many times in a row.
 MAX_REDRAWS = 100
 CHECKPOINT = "checkpoint.pt"  # a screened or promoted trial's resumable state, in its trial dir
+BUDGET_POLL_S = 5.0  # with a time budget, how often running trials' compute is looked at
 # Identity of the study: a resumed search must agree with what the study was created for.
 _IDENTITY = ("dataset", "model", "method", "metric")
 
@@ -300,6 +303,8 @@ class _Search:
             spec.checkpoint = str(Path(spec.trial_dir) / CHECKPOINT)
         if resume_from is not None:
             spec.resume_from = str(self.run_dir / "trials" / f"{int(resume_from):04d}" / CHECKPOINT)
+        Path(spec.trial_dir, STOP_FILE).unlink(missing_ok=True)  # a request is for this run only
+        self.compute.start(trial.number)
         future = self.executor.submit(spec, self._epoch_callback(trial, params))
         self.running[future] = _Running(trial, params, screen=screen)
         self._sync_pending()
@@ -322,14 +327,16 @@ class _Search:
 
         def on_epoch(log: dict[str, Any]) -> bool:
             self.compute.epoch(trial.number, log.get("seconds") or 0.0)
+            value = log.get("valid", {}).get(metric)
+            ok = value is not None and math.isfinite(value)
+            if ok:  # reported first: the epoch the budget ends on is part of the trial's curve
+                trial.report(float(value), step=int(log.get("epoch", 0)))
+                curve.append(float(value))
             if self.compute.used_up():  # the compute budget is spent: keep what this trial has
                 self._stops[trial.number] = ("budget", None)
                 return True
-            value = log.get("valid", {}).get(metric)
-            if value is None or not math.isfinite(value):
+            if not ok:
                 return False
-            trial.report(float(value), step=int(log.get("epoch", 0)))
-            curve.append(float(value))
             if self._watch(trial, params, curve):
                 return True
             if prune and trial.should_prune():
@@ -389,8 +396,11 @@ class _Search:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, state=TrialState.FAIL)
-        # The one place models are kept or dropped (a complete trial's model may become the best).
-        self.keeper.trial_finished(trial.number, value if record.outcome is Outcome.COMPLETE else None)
+        # The one place models are kept or dropped: a complete trial's model, or that of a trial the
+        # compute budget ended (its best epoch's weights: `stored.cut_by_budget`), may become the best.
+        if record.outcome is Outcome.PRUNED:
+            value = cut_by_budget(trial.user_attrs, self.opts.metric)
+        self.keeper.trial_finished(trial.number, value if record.outcome in (Outcome.COMPLETE, Outcome.PRUNED) else None)
 
     def redo_observe(self) -> list[int]:
         """Finish trials a dead process left RUNNING after their result was stored.
@@ -448,19 +458,19 @@ class _Search:
         run = self.running.pop(future)
         trial = run.trial
         out = future.result()
-        self.compute.running.pop(trial.number, None)  # from now on its stored seconds count
+        self.compute.finish(trial.number)  # from now on its stored seconds count
         stop = self._stops.pop(trial.number, None)
         result = out.result or {}
-        attrs: dict[str, Any] = {
-            "outcome": out.outcome.value,
-            "seconds": round(out.seconds, 3),
-            "log": out.log_path,
-        }
-        value = None
         if out.outcome is Outcome.COMPLETE and run.screen and result.get("stopped") == "max_epochs":
             # Trained only as far as its screen: a partial curve, never a full observation.
             why = f"screened for {len(result.get('epochs') or [])} validation(s), to be compared before promotion"
             out.outcome, stop = Outcome.PRUNED, ("screen", why)
+        attrs: dict[str, Any] = {
+            "outcome": out.outcome.value,  # after a screen's reclassification: storage says pruned too
+            "seconds": round(out.seconds, 3),
+            "log": out.log_path,
+        }
+        value = None
         if result.get("resumed_epoch"):
             attrs["resumed_epoch"] = result["resumed_epoch"]
         if out.outcome is Outcome.PRUNED and stop is not None:
@@ -532,9 +542,29 @@ class _Search:
                     continue  # every proposal was invalid: ask again (invalid ones used budget)
             if not self.running:
                 return
-            done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+            # With a time budget, look again every few seconds: a trial in a long epoch spends
+            # compute before its next validation, and is asked to stop when the budget is spent.
+            timeout = None if self.compute.seconds is None else BUDGET_POLL_S
+            done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
             for future in done:
                 self.finish(future)
+            if self.compute.used_up():
+                self._ask_to_stop()
+
+    def _ask_to_stop(self) -> None:
+        """The compute budget is spent: each running trial ends its epoch now, validates what it
+        has and stops (`train(stop_file=...)`; stored as pruned with ``stopped_by: budget``)."""
+        for run in self.running.values():
+            number = run.trial.number
+            if number in self._stops:
+                continue
+            self._stops[number] = ("budget", None)
+            stop = self.run_dir / "trials" / f"{number:04d}" / STOP_FILE
+            try:
+                stop.parent.mkdir(parents=True, exist_ok=True)
+                stop.touch()
+            except OSError as exc:  # a remote node's trial stops at its next validation instead
+                logger.debug("trial %d: could not ask it to stop: %s", number, exc)
 
     def interrupt(self) -> None:
         """Ctrl-C: kill running trials and record them as interrupted (re-run on resume)."""

@@ -3,11 +3,13 @@
 Each trial worker saves its model into ``<run_dir>/trials/NNNN/model`` (the driver never loads
 weights). When a trial finishes, the driver calls `ModelKeeper.trial_finished` once:
 
-- the best completed trial's model (highest validation value; ties: the earlier trial, as the
-  summary picks) is ``<run_dir>/best_model``, replaced only when a better trial completes, so a
+- the best model of a completed trial, or of one the compute budget ended (its best epoch's
+  weights: `stored.cut_by_budget`), by validation value (ties: the earlier trial, as the summary
+  picks) is ``<run_dir>/best_model``, replaced only when a better trial completes, so a
   finished or interrupted study always has its best model on disk;
 - with ``keep`` K > 1 the next K - 1 are kept in ``<run_dir>/models/trial-NNNN``;
-- every other trial's model is deleted (failed, pruned and interrupted trials keep none).
+- every other trial's model is deleted (failed and interrupted trials, and those a pruner, the
+  method or a screen stopped, keep none).
 
 Moves are renames within the run directory (cheap, and a model directory is never seen half
 written). The state is the disk, so a resumed study continues where the last run left off. One

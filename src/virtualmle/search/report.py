@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from virtualmle.errors import StorageError
 from virtualmle.files import write_atomic
 from virtualmle.records import A_TEXT_REJECTIONS, NOTE_ATTRS
+from virtualmle.search.stored import choice_value
 
 _HIDDEN_ATTRS = {"owner", "log", "valid", "test", "epochs", "seconds", "outcome", "num_params",
                  "best_epoch", "stopped", "error", "traceback", "extra_params", "free", "method"}
@@ -74,14 +75,15 @@ def _outcome(t: FrozenTrial) -> str:
     return t.user_attrs.get("outcome") or t.state.name.lower()
 
 
-def _best_curve(trials: list[FrozenTrial]) -> tuple[list[int], list[float], list[float]]:
+def _best_curve(trials: list[FrozenTrial], metric: str) -> tuple[list[int], list[float], list[float]]:
     """(trial index 1.., cumulative compute seconds, best value so far) over completion order."""
     idx, secs, best = [], [], []
     total, cur = 0.0, -math.inf
     for i, t in enumerate(trials, 1):
         total += float(t.user_attrs.get("seconds", 0.0))
-        if t.state == TrialState.COMPLETE and t.value is not None:
-            cur = max(cur, t.value)
+        value = choice_value(t, metric)
+        if value is not None:
+            cur = max(cur, value)
         idx.append(i)
         secs.append(total)
         best.append(cur if cur > -math.inf else math.nan)
@@ -119,7 +121,7 @@ def plot_history(study: StudyData, path: Path) -> None:
         if fails:
             ax.scatter(fails, [0.0] * len(fails), marker="x", s=22, color=_OUTCOME_COLORS.get(outcome, "k"),
                        label=f"{outcome} (no value)")
-    idx, _, best = _best_curve(study.trials)
+    idx, _, best = _best_curve(study.trials, study.metric)
     ax.step(idx, best, where="post", color="black", lw=1.5, label="best so far")
     from matplotlib.ticker import MaxNLocator
 
@@ -136,7 +138,7 @@ def plot_compute(study: StudyData, path: Path) -> None:
     """Best validation metric so far against cumulative compute seconds."""
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
-    _, secs, best = _best_curve(study.trials)
+    _, secs, best = _best_curve(study.trials, study.metric)
     ax.step(secs, best, where="post", color="black", lw=1.5)
     ax.scatter(secs, best, s=10, color="black")
     ax.set_xlabel("compute seconds (sum of trial wall times)")
@@ -205,7 +207,7 @@ def plot_compare(studies: list[StudyData], path: Path, by: str) -> None:
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     for s in studies:
-        idx, secs, best = _best_curve(s.trials)
+        idx, secs, best = _best_curve(s.trials, s.metric)
         ax.step(idx if by == "trials" else secs, best, where="post", lw=1.5, label=s.name)
     ax.set_xlabel("trial (completion order)" if by == "trials" else "compute seconds")
     ax.set_ylabel("best validation metric")
@@ -246,8 +248,8 @@ def _study_section(s: StudyData, out: Path) -> str:
     plot_history(s, out / f"{slug}-history.png")
     plot_compute(s, out / f"{slug}-compute.png")
     has_params = plot_params(s, out / f"{slug}-params.png")
-    done = [t for t in s.trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = max(done, key=lambda t: (t.value, -t.number)) if done else None
+    scored = [(v, t) for t in s.trials if (v := choice_value(t, s.metric)) is not None]
+    best_value, best = max(scored, key=lambda p: (p[0], -p[1].number)) if scored else (None, None)
     counts: dict[str, int] = {}
     for t in s.trials:
         counts[_outcome(t)] = counts.get(_outcome(t), 0) + 1
@@ -269,7 +271,7 @@ def _study_section(s: StudyData, out: Path) -> str:
         rows = "".join(f"<tr><td>{e(k)}</td><td class=num>{valid[k]:.6f}</td>"
                        f"<td class=num>{test.get(k, math.nan):.6f}</td></tr>" for k in valid)
         cfg = " ".join(f"{e(k)}={e(_fmt(v))}" for k, v in {**best.params, **best.user_attrs.get('extra_params', {})}.items())
-        parts.append(f"<p>Best on validation: trial <b>#{best.number}</b>, {e(s.metric)} <b>{best.value:.6f}</b>"
+        parts.append(f"<p>Best on validation: trial <b>#{best.number}</b>, {e(s.metric)} <b>{best_value:.6f}</b>"
                      f"<br><span class=muted>{cfg}</span></p>")
         parts.append("<table><tr><th>metric</th><th>validation</th><th>test (reported once, never used to choose)</th>"
                      f"</tr>{rows}</table>")

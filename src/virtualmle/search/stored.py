@@ -7,12 +7,13 @@ and nothing writes it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from virtualmle.records import Outcome, TrialRecord
+from virtualmle.records import A_SCREEN, Outcome, TrialRecord
 from virtualmle.search.options import SearchSummary
 
 # User attrs the loop owns; everything else on a trial came from the method.
@@ -25,7 +26,9 @@ RESERVED_ATTRS = frozenset({
 def record_from_trial(trial: FrozenTrial) -> TrialRecord:
     """The method's view of a stored trial (no test metrics)."""
     attrs = trial.user_attrs
-    if "outcome" in attrs:
+    if trial.state == TrialState.PRUNED:
+        outcome = Outcome.PRUNED  # studies written before screens were stored as pruned say complete
+    elif "outcome" in attrs:
         outcome = Outcome(attrs["outcome"])
     else:
         outcome = {TrialState.COMPLETE: Outcome.COMPLETE, TrialState.PRUNED: Outcome.PRUNED}.get(
@@ -44,6 +47,30 @@ def record_from_trial(trial: FrozenTrial) -> TrialRecord:
         user_attrs={k: v for k, v in attrs.items() if k not in RESERVED_ATTRS},
         stopped=attrs.get("stopped"),
     )
+
+
+def cut_by_budget(attrs: dict[str, Any], metric: str) -> float | None:
+    """The validation `metric` of the best epoch of a trial the compute budget ended (from
+    `attrs`, its user attrs; Optuna's value of a pruned trial is its last reported epoch, not its
+    best), or None when the trial may not be the study's choice: a pruned trial another reason
+    stopped (a pruner, the method, a screen) or one whose test metrics were not measured."""
+    if attrs.get("stopped_by") != "budget" or attrs.get(A_SCREEN) or not attrs.get("test"):
+        return None
+    value = (attrs.get("valid") or {}).get(metric)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def choice_value(trial: FrozenTrial, metric: str) -> float | None:
+    """The validation value a trial competes with for the study's choice; None: it cannot be
+    chosen. A completed trial, or one the compute budget ended (`cut_by_budget`): a run cut at the
+    deadline holds the weights of its best validation epoch and their test metrics, as a finished
+    run does. What a pruner, the method or a screen stopped is a partial curve judged not worth
+    finishing, never a choice."""
+    if trial.state == TrialState.COMPLETE:
+        return trial.value
+    if trial.state == TrialState.PRUNED:
+        return cut_by_budget(trial.user_attrs, metric)
+    return None
 
 
 def counts(trial: FrozenTrial) -> bool:
@@ -88,8 +115,8 @@ def summarize(study: optuna.Study, method: str, metric: str, budget: int, *, wal
             continue
         key = t.user_attrs.get("outcome") or t.state.name.lower()
         outcomes[key] = outcomes.get(key, 0) + 1
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = max(done, key=lambda t: (t.value, -t.number)) if done else None
+    scored = [(v, t) for t in trials if (v := choice_value(t, metric)) is not None]
+    best_value, best = max(scored, key=lambda p: (p[0], -p[1].number)) if scored else (None, None)
     return SearchSummary(
         study_name=study.study_name,
         method=method,
@@ -98,7 +125,7 @@ def summarize(study: optuna.Study, method: str, metric: str, budget: int, *, wal
         trials_used=sum(1 for t in trials if counts(t)),
         outcomes=outcomes,
         best_number=best.number if best else None,
-        best_value=best.value if best else None,
+        best_value=best_value,
         best_params={**best.params, **best.user_attrs.get("extra_params", {})} if best else {},
         best_valid=dict(best.user_attrs.get("valid", {})) if best else {},
         best_test=dict(best.user_attrs.get("test", {})) if best else {},

@@ -32,6 +32,10 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+# In the trial directory: its presence asks the running trial to end its epoch now, validate and
+# stop (the driver writes it when a study's compute budget is spent).
+STOP_FILE = "stop"
+
 _T0 = time.monotonic()
 TEST_FAULT_ENV = "VIRTUALMLE_TEST_FAULT"
 TRACEBACK_LINES = 12
@@ -190,10 +194,13 @@ def run(spec: dict[str, Any], events: _Events) -> None:
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, f"{checkpoint}.part")
         os.replace(f"{checkpoint}.part", checkpoint)
-    result = train(data, config, device=device, on_epoch=on_epoch, checkpoint=checkpoint)
+    result = train(data, config, device=device, on_epoch=on_epoch, checkpoint=checkpoint,
+                   stop_file=Path(spec["trial_dir"]) / STOP_FILE)
     doc = result.to_json()
-    if spec.get("save_model") and result.stopped != "pruned":
-        _save(spec, result, doc, data)  # before the result: the driver takes the model on it
+    if spec.get("save_model"):
+        # Before the result: the driver takes the model on it, or drops it when a pruner or a
+        # screen stopped the trial (a trial the budget stopped may still be the study's choice).
+        _save(spec, result, doc, data)
     events.send(event="result", result=doc)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -164,11 +165,15 @@ class RunSetup:
     loss_ctx: LossContext
     rng: np.random.Generator  # batch composition and order
     gen: torch.Generator  # negatives
+    cut: bool = False  # the last epoch was cut short by a stop request
 
-    def train_epoch(self, config: TrainConfig, epoch: int, display: _Display | None = None) -> float:
-        """One epoch over the batches; the mean training loss."""
-        return _train_epoch(self.model, self.batches, self.rng, self.optimizer, config, self.loss_ctx, epoch,
-                            display, self.scheduler)
+    def train_epoch(self, config: TrainConfig, epoch: int, display: _Display | None = None,
+                    stop: Callable[[], bool] | None = None) -> float:
+        """One epoch over the batches (ended after the current batch when `stop()` says so:
+        `cut`); the mean training loss."""
+        loss, self.cut = _train_epoch(self.model, self.batches, self.rng, self.optimizer, config, self.loss_ctx,
+                                      epoch, display, self.scheduler, stop)
+        return loss
 
 
 def setup_run(data: SequenceData, config: TrainConfig, device: str | torch.device = "cpu") -> RunSetup:
@@ -212,6 +217,7 @@ def train(
     on_epoch: Callable[[EpochLog], bool | None] | None = None,
     progress: bool = False,
     checkpoint: str | Path | None = None,
+    stop_file: str | Path | None = None,
 ) -> TrainResult:
     """Train `config` on `data`, select the best epoch on validation, test it once.
 
@@ -225,6 +231,9 @@ def train(
         checkpoint: a file the run's state is written to after every validation; when it
             exists, training continues from it (training/checkpoint.py: only `max_epochs`,
             `patience` and `eval_every` may differ from the run that wrote it).
+        stop_file: when this file appears, the epoch ends after its current batch, the model is
+            validated and training stops ("pruned"); a search writes it when its compute budget
+            is spent. A cut epoch writes no checkpoint (the last one stays resumable).
     Raises:
         DivergedError: the loss or the gradient norm became NaN / infinite.
         CheckpointError: `checkpoint` belongs to another configuration or dataset.
@@ -234,6 +243,7 @@ def train(
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     run = setup_run(data, config, dev)
+    stop = (lambda: os.path.exists(stop_file)) if stop_file is not None else None
     model, optimizer, scheduler, rng, gen = run.model, run.optimizer, run.scheduler, run.rng, run.gen
     profile = profile_dataset(data, max_len=config.max_len)
     for warning in profile["warnings"]:
@@ -265,10 +275,10 @@ def train(
         t0 = time.perf_counter()
         first = resumed + 1 if stopped == "max_epochs" else config.max_epochs + 1
         for epoch in range(first, config.max_epochs + 1):
-            train_loss = run.train_epoch(config, epoch, display)
-            # Validate every `eval_every` epochs and after the last; a log covers the epochs
-            # since the previous validation (its seconds) and reports this epoch's loss.
-            if epoch % config.eval_every and epoch != config.max_epochs:
+            train_loss = run.train_epoch(config, epoch, display, stop)
+            # Validate every `eval_every` epochs, after the last and after a cut one; a log covers
+            # the epochs since the previous validation (its seconds) and reports this epoch's loss.
+            if epoch % config.eval_every and epoch != config.max_epochs and not run.cut:
                 continue
             valid = evaluate(model, valid_batches, priors)
             log = EpochLog(epoch, train_loss, valid, time.perf_counter() - t0, config.metric)
@@ -279,14 +289,14 @@ def train(
             else:
                 since_best += 1
             logs.append(log)
-            if checkpoint is not None:
+            if checkpoint is not None and not run.cut:
                 ckpt.save(checkpoint, config=config, data=data, model=model, optimizer=optimizer,
                           scheduler=scheduler, rng=rng, gen=gen, state=ckpt.RunState(
                               epoch, [{**e.to_json(), "is_best": e.is_best} for e in logs],
                               best_score, best_epoch, best_state, since_best))
             if display:
                 display.epoch_done(log)
-            if on_epoch is not None and on_epoch(log):
+            if (on_epoch is not None and on_epoch(log)) or run.cut:
                 stopped = "pruned"
                 break
             if config.patience and since_best >= config.patience:
@@ -328,8 +338,9 @@ def _train_epoch(
     epoch: int,
     display: _Display | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-) -> float:
-    """One pass over the training batches; returns the mean batch loss."""
+    stop: Callable[[], bool] | None = None,
+) -> tuple[float, bool]:
+    """One pass over the training batches: (mean batch loss, whether `stop()` cut it short)."""
     model.train()
     loss_fn = LOSSES[config.loss]
     # The norm is computed even without clipping: a non-finite norm is divergence.
@@ -356,7 +367,9 @@ def _train_epoch(
         total, count = total + value, count + 1
         if display:
             display.step(epoch, value)
-    return total / max(count, 1)
+        if stop is not None and stop():
+            return total / count, True
+    return total / max(count, 1), False
 
 
 class _Display:

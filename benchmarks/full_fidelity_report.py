@@ -1,0 +1,223 @@
+"""The full-fidelity section of docs/results.md, from the committed study journals (issue 13 §4).
+
+Reads `benchmarks/tables/ff_search/methods.journal` (written by benchmarks/full_fidelity_search.sh,
+resumable across sessions), and writes the section "Full fidelity: search methods at equal
+compute" into docs/results.md (replacing the previous version of it; benchmarks/results.py keeps
+it when it regenerates the page) and the plot docs/results/ff_best_vs_compute.png:
+
+    python benchmarks/full_fidelity_report.py [--journal PATH] [--page docs/results.md]
+
+Per run: the configuration chosen on validation (the best completed trial, or one the compute
+budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
+really spent, and the compute until the best validation so far first reached 97% of the best any
+finished run found. Compute is training seconds summed over trials, in the order the trials
+finished (two workers spend it twice as fast as the wall clock). A run whose budget is not spent
+yet is listed as in progress and left out of the means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from virtualmle.bench.stats import mean, se
+from virtualmle.search.stored import choice_value, counts, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "methods.journal"
+PAGE = ROOT / "docs" / "results.md"
+HEADING = "## Full fidelity: search methods at equal compute"
+NAME = re.compile(r"^bench-(?P<data>[a-z_]+)-(?P<model>[a-z]+)-(?P<space>[a-z0-9_]+)-(?P<method>.+)-s(?P<seed>\d+)$")
+TARGET_FRAC = 0.97
+SHOWN = ("loss", "hidden", "blocks", "ffn_mult", "dropout", "lr", "batch_size", "max_epochs", "patience",
+         "pos_enc", "prior_transition", "prior_cooc")
+
+
+@dataclass
+class Run:
+    method: str
+    seed: int
+    budget: float | None
+    spent: float
+    trials: int
+    outcomes: dict[str, int]
+    best_valid: float | None
+    test: dict[str, float]
+    params: dict[str, Any]
+    curve: list[tuple[float, float]]  # (compute seconds when a trial finished, best valid so far)
+    in_budget: tuple[float, float | None] | None = None  # (valid, test) of the choice among trials done within the budget
+
+    @property
+    def finished(self) -> bool:
+        return self.budget is not None and self.spent >= self.budget
+
+    def to_reach(self, target: float) -> float | None:
+        return next((c for c, v in self.curve if v >= target), None)
+
+
+def read_runs(journal: Path) -> list[Run]:
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    runs = []
+    for summary in optuna.get_all_study_summaries(storage):
+        m = NAME.match(summary.study_name)
+        if m is None:
+            continue
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = [t for t in study.get_trials(deepcopy=False) if counts(t)]
+        trials.sort(key=lambda t: (t.datetime_complete or t.datetime_start, t.number))
+        spent, best, curve, in_budget = 0.0, None, [], None
+        budget = study.user_attrs.get("time_budget")
+        for t in trials:
+            spent += float(t.user_attrs.get("seconds") or 0.0)
+            value = choice_value(t, "ndcg@10")
+            if value is not None and (best is None or value > best):
+                best = value
+                if budget is None or spent <= budget:
+                    in_budget = (value, (t.user_attrs.get("test") or {}).get("ndcg@10"))
+            if best is not None:
+                curve.append((spent, best))
+        s = summarize(study, m["method"], "ndcg@10", len(trials))
+        outcomes: dict[str, int] = {}
+        for t in trials:
+            key = _outcome(t)
+            outcomes[key] = outcomes.get(key, 0) + 1
+        runs.append(Run(m["method"], int(m["seed"]), budget, spent, len(trials),
+                        outcomes, s.best_value, s.best_test, s.best_params, curve, in_budget))
+    return sorted(runs, key=lambda r: (r.method, r.seed))
+
+
+def _outcome(t: FrozenTrial) -> str:
+    """complete, failed, or who stopped a pruned trial (screen, pruner, budget, method)."""
+    if t.state == TrialState.PRUNED:
+        return str(t.user_attrs.get("stopped_by") or "pruned")
+    if t.state == TrialState.COMPLETE:
+        return "complete"
+    return str(t.user_attrs.get("outcome") or "failed")
+
+
+def _f(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _min(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f}"
+
+
+def _config(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {params[k]:g}" if isinstance(params[k], float) else f"{k} {params[k]}"
+                     for k in SHOWN if k in params)
+
+
+def section(runs: list[Run], plot: str | None) -> str:
+    done = [r for r in runs if r.finished]
+    best_any = max((r.best_valid for r in done if r.best_valid is not None), default=None)
+    target = None if best_any is None else TARGET_FRAC * best_any
+    L = [HEADING, "",
+         "Beauty x SASRec on the full data (22,363 users, all epochs a trial chooses), the `extended` space "
+         "(training length, losses, the published-code switches, structure, priors), 45 minutes of compute "
+         "per run, two one-thread trials at once, on the 2-core CPU machine. Methods: the agent (screening "
+         "5 epochs, then promoting the best from its checkpoint; LLM steps on the embedded model), TPE with "
+         "Optuna's HyperbandPruner, random search. Written by `python benchmarks/full_fidelity_report.py` "
+         "from `benchmarks/tables/ff_search/methods.journal` (`benchmarks/full_fidelity_search.sh` runs and "
+         "resumes the studies). The test metrics are those of the configuration each run chose on "
+         "validation; nothing is chosen on test.", ""]
+    if target is not None:
+        L += [f"Target for compute-to-reach: {TARGET_FRAC:.2f} x the best validation NDCG@10 any finished run "
+              f"found ({best_any:.4f}) = {target:.4f}.", ""]
+    L += ["A run spends a little more than 45 minutes: a trial in flight when the budget runs out ends "
+          "its epoch and validates. Studies started before the budget could stop a trial mid-epoch "
+          "(seed 0 of every method) overshot more: there a trial in flight ran to its next validation, "
+          "up to half an hour later. The compute column says what each run spent. The columns "
+          "\"within 45 min\" hold the choice among the trials that had finished when 45 minutes "
+          "were spent, the fair comparison; the others hold the run's final choice.", "",
+          "| method | finished runs | best valid NDCG@10 (mean ± se) | test NDCG@10 of chosen (mean ± se) | "
+          "test HR@10 of chosen (mean) | within 45 min: valid / test NDCG@10 (mean) | compute spent, min (mean) "
+          "| reached target | compute to target, min (mean) |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for method in sorted({r.method for r in runs}):
+        rs = [r for r in done if r.method == method]
+        valid = [r.best_valid for r in rs if r.best_valid is not None]
+        test = [r.test["ndcg@10"] for r in rs if "ndcg@10" in r.test]
+        hr = [r.test["hr@10"] for r in rs if "hr@10" in r.test]
+        reach = [r.to_reach(target) for r in rs] if target is not None else []
+        hit = [x for x in reach if x is not None]
+        cut_v = [r.in_budget[0] for r in rs if r.in_budget]
+        cut_t = [r.in_budget[1] for r in rs if r.in_budget and r.in_budget[1] is not None]
+        L.append(f"| {method} | {len(rs)} | {_f(mean(valid))} ± {_f(se(valid))} | {_f(mean(test))} ± {_f(se(test))} "
+                 f"| {_f(mean(hr))} | {_f(mean(cut_v))} / {_f(mean(cut_t))} | {_min(mean([r.spent for r in rs]))} "
+                 f"| {len(hit)}/{len(rs)} | {_min(mean(hit))} |")
+    L += ["", "Every run, finished or not:", "",
+          "| method | seed | status | trials (how they ended) | compute, min | best valid | test NDCG@10 | test HR@10 | "
+          "chosen configuration (some of its parameters) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        status = "finished" if r.finished else f"in progress ({_min(r.spent)} of {_min(r.budget)} min)"
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items()))
+        L.append(f"| {r.method} | {r.seed} | {status} | {r.trials} ({outcomes}) | {_min(r.spent)} | {_f(r.best_valid)} "
+                 f"| {_f(r.test.get('ndcg@10'))} | {_f(r.test.get('hr@10'))} | {_config(r.params)} |")
+    if plot:
+        L += ["", f"![best validation NDCG@10 against compute]({plot})"]
+    return "\n".join(L) + "\n"
+
+
+def plot_runs(runs: list[Run], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(111)
+    colours = {}
+    for r in runs:
+        if not r.curve:
+            continue
+        c = colours.setdefault(r.method, f"C{len(colours)}")
+        xs = [x / 60 for x, _ in r.curve]
+        ax.step(xs, [v for _, v in r.curve], where="post", color=c, alpha=0.9 if r.finished else 0.4,
+                label=r.method if r.method not in {lbl for lbl in ax.get_legend_handles_labels()[1]} else None)
+    ax.set_xlabel("compute, minutes (training seconds summed over trials)")
+    ax.set_ylabel("best validation NDCG@10 so far")
+    ax.set_title("Beauty x SASRec, full data, extended space (faint: run in progress)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def replace_section(page: str, text: str) -> str:
+    """`page` with its full-fidelity section replaced by `text` (appended when it has none)."""
+    start = page.find(HEADING)
+    if start < 0:
+        return page.rstrip() + "\n\n" + text
+    end = page.find("\n## ", start + len(HEADING))
+    return page[:start] + text + ("\n" + page[end + 1:] if end >= 0 else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--journal", type=Path, default=JOURNAL)
+    ap.add_argument("--page", type=Path, default=PAGE)
+    args = ap.parse_args(argv)
+    if not args.journal.is_file():
+        print(f"error: no journal at {args.journal}: run benchmarks/full_fidelity_search.sh first", file=sys.stderr)
+        return 2
+    runs = read_runs(args.journal)
+    png = args.page.parent / "results" / "ff_best_vs_compute.png"
+    plot_runs(runs, png)
+    text = section(runs, str(png.relative_to(args.page.parent)))
+    page = args.page.read_text() if args.page.is_file() else "# Results\n"
+    args.page.write_text(replace_section(page, text))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
