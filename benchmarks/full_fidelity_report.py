@@ -161,7 +161,7 @@ def section(runs: list[Run], plot: str | None) -> str:
     for r in runs:
         status = "finished" if r.finished else f"in progress ({_min(r.spent)} of {_min(r.budget)} min)"
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items()))
-        L.append(f"| {r.method} | {r.seed} | {status} | {r.trials} ({outcomes}) | {_min(r.spent)} | {_f(r.best_valid)} "
+        L.append(f"| {r.method} | {r.seed} | {status} | {r.trials}{f' ({outcomes})' if outcomes else ''} | {_min(r.spent)} | {_f(r.best_valid)} "
                  f"| {_f(r.test.get('ndcg@10'))} | {_f(r.test.get('hr@10'))} | {_config(r.params)} |")
     if plot:
         L += ["", f"![best validation NDCG@10 against compute]({plot})"]
@@ -183,7 +183,10 @@ def plot_runs(runs: list[Run], path: Path) -> None:
         xs = [x / 60 for x, _ in r.curve]
         ax.step(xs, [v for _, v in r.curve], where="post", color=c, alpha=0.9 if r.finished else 0.4,
                 label=r.method if r.method not in {lbl for lbl in ax.get_legend_handles_labels()[1]} else None)
-    ax.set_xlabel("compute, minutes (training seconds summed over trials)")
+    budgets = {r.budget for r in runs if r.budget}
+    for b in budgets:
+        ax.axvline(b / 60, ls="--", lw=1, color="grey")
+    ax.set_xlabel("compute, minutes (training seconds summed over trials; dashed: the budget)")
     ax.set_ylabel("best validation NDCG@10 so far")
     ax.set_title("Beauty x SASRec, full data, extended space (faint: run in progress)")
     ax.legend(loc="lower right")
