@@ -55,7 +55,7 @@ from virtualmle.search.method import (
     end_study,
     sampler_for,
 )
-from virtualmle.search.model_keeper import ModelKeeper
+from virtualmle.search.model_keeper import ModelKeeper, trial_dir
 from virtualmle.search.options import DEFAULT_TRIALS, SearchOptions, SearchSummary
 from virtualmle.search.space import SearchSpace, load_space
 from virtualmle.search.storage import (
@@ -289,7 +289,7 @@ class _Search:
             number=trial.number,
             data=self.opts.data,
             config=config,
-            trial_dir=str(self.run_dir / "trials" / f"{trial.number:04d}"),
+            trial_dir=str(trial_dir(self.run_dir, trial.number)),
             slice_users=self.opts.slice_users,
             data_dir=self.opts.data_dir,
             device=self.opts.device,
@@ -302,7 +302,7 @@ class _Search:
         if fidelity or resume_from is not None:  # screens and promotions keep resumable state
             spec.checkpoint = str(Path(spec.trial_dir) / CHECKPOINT)
         if resume_from is not None:
-            spec.resume_from = str(self.run_dir / "trials" / f"{int(resume_from):04d}" / CHECKPOINT)
+            spec.resume_from = str(trial_dir(self.run_dir, int(resume_from)) / CHECKPOINT)
         Path(spec.trial_dir, STOP_FILE).unlink(missing_ok=True)  # a request is for this run only
         self.compute.start(trial.number)
         future = self.executor.submit(spec, self._epoch_callback(trial, params))
@@ -559,7 +559,7 @@ class _Search:
             if number in self._stops:
                 continue
             self._stops[number] = ("budget", None)
-            stop = self.run_dir / "trials" / f"{number:04d}" / STOP_FILE
+            stop = trial_dir(self.run_dir, number) / STOP_FILE
             try:
                 stop.parent.mkdir(parents=True, exist_ok=True)
                 stop.touch()

@@ -31,9 +31,14 @@ BEST_DIR = "best_model"
 MODELS_DIR = "models"
 
 
+def trial_dir(run_dir: Path, number: int) -> Path:
+    """Trial `number`'s directory: its spec, log, checkpoint, stop request and model."""
+    return Path(run_dir) / "trials" / f"{number:04d}"
+
+
 def trial_model_dir(run_dir: Path, number: int) -> Path:
     """Where trial `number`'s worker saves its model."""
-    return Path(run_dir) / "trials" / f"{number:04d}" / "model"
+    return trial_dir(run_dir, number) / "model"
 
 
 class ModelKeeper:
