@@ -5,7 +5,8 @@ registry), so ``virtualmle search --method agent|opro`` and ``virtualmle tune`` 
 same loop, executor and storage as grid / random / TPE. See docs/agent.md.
 """
 
-from virtualmle.agent.agent import AgentConfig, VirtualMLEAgent
+from virtualmle.agent.agent import VirtualMLEAgent
+from virtualmle.agent.config import AgentConfig
 from virtualmle.agent.candidates import Candidate, RuleHint
 from virtualmle.agent.diagnostics import Diagnostics, Observation, diagnose
 from virtualmle.agent.llm_call import LLMCaller, LLMOptions

@@ -37,9 +37,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +60,7 @@ from virtualmle.agent.candidates import (
     random_candidate,
     tpe_candidates,
 )
+from virtualmle.agent.config import AgentConfig
 from virtualmle.agent.diagnostics import Observation, best_of, diagnose
 from virtualmle.agent.fallback_notice import FallbackNotice
 from virtualmle.agent.training_length import rerun_check
@@ -82,7 +82,7 @@ from virtualmle.agent.screen import Decision, decide, is_screen
 from virtualmle.agent.space_view import SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
 from virtualmle.agent.watch import hopeless
-from virtualmle.errors import ConfigError, ObserveIncomplete, VirtualMLEError
+from virtualmle.errors import ObserveIncomplete, VirtualMLEError
 from virtualmle.records import (
     A_AGENT,
     A_CHANGED,
@@ -103,86 +103,7 @@ from virtualmle.search.method import FIDELITY_KEYS, Proposal, SearchContext
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["hybrid", "llm"]
-
 MAX_CONTEXT_ATTR = 12_000  # characters of the planning context stored with a trial
-
-
-@dataclass
-class AgentConfig:
-    """Switches of the agent (the CLI's flags and the ablations).
-
-    Attributes:
-        mode: ``hybrid`` (code candidates, surrogate-ranked, LLM picks among near-ties) or
-            ``llm`` (the LLM proposes the change itself; validated and re-asked).
-        reflection: run the Reflect step (``--no-reflection`` turns it off).
-        memory: read and write long-term memory and distil a summary (``--no-memory``).
-        memory_dir: the bank directory (default ``~/.virtualmle/memory``).
-        transfer: ``auto``, ``none`` or dataset names to take cognition summaries from.
-        transfer_k: summaries retrieved by ``auto``.
-        transfer_parts: what transfer brings in: ``both`` (rules as candidate hints and prompt
-            lines, and prior trials for the surrogate), ``rules`` or ``trials`` only (the
-            transfer ablation).
-        plateau_k: trials on the same parameters without improvement before a change must
-            touch another parameter.
-        max_changes: parameters one proposal may change.
-        shortlist: at most this many candidates are shown to the LLM in hybrid mode.
-        pick_margin: only candidates scoring within this margin of the best are shown, so a
-            position-biased model cannot pick a clearly worse one (standardised units with
-            ``ucb``; a fraction of the best score with ``ei``).
-        kappa: exploration weight of the surrogate's uncertainty (``ucb`` only).
-        reasks: pure-LLM mode: re-asks after a refused proposal before falling back.
-        unavailable_retries: a step is retried this often when the backend is unreachable.
-        context: what the LLM is sent: ``full`` (the whole planning context), ``compact``
-            (profile, incumbent, diagnostics, plateau, rules: a fraction of the tokens) or
-            ``auto`` (compact for local models, which process prompts slowly on CPUs; full for
-            HTTP endpoints). The full context is stored with every trial either way.
-        explore: this many configurations drawn from the whole space (a Latin-hypercube sample
-            over the axes' values) join the local candidates in hybrid mode on every step, so
-            the surrogate's acquisition can leave the incumbent's neighbourhood.
-        tpe: this many suggestions of an independent Optuna TPE sampler, fed the study's
-            history, join the candidates in hybrid mode (0 turns it off).
-        acquisition: ``ei`` (expected improvement, default) or ``ucb`` (``mu + kappa * sigma``).
-        prior_scale: weight of the candidates' prior evidence (diagnostics, momentum, rules) next
-            to the acquisition value.
-        ard: fit a surrogate length scale per parameter (automatic relevance determination), so
-            parameters whose changes did not matter stop attracting trials.
-        display: print the hypothesis and verdict of each trial (the CLI's progress display).
-        stop_hopeless: watch each running trial's validation curve and stop it when even an
-            optimistic projection cannot reach the incumbent (`agent/watch.py`; the reason is
-            stored as ``stop_reason``). Off by default: the published bench numbers are without it.
-        screen_epochs: screen each round's candidates for this many epochs, then promote the
-            best from its checkpoint (`agent/screen.py`); 0 (default) trains every trial in full.
-        screen_width: candidates screened per round.
-        screen_tolerance: the best screen is not promoted when it trails the incumbent's curve at
-            the same epoch by more than this share.
-    """
-
-    mode: Mode = "hybrid"
-    reflection: bool = True
-    memory: bool = True
-    memory_dir: Path | None = None
-    transfer: str = "auto"
-    transfer_k: int = 2
-    transfer_parts: Literal["both", "rules", "trials"] = "both"
-    plateau_k: int = 3
-    max_changes: int = 2
-    shortlist: int = 4
-    pick_margin: float = 0.15
-    kappa: float = 0.5
-    reasks: int = 2
-    unavailable_retries: int = 1
-    context: Literal["auto", "compact", "full"] = "auto"
-    explore: int = 256
-    tpe: int = 2
-    acquisition: Literal["ei", "ucb"] = "ei"
-    prior_scale: float = 0.1
-    ard: bool = True
-    display: bool = False
-    stop_hopeless: bool = False
-    screen_epochs: int = 0
-    screen_width: int = 3
-    screen_tolerance: float = 0.1
 
 
 class VirtualMLEAgent:
@@ -208,11 +129,7 @@ class VirtualMLEAgent:
         for key, value in options.items():
             if hasattr(cfg, key) and value is not None:
                 setattr(cfg, key, value)
-        if cfg.mode not in ("hybrid", "llm"):
-            raise ConfigError(f"--mode {cfg.mode!r} is not allowed: use hybrid or llm")
-        if cfg.screen_epochs < 0 or cfg.screen_width < 1:
-            raise ConfigError(f"screening needs screen_epochs >= 0 and screen_width >= 1, not "
-                              f"{cfg.screen_epochs} and {cfg.screen_width}")
+        cfg.check()
         self.cfg = cfg
         self.view: SpaceView = space_view(space)
         # The loop's optional watch hook, offered only when asked for: without it the loop does

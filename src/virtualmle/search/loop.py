@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import re
-import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
@@ -29,42 +26,25 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from virtualmle.errors import (
-    ConfigError,
-    ObserveIncomplete,
-    StorageError,
-    VirtualMLEError,
-)
+from virtualmle.errors import ConfigError, ObserveIncomplete, VirtualMLEError
 from virtualmle.records import Outcome, TrialRecord
-from virtualmle.search.budget import ComputeBudget, make_pruner
+from virtualmle.search.budget import ComputeBudget
 from virtualmle.search.display import Display
-from virtualmle.search.executor import (
-    LocalExecutor,
-    TrialExecutor,
-    TrialOutcome,
-    TrialSpec,
-)
-from virtualmle.search.method import (
-    FIDELITY_KEYS,
-    Method,
-    Proposal,
-    SearchContext,
-    end_study,
-    sampler_for,
-)
+from virtualmle.search.executor import LocalExecutor, TrialExecutor, TrialOutcome
+from virtualmle.search.method import Method, Proposal, SearchContext, end_study, sampler_for
 from virtualmle.search.model_keeper import ModelKeeper, trial_dir
 from virtualmle.search.options import DEFAULT_TRIALS, SearchOptions, SearchSummary
-from virtualmle.search.space import SearchSpace, load_space
-from virtualmle.search.storage import (
-    default_study_name,
-    open_storage,
-    owner_alive,
-    owner_info,
-    recover_interrupted,
+from virtualmle.search.recording import (
+    distributions_for,
+    fidelity_attrs,
+    record_for,
+    result_attrs,
+    store_result,
 )
+from virtualmle.search.space import SearchSpace, load_space
+from virtualmle.search.storage import owner_alive, owner_info, recover_interrupted
 from virtualmle.search.stored import (
     RESERVED_ATTRS,
     counts,
@@ -73,22 +53,20 @@ from virtualmle.search.stored import (
     method_attrs,
     record_from_trial,
     same_owner,
-    slim_epoch,
     summarize,
 )
+from virtualmle.search.study_open import open_study
+from virtualmle.search.trial_setup import CHECKPOINT, prepare_trial
 from virtualmle.search.worker import STOP_FILE
 
 logger = logging.getLogger(__name__)
 
 # Re-exported: callers import the loop's vocabulary from here.
-__all__ = ["DEFAULT_TRIALS", "SearchOptions", "SearchSummary", "record_from_trial", "run_search", "summarize"]
+__all__ = ["CHECKPOINT", "DEFAULT_TRIALS", "SearchOptions", "SearchSummary", "record_from_trial", "run_search", "summarize"]
 
 # A sampler draw that breaks a constraint is drawn again up to this many times in a row.
 MAX_REDRAWS = 100
-CHECKPOINT = "checkpoint.pt"  # a screened or promoted trial's resumable state, in its trial dir
 BUDGET_POLL_S = 5.0  # with a time budget, how often running trials' compute is looked at
-# Identity of the study: a resumed search must agree with what the study was created for.
-_IDENTITY = ("dataset", "model", "method", "metric")
 
 
 @dataclass
@@ -97,38 +75,6 @@ class _Running:
     params: dict[str, Any]
     counts: bool = True
     screen: bool = False  # trains fewer epochs than its configuration says (a proposal's fidelity)
-
-
-def _distributions_for(space: SearchSpace, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Split a proposal into Optuna params + distributions, and extras kept as a user attr.
-
-    A numeric value outside its range widens that trial's distribution (Optuna allows differing
-    ranges); a categorical value not among the choices, or a non-numeric parameter outside the
-    space, goes to ``extra_params`` (Optuna forbids changing categorical choices).
-    """
-    dists: dict[str, Any] = {}
-    values: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for name, value in params.items():
-        spec = space.params.get(name)
-        if spec is not None and spec.contains(value):
-            dists[name], values[name] = spec.distribution(), value
-            continue
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if spec is not None and numeric and spec.type in ("float", "int") and math.isfinite(value):
-            low, high = min(spec.low, value), max(spec.high, value)
-            if spec.type == "int" and isinstance(value, int):
-                dists[name] = IntDistribution(int(low), int(high), log=spec.log)
-            else:
-                dists[name] = FloatDistribution(float(low), float(high), log=spec.log)
-            values[name] = value
-        elif spec is None and isinstance(value, int) and not isinstance(value, bool):
-            dists[name], values[name] = IntDistribution(value, value), value  # e.g. seed
-        elif spec is None and isinstance(value, float) and math.isfinite(value) and value > 0:
-            dists[name], values[name] = FloatDistribution(value, value), value
-        else:
-            extra[name] = value
-    return dists, values, extra
 
 
 class _Search:
@@ -250,8 +196,8 @@ class _Search:
                 )
         else:
             full = {**self.space.defaults(), **proposal.params}
-            dists, values, extra = _distributions_for(self.space, full)
-            attrs = {**proposal.user_attrs, **common, **_fidelity_attrs(proposal)}
+            dists, values, extra = distributions_for(self.space, full)
+            attrs = {**proposal.user_attrs, **common, **fidelity_attrs(proposal)}
             if extra:
                 attrs["extra_params"] = extra
             self.study.enqueue_trial(values, user_attrs=attrs)
@@ -265,61 +211,21 @@ class _Search:
         if not self._within_budget(trial):
             self._drop(trial, "BudgetUsed: other processes on this study took the last places")
             return False
-        bad = self.space.violations(params)
-        # Read back from the trial: a WAITING trial popped here runs as it was enqueued.
-        fidelity = dict(trial.user_attrs.get("fidelity") or {})
-        resume_from = trial.user_attrs.get("resume_from")
-        config = self._config(params)
-        from virtualmle.training import TrainConfig, default_params
-
-        full_epochs = config.get("max_epochs", default_params(self.opts.model)["max_epochs"])
-        screen = "max_epochs" in fidelity and fidelity["max_epochs"] < full_epochs
-        if fidelity:  # never beyond the configuration's (or the user's cap's) epochs
-            config.update(fidelity, max_epochs=min(fidelity.get("max_epochs", full_epochs), full_epochs))
-        problem = f"ConstraintViolation: {bad[0]}" if bad else None
-        if problem is None:
-            try:
-                TrainConfig(**config)
-            except ConfigError as exc:
-                problem = f"ConfigError: {exc}"
-        if problem is not None:
-            self._finish_invalid(trial, params, problem, free=False)
+        report_epochs = (bool(self.opts.prune) or self.opts.time_budget is not None
+                         or getattr(self.method, "watch", None) is not None)
+        prepared = prepare_trial(trial, params, self.opts, self.space, self.run_dir, report_epochs=report_epochs)
+        if prepared.spec is None:
+            self._finish_invalid(trial, params, prepared.problem or "invalid", free=False)
             return False
-        spec = TrialSpec(
-            number=trial.number,
-            data=self.opts.data,
-            config=config,
-            trial_dir=str(trial_dir(self.run_dir, trial.number)),
-            slice_users=self.opts.slice_users,
-            data_dir=self.opts.data_dir,
-            device=self.opts.device,
-            timeout=self.opts.timeout_per_trial,
-            report_epochs=(bool(self.opts.prune) or self.opts.time_budget is not None
-                           or getattr(self.method, "watch", None) is not None),
-            data_options=dict(self.opts.data_options),
-            save_model=self.opts.keep_models > 0,
-        )
-        if fidelity or resume_from is not None:  # screens and promotions keep resumable state
-            spec.checkpoint = str(Path(spec.trial_dir) / CHECKPOINT)
-        if resume_from is not None:
-            spec.resume_from = str(trial_dir(self.run_dir, int(resume_from)) / CHECKPOINT)
+        spec = prepared.spec
         Path(spec.trial_dir, STOP_FILE).unlink(missing_ok=True)  # a request is for this run only
         self.compute.start(trial.number)
         future = self.executor.submit(spec, self._epoch_callback(trial, params))
-        self.running[future] = _Running(trial, params, screen=screen)
+        self.running[future] = _Running(trial, params, screen=prepared.screen)
         self._sync_pending()
         if self.display:
             self.display.started(trial.number, len(self.running))
         return True
-
-    def _config(self, params: dict[str, Any]) -> dict[str, Any]:
-        config = {**self.space.fixed, **self.opts.fixed, **params}
-        config.update(model=self.opts.model, metric=self.opts.metric)
-        config.setdefault("seed", self.opts.seed)
-        if self.opts.max_epochs is not None:
-            # A cap: a searched max_epochs (the extended spaces) keeps a smaller value.
-            config["max_epochs"] = min(config.get("max_epochs", self.opts.max_epochs), self.opts.max_epochs)
-        return config
 
     def _epoch_callback(self, trial: optuna.Trial, params: dict[str, Any]):
         metric, prune = self.opts.metric, self.opts.prune
@@ -460,58 +366,10 @@ class _Search:
         out = future.result()
         self.compute.finish(trial.number)  # from now on its stored seconds count
         stop = self._stops.pop(trial.number, None)
-        result = out.result or {}
-        if out.outcome is Outcome.COMPLETE and run.screen and result.get("stopped") == "max_epochs":
-            # Trained only as far as its screen: a partial curve, never a full observation.
-            why = f"screened for {len(result.get('epochs') or [])} validation(s), to be compared before promotion"
-            out.outcome, stop = Outcome.PRUNED, ("screen", why)
-        attrs: dict[str, Any] = {
-            "outcome": out.outcome.value,  # after a screen's reclassification: storage says pruned too
-            "seconds": round(out.seconds, 3),
-            "log": out.log_path,
-        }
-        value = None
-        if result.get("resumed_epoch"):
-            attrs["resumed_epoch"] = result["resumed_epoch"]
-        if out.outcome is Outcome.PRUNED and stop is not None:
-            attrs["stopped_by"] = stop[0]
-            if stop[1]:
-                attrs["stop_reason"] = stop[1]
-        if out.outcome in (Outcome.COMPLETE, Outcome.PRUNED):
-            valid = result.get("valid", {})
-            value = valid.get(self.opts.metric)
-            attrs.update(
-                valid=valid,
-                test=result.get("test", {}),
-                num_params=result.get("num_params"),
-                best_epoch=result.get("best_epoch"),
-                stopped=result.get("stopped"),
-                eval_mask=result.get("eval_mask"),  # the protocol the metrics were ranked with
-            )
-        else:
-            attrs["error"] = out.error
-            if out.traceback:
-                attrs["traceback"] = out.traceback
-        attrs["epochs"] = [slim_epoch(e) for e in (result.get("epochs") or out.epochs)]
-        # ``outcome`` goes last: once it is stored the whole result is, and a process killed
-        # from here on (in the method's observe step) leaves a trial that a resume observes
-        # from storage instead of training it again (`redo_observe`).
-        for key, v in [*((k, v) for k, v in attrs.items() if k != "outcome"), ("outcome", attrs["outcome"])]:
-            trial.set_user_attr(key, v)
-        record = TrialRecord(
-            number=trial.number,
-            params=run.params,
-            outcome=out.outcome,
-            value=value,
-            valid=dict(attrs.get("valid", {})),
-            epochs=tuple(attrs["epochs"]),
-            seconds=out.seconds,
-            num_params=attrs.get("num_params"),
-            error=out.error,
-            user_attrs=method_attrs(trial),
-            stopped=attrs.get("stopped"),
-        )
-        if out.outcome is Outcome.INTERRUPTED:
+        outcome, attrs, value = result_attrs(out, screen=run.screen, stop=stop, metric=self.opts.metric)
+        store_result(trial, attrs)
+        record = record_for(trial, run.params, outcome, value, attrs, out)
+        if outcome is Outcome.INTERRUPTED:
             # Ctrl-C: leave it for the next run to do again; methods never see it.
             self.study.tell(trial, state=TrialState.FAIL)
             if out.requeue:
@@ -522,7 +380,7 @@ class _Search:
             self._sync_pending()
             return
         self._conclude(trial, record)
-        logger.info("trial %d %s value=%s (%.1fs)", trial.number, out.outcome.value, value, out.seconds)
+        logger.info("trial %d %s value=%s (%.1fs)", trial.number, outcome.value, value, out.seconds)
         if self.display:
             self.display.finished(record, self.ctx)
 
@@ -582,42 +440,6 @@ class _Search:
                 logger.debug("trial %d: could not mark interrupted: %s", run.trial.number, exc)
 
 
-def _fidelity_attrs(proposal: Proposal) -> dict[str, Any]:
-    """A proposal's fidelity and promotion as user attrs (so a resumed study runs it the same)."""
-    bad = sorted(set(proposal.fidelity) - FIDELITY_KEYS)
-    if bad:
-        raise ValueError(f"a proposal's fidelity may set only {', '.join(sorted(FIDELITY_KEYS))}, not {bad[0]}")
-    attrs: dict[str, Any] = {}
-    if proposal.fidelity:
-        attrs["fidelity"] = dict(proposal.fidelity)
-    if proposal.resume_from is not None:
-        attrs["resume_from"] = int(proposal.resume_from)
-    return attrs
-
-
-def default_run_dir(study_name: str) -> Path:
-    """``runs/<slug>``: the study name made a safe single file-name component.
-
-    A study name is free text (``../../x`` or ``/abs/path`` are valid Optuna names), so it never
-    becomes a path as is; a name with no letter or digit is refused.
-    """
-    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "_", study_name).strip("._-")[:100]
-    if not slug:
-        raise ConfigError(f"--study {study_name!r} gives no usable directory name: use letters or digits")
-    return Path("runs") / slug
-
-
-def check_writable_dir(path: Path, option: str) -> None:
-    """Create ``path`` and prove it writable now, before any trial: one line if not."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(f"{option} {path}: not writable ({exc.strerror or exc})") from None
-
-
 def run_search(
     method: Method,
     options: SearchOptions,
@@ -648,43 +470,9 @@ def run_search(
     space = options.space or load_space(options.model)
     if space.model != options.model:
         raise ConfigError(f"search space {space.source}: is for model {space.model!r}, not {options.model!r}")
-    from virtualmle.data import load_dataset, profile_dataset
-
-    # The data first: a malformed file must not leave a new, empty storage behind.
-    data_dir = Path(options.data_dir) if options.data_dir else None
-    data = load_dataset(options.data, data_dir=data_dir, slice_users=options.slice_users, **options.data_options)
-    if isinstance(storage, str) or storage is None:
-        storage = open_storage(storage)
-    dataset = data.name
-    study_name = options.study_name or default_study_name(dataset, options.model, method.name, options.seed)
-    run_dir = (Path(options.run_dir) if options.run_dir else default_run_dir(study_name)).resolve()
-    check_writable_dir(run_dir, "--run-dir")
-    pruner = make_pruner(options.prune, options.max_epochs)
-    try:
-        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
-                                    pruner=pruner, load_if_exists=True)
-    except Exception as exc:
-        raise StorageError(f"cannot open study {study_name!r}: {type(exc).__name__}: {exc}") from None
-    identity = {"dataset": dataset, "model": options.model, "method": method.name, "metric": options.metric}
-    stored = study.user_attrs
-    for key in _IDENTITY:
-        if key in stored and stored[key] != identity[key]:
-            raise StorageError(
-                f"study {study_name!r} was created for {key}={stored[key]!r}, not {identity[key]!r}: "
-                "use another --study name"
-            )
-    if not stored:
-        profile = profile_dataset(data)
-        for key, value in {**identity, "seed": options.seed, "space": space.source,
-                           "max_epochs": options.max_epochs, "slice_users": options.slice_users,
-                           "profile": profile}.items():
-            study.set_user_attr(key, value)
-    else:
-        profile = stored.get("profile") or profile_dataset(data)
-    study.set_user_attr("budget", options.trials)
-    study.set_user_attr("time_budget", options.time_budget)
-    del data  # the workers load their own copy; the parent only needed the profile
-
+    opened = open_study(options, method.name, space, storage)
+    study, study_name, dataset, profile, run_dir = (opened.study, opened.name, opened.dataset,
+                                                    opened.profile, opened.run_dir)
     trials = study.get_trials(deepcopy=False)
     # Reseeding by the number of trials so far: an uninterrupted run is reproducible, and a
     # resumed one does not replay the draws it already made.
