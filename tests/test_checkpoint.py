@@ -12,6 +12,7 @@ import torch
 from conftest import beauty_slice
 
 from virtualmle.data import SequenceData, load_dataset
+from virtualmle.errors import ConfigError
 from virtualmle.training import TrainConfig, train
 from virtualmle.training.checkpoint import CheckpointError
 
@@ -28,16 +29,22 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("extra", [{}, {"lr_schedule": "cosine", "warmup_epochs": 1, "dropout": 0.3}])
-def test_a_resumed_run_is_the_uninterrupted_run(beauty, tmp_path, extra):
+COSINE = {"lr_schedule": "cosine", "warmup_epochs": 1, "dropout": 0.3}
+
+
+@pytest.mark.parametrize("extra, first_part", [({}, "screen"), (COSINE, "kill"), (COSINE, "screen")])
+def test_a_resumed_run_is_the_uninterrupted_run(beauty, tmp_path, extra, first_part):
     straight = train(beauty, TrainConfig.for_model("sasrec", max_epochs=4, **SMALL, **extra))
     path = tmp_path / "run.ckpt"
-    if extra.get("lr_schedule", "constant") == "constant":
-        # Screened at 2 epochs, then promoted to 4: max_epochs may change with a constant rate.
-        first = train(beauty, TrainConfig.for_model("sasrec", max_epochs=2, **SMALL, **extra), checkpoint=path)
+    if first_part == "screen":
+        # Screened at 2 epochs, then promoted to 4. A decaying schedule keeps the full run's span
+        # (schedule_epochs), so the screen's 2 epochs are the full run's first 2.
+        span = {"schedule_epochs": 4} if "lr_schedule" in extra else {}
+        first = train(beauty, TrainConfig.for_model("sasrec", max_epochs=2, **SMALL, **extra, **span),
+                      checkpoint=path)
         assert first.resumed_epoch == 0 and len(first.epochs) == 2
     else:
-        # A decaying schedule binds max_epochs: a run killed after epoch 2 (subprocess, SIGKILL).
+        # A run killed after epoch 2 (subprocess, SIGKILL).
         _train_and_kill_after(beauty_epochs=2, path=path, extra=extra)
     assert path.is_file()
     resumed = train(beauty, TrainConfig.for_model("sasrec", max_epochs=4, **SMALL, **extra), checkpoint=path)
@@ -89,7 +96,7 @@ def test_a_checkpoint_of_another_configuration_or_dataset_is_refused(beauty, tmp
     cos = {**SMALL, "lr_schedule": "cosine"}
     cpath = tmp_path / "cos.ckpt"
     train(beauty, TrainConfig.for_model("sasrec", max_epochs=1, **cos), checkpoint=cpath)
-    with pytest.raises(CheckpointError, match="max_epochs"):
+    with pytest.raises(CheckpointError, match="differs in schedule_horizon.*span .schedule_epochs, else max_epochs"):
         train(beauty, TrainConfig.for_model("sasrec", max_epochs=2, **cos), checkpoint=cpath)
     assert path.read_bytes() == before  # a refused resume leaves the checkpoint as it was
     garbage = tmp_path / "garbage.ckpt"
@@ -110,3 +117,20 @@ def test_a_checkpoint_from_before_a_new_parameter_resumes_with_its_default(beaut
     assert train(beauty, longer, checkpoint=path).resumed_epoch == 1
     with pytest.raises(CheckpointError, match="differs in precision"):
         train(beauty, TrainConfig.for_model("sasrec", max_epochs=2, precision="bf16", **SMALL), checkpoint=path)
+
+
+def test_a_decaying_schedule_binds_its_span_not_max_epochs(beauty, tmp_path):
+    path = tmp_path / "run.ckpt"
+    # A 2-epoch cosine run decays to 0 at epoch 2: it is not the start of a 4-epoch run.
+    train(beauty, TrainConfig.for_model("sasrec", max_epochs=2, **SMALL, **COSINE), checkpoint=path)
+    with pytest.raises(CheckpointError, match="differs in schedule_horizon"):
+        train(beauty, TrainConfig.for_model("sasrec", max_epochs=4, **SMALL, **COSINE), checkpoint=path)
+    # Written before schedule_horizon existed (max_epochs bound the span): still read as such.
+    blob = torch.load(path, weights_only=True)
+    blob["config"]["max_epochs"] = blob["config"].pop("schedule_horizon")
+    torch.save(blob, path)
+    again = train(beauty, TrainConfig.for_model("sasrec", max_epochs=2, **SMALL, **COSINE), checkpoint=path)
+    assert again.resumed_epoch == 2
+    with pytest.raises(ConfigError, match="schedule_epochs .3. must be 0 or at least max_epochs .4."):
+        TrainConfig.for_model("sasrec", max_epochs=4, schedule_epochs=3)
+

@@ -78,8 +78,10 @@ def beauty_dir() -> str:
     return data_dir
 
 
-def test_a_live_study_screens_then_continues_the_best_from_its_checkpoint(tmp_path, beauty_dir):
-    (tmp_path / "space.yaml").write_text(SPACE)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_a_live_study_screens_then_continues_the_best_from_its_checkpoint(tmp_path, beauty_dir, schedule):
+    # A decaying schedule is screened too: the screen trains the full run's first epochs.
+    (tmp_path / "space.yaml").write_text(SPACE.replace("max_epochs: 3,", f"max_epochs: 3, lr_schedule: {schedule},"))
     space = load_space("sasrec", tmp_path / "space.yaml")
     config = AgentConfig(reflection=False, memory=False, shortlist=1, transfer="none",
                          screen_epochs=1, screen_width=2, screen_tolerance=1.0)

@@ -277,7 +277,7 @@ class VirtualMLEAgent:
         if transfer.lines:
             attrs[A_TRANSFER] = transfer.lines[:12]
         params = {**defaults, **chosen.config}
-        fidelity = self._screen_mark(decision, params, attrs, step)
+        fidelity = self._screen_mark(decision, attrs, step)
         return Proposal(params=params, user_attrs=attrs, fidelity=fidelity)
 
     # ---- screen, then promote (agent/screen.py) ----------------------------------------------------
@@ -305,7 +305,7 @@ class VirtualMLEAgent:
         self._print(f"  plan: {decision.reason}")
         return Proposal(params=dict(src.params), user_attrs=attrs, resume_from=src.number)
 
-    def _screen_mark(self, decision: Decision | None, params: dict[str, Any], attrs: dict[str, Any],
+    def _screen_mark(self, decision: Decision | None, attrs: dict[str, Any],
                      step: dict[str, Any]) -> dict[str, Any]:
         """Make the proposal a screen of the open round (its fidelity), unless it cannot be one."""
         if decision is None:
@@ -313,8 +313,8 @@ class VirtualMLEAgent:
         if decision.settle:
             attrs[A_SCREEN_SETTLED] = decision.settle["reason"]
             step["screen_round_settled"] = decision.settle["round"]
-        if decision.screen_round is None or params.get("lr_schedule", "constant") != "constant":
-            return {}  # a decaying schedule cannot be extended from a checkpoint: trained in full
+        if decision.screen_round is None:
+            return {}
         if set(attrs.get(A_CHANGED) or ()) <= FIDELITY_KEYS:
             return {}  # only the training length changed: its first epochs are the parent's, nothing to screen
         rnd = decision.screen_round

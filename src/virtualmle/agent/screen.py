@@ -12,8 +12,8 @@ screen is not promoted when it trails the incumbent's own curve at the same epoc
 Screens are partial curves: the surrogate never fits them, the incumbent is never one, but their
 configurations are not proposed again. Rounds are read back from the trials' attributes, so a
 resumed study continues the round it was in. A candidate with a decaying learning-rate schedule
-is trained in full, never screened (its schedule's length is part of the run; a checkpoint cannot
-extend it). A candidate that changes only the training length (`FIDELITY_KEYS`) is not screened
+is screened too: the screen's schedule spans the full run (``schedule_epochs``), so its first
+epochs are exactly the full run's and the promotion continues them. A candidate that changes only the training length (`FIDELITY_KEYS`) is not screened
 either: its first epochs are its parent's, so a screen would measure nothing new.
 """
 

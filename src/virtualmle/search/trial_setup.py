@@ -3,8 +3,9 @@
 A trial's configuration is the space's fixed values, the user's ``--set`` values and the trial's
 parameters, with the backbone, metric and seed filled in and the user's epoch cap applied. A
 proposal's fidelity (a screen: fewer epochs) is read back from the trial's stored user attrs, so a
-trial enqueued by an earlier run and popped now trains as it was enqueued. Screens and promotions
-keep a resumable checkpoint in their trial directory.
+trial enqueued by an earlier run and popped now trains as it was enqueued. A screen trains the first
+epochs of its full run (its learning-rate schedule keeps the full span, ``schedule_epochs``), and
+screens and promotions keep a resumable checkpoint in their trial directory.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def prepare_trial(trial: optuna.Trial, params: dict[str, Any], options: SearchOp
     screen = "max_epochs" in fidelity and fidelity["max_epochs"] < full_epochs
     if fidelity:  # never beyond the configuration's (or the user's cap's) epochs
         config.update(fidelity, max_epochs=min(fidelity.get("max_epochs", full_epochs), full_epochs))
+    if screen:  # the first epochs of the full run: its learning-rate schedule spans the full length
+        config["schedule_epochs"] = config.get("schedule_epochs") or full_epochs
     bad = space.violations(params)
     if bad:
         return PreparedTrial(problem=f"ConstraintViolation: {bad[0]}")

@@ -48,10 +48,16 @@ def data_key(data: Any) -> dict[str, Any]:
 
 
 def config_key(config: Any) -> dict[str, Any]:
-    """The configuration a checkpoint is bound to: every parameter a resume may not change."""
+    """The configuration a checkpoint is bound to: every parameter a resume may not change.
+
+    A decaying learning-rate schedule binds its span (``schedule_horizon``), not ``max_epochs``:
+    a screen of 5 epochs on a 100-epoch schedule continues as the 100-epoch run.
+    """
     params = config.to_params()
-    fixed = CHANGEABLE if config.lr_schedule == "constant" else CHANGEABLE - {"max_epochs"}
-    return {k: v for k, v in sorted(params.items()) if k not in fixed}
+    key = {k: v for k, v in sorted(params.items()) if k not in CHANGEABLE and k != "schedule_epochs"}
+    if config.lr_schedule != "constant":
+        key["schedule_horizon"] = config.schedule_horizon
+    return key
 
 
 @dataclass
@@ -113,13 +119,17 @@ def load(path: str | os.PathLike[str], *, config: Any, data: Any) -> dict[str, A
         raise CheckpointError(f"{path}: written for other data ({blob['data']['name']}, "
                               f"{blob['data']['users']} users), not {data.name}")
     want = config_key(config)
+    if "max_epochs" in blob["config"]:  # written before schedule_horizon: a decaying schedule's span
+        blob["config"]["schedule_horizon"] = blob["config"].pop("max_epochs")
     # A parameter added after the checkpoint was written behaved as its default then.
     fields = type(config).model_fields
     blob["config"] = {**{k: fields[k].default for k in want.keys() - blob["config"].keys() if k in fields},
                       **blob["config"]}
     if blob["config"] != want:
         diff = sorted(k for k in set(want) | set(blob["config"]) if want.get(k) != blob["config"].get(k))
-        raise CheckpointError(f"{path}: written for another configuration (differs in {', '.join(diff)})")
+        why = (": a decaying lr_schedule's span (schedule_epochs, else max_epochs) must stay the same"
+               if "schedule_horizon" in diff else "")
+        raise CheckpointError(f"{path}: written for another configuration (differs in {', '.join(diff)}){why}")
     return blob
 
 

@@ -48,6 +48,7 @@ _SHARED: dict[str, Any] = {
     "eval_every": 1,
     "lr_schedule": "constant",
     "warmup_epochs": 0.0,
+    "schedule_epochs": 0,
     "metric": "ndcg@10",
     "eval_mask": "auto",
     "seed": 0,
@@ -174,6 +175,9 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(1, ge=1, le=1000)  # validate every k epochs (and after the last)
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"  # decay after warm-up
     warmup_epochs: float = Field(0.0, ge=0.0, le=1000.0)  # linear warm-up length (fractions ok)
+    # Epochs the schedule spans (0 = max_epochs): a screen trains the first epochs of a longer
+    # run, so its learning rates are that run's and a promotion continues it exactly.
+    schedule_epochs: int = Field(0, ge=0, le=10_000)
     metric: MetricName = "ndcg@10"  # validation metric for early stopping and the search
     # Which history items leave the ranking; auto = history unless repeated targets are common.
     eval_mask: EvalMask = "auto"
@@ -220,10 +224,12 @@ class TrainConfig(BaseModel):
             raise ValueError(f"window ({self.window}) must be 0 or at most max_len ({self.max_len})")
         if not math.isfinite(self.lr):
             raise ValueError("lr must be finite")
-        if self.warmup_epochs > self.max_epochs:
-            raise ValueError(
-                f"warmup_epochs ({self.warmup_epochs:g}) must be at most max_epochs ({self.max_epochs})"
-            )
+        if 0 < self.schedule_epochs < self.max_epochs:
+            raise ValueError(f"schedule_epochs ({self.schedule_epochs}) must be 0 or at least max_epochs "
+                             f"({self.max_epochs}): past its span the learning rate is 0")
+        if self.warmup_epochs > self.schedule_horizon:
+            span = f"schedule_epochs ({self.schedule_epochs})" if self.schedule_epochs else f"max_epochs ({self.max_epochs})"
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs:g}) must be at most {span}")
         self._check_structure()
         return self
 
@@ -259,6 +265,11 @@ class TrainConfig(BaseModel):
     def train_window(self) -> int:
         """The history length used for training samples."""
         return self.window or self.max_len
+
+    @property
+    def schedule_horizon(self) -> int:
+        """Epochs over which the learning-rate schedule warms up and decays to 0."""
+        return self.schedule_epochs or self.max_epochs
 
     def to_params(self) -> dict[str, Any]:
         """The flat dict of every parameter (JSON-ready)."""
@@ -308,6 +319,7 @@ PARAM_HELP: dict[str, str] = {
     "eval_every": "validate every k epochs (and after the last one)",
     "lr_schedule": "constant | linear | cosine: decay to 0 at max_epochs after the warm-up",
     "warmup_epochs": "linear learning-rate warm-up, in epochs (fractions allowed), 0 = none",
+    "schedule_epochs": "epochs the lr schedule spans, 0 = max_epochs (a screen: the first epochs of a longer run)",
     "metric": "validation metric for early stopping: hr@5/10/20, ndcg@5/10/20, mrr",
     "eval_mask": "history items left out of the ranking: auto | history | none | history_except_target",
     "seed": "seed for init, dropout, batching and negatives",

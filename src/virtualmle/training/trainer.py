@@ -203,7 +203,7 @@ def setup_run(data: SequenceData, config: TrainConfig, device: str | torch.devic
         sampler=NegativeSampler.from_sequences(config.neg_sampler, data.sequences, data.num_items).to(dev),
     )
     scheduler = make_scheduler(
-        optimizer, schedule=config.lr_schedule, total_steps=config.max_epochs * len(batches),
+        optimizer, schedule=config.lr_schedule, total_steps=config.schedule_horizon * len(batches),
         warmup_steps=round(config.warmup_epochs * len(batches)),
     )
     return RunSetup(batches, model, optimizer, scheduler, loss_ctx, rng, gen)
