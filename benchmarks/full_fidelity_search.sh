@@ -5,7 +5,7 @@
 #
 # To stop it (before a session ends), signal the bench; the script ends with it:
 #   pkill -TERM -f "virtualmle bench"      (not SIGINT: a background job ignores it)
-# then commit benchmarks/tables/ff_search/.
+# then commit benchmarks/tables/ff_search/ (journals and banks/).
 #
 # Resumable across sessions and machines: every study lives in a journal file under
 # benchmarks/tables/ff_search/ (Optuna's JournalStorage, append-only text: commit it as it grows);
@@ -27,7 +27,10 @@ export VIRTUALMLE_DATA_DIR=${VIRTUALMLE_DATA_DIR:-$(cd .. && pwd)/shared/data} O
 TABLES=benchmarks/tables/ff_search
 CACHE=benchmarks/.cache/ff_search
 mkdir -p "$TABLES" "$CACHE"
-COMMON=(--data beauty --model sasrec --space extended --budget 45m --trials 1000 --workers 2 --quiet)
+# The agent's memory banks are kept with the journals (committed), so the transfer step's source
+# summaries survive a move to another machine.
+COMMON=(--data beauty --model sasrec --space extended --budget 45m --trials 1000 --workers 2 --quiet
+        --memory "$TABLES/banks")
 
 # A bench stopped by a signal (Ctrl-C, SIGTERM: exit 130 / 143) ends the script too, so the next
 # step does not start in its place; any other failure is reported and the next step runs.

@@ -296,3 +296,19 @@ def test_the_epoch_a_budget_ends_on_is_part_of_the_trials_curve(table, tmp_path)
     first = trial.user_attrs["epochs"][0]
     assert [e["epoch"] for e in trial.user_attrs["epochs"]] == [1]
     assert trial.intermediate_values == {1: first["valid"]["ndcg@10"]}
+
+
+def test_the_transfer_experiment_keeps_its_memory_banks_where_memory_says(tmp_path):
+    # A bench continued on another machine needs its banks (insights, cognition summaries) beside
+    # the committed journal, not in the machine-local --out.
+    if not (Path(os.environ.get("VIRTUALMLE_DATA_DIR", "")) / "Baby.txt").is_file():
+        pytest.skip("Baby.txt not in VIRTUALMLE_DATA_DIR")
+    mem, out = tmp_path / "banks", tmp_path / "out"
+    r = cli("bench", "--transfer-experiment", "--table", str(TABLE), "--sources", "baby", "--source-trials", "1",
+            "--trials", "2", "--seeds", "1", "--transfer-arms", "auto", "--agent-no-reflection", "--quiet",
+            "--memory", str(mem), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    summaries = list((mem / "bank-sources").glob("summaries/baby__sasrec__*.json"))
+    assert len(summaries) == 1
+    assert (mem / "bank-auto-norefl-s0" / "summaries" / summaries[0].name).is_file()  # the arm's copy
+    assert not list((out / "transfer").glob("bank-*"))

@@ -57,6 +57,9 @@ class BenchOptions:
         time_budget: compute seconds per run (None: trials only); methods compare at equal compute.
         seeds: runs per method (seeds ``seed0 .. seed0 + seeds - 1``).
         out: output directory (CSV, Markdown, PNG; default storage and run directories).
+        memory: where the agent's memory banks live (one per run; the transfer experiment's source
+            and arm banks); default inside ``out``. Keep it beside a journal storage to continue a
+            bench on another machine.
         storage: Optuna storage URL (default ``sqlite:///<out>/bench.db``).
         table: a trial table CSV: replay it instead of training.
         table_space: ``grid`` (search exactly the table's points) or ``full`` (the shipped space;
@@ -84,6 +87,7 @@ class BenchOptions:
     time_budget: float | None = None
     seeds: int = 3
     out: Path = Path("bench-out")
+    memory: Path | None = None
     storage: str | None = None
     table: Path | None = None
     table_space: str = "grid"
@@ -425,7 +429,8 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
         if on_run is not None:
             on_run(m, seed, i, len(jobs))
         base, pruner = split_method(m)
-        method = make_method(base, space, seed, opts, run_dir / "memory")
+        method = make_method(base, space, seed, opts,
+                             (opts.memory / name).resolve() if opts.memory else run_dir / "memory")
         executor = opts.executor
         if table is not None:
             from virtualmle.bench.table import TableExecutor

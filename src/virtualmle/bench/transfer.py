@@ -150,7 +150,8 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
     tag = space_tag(opts)  # another space: other studies and source bank
     suffix = ("" if agent_opts.get("reflection", True) else "-norefl") + tag
     root = (out / "transfer").resolve()
-    source_bank = root / f"bank-sources{tag}"
+    banks = Path(opts.memory).resolve() if opts.memory else root  # committed with a journal: resumable anywhere
+    source_bank = banks / f"bank-sources{tag}"
     total = len(sources) + len(arms) * opts.seeds
     step = 0
 
@@ -190,7 +191,7 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
         for arm in arms:
             study = f"bench-transfer-{target_name}-{model}-{arm}{suffix}-s{seed}"
             run_dir = root / "runs" / study
-            bank = root / f"bank-{arm}{suffix}-s{seed}"
+            bank = banks / f"bank-{arm}{suffix}-s{seed}"
             if not bank.exists():
                 if ARM_PARTS[arm] is not None:
                     shutil.copytree(source_bank, bank)

@@ -72,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--transfer-arms", default="auto,none", metavar="A,B",
                    help="transfer experiment: target arms among auto (rules and prior trials), rules, trials, none "
                         "(default auto,none; all four for the transfer ablation)")
+    p.add_argument("--memory", default=None, metavar="DIR",
+                   help="where the agent's memory banks live (default inside --out); keep it with a journal "
+                        "--storage to continue the bench on another machine")
     p.add_argument("--source-trials", type=int, default=10, metavar="N",
                    help="transfer experiment: agent trials per source dataset (default 10)")
     add_run_options(p, model_default=None, storage_help="Optuna storage URL (default sqlite:///<out>/bench.db)",
@@ -99,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     opts = BenchOptions(
         methods=methods, data=args.data, model=args.model, trials=args.trials, time_budget=args.time_budget,
         seeds=args.seeds,
-        out=Path(args.out), storage=args.storage, table=Path(args.table) if args.table else None,
+        out=Path(args.out), memory=Path(args.memory).expanduser() if args.memory else None,
+        storage=args.storage, table=Path(args.table) if args.table else None,
         table_space=args.table_space, space=args.space, max_epochs=args.max_epochs, slice_users=args.slice_users,
         workers=args.workers, target_frac=args.target_frac, metric=args.metric, llm=llm_options(args),
         agent_options={"transfer": args.agent_transfer, **({"reflection": False} if args.agent_no_reflection else {}),
