@@ -5,7 +5,10 @@ resumable across sessions), and writes the section "Full fidelity: search method
 compute" into docs/results.md (replacing the previous version of it; benchmarks/results.py keeps
 it when it regenerates the page) and the plot docs/results/ff_best_vs_compute.png:
 
-    python benchmarks/full_fidelity_report.py [--journal PATH] [--page docs/results.md]
+    python benchmarks/full_fidelity_report.py [--journal PATH] [--transfer-journal PATH] [--page docs/results.md]
+
+With the transfer step's journal (`transfer.journal`) it adds the transfer subsection: the source
+studies and the Beauty arms with and without transfer, finished or in progress.
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
 budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
@@ -20,7 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,10 @@ PAGE = ROOT / "docs" / "results.md"
 HEADING = "## Full fidelity: search methods at equal compute"
 NAME = re.compile(r"^bench-(?P<data>[a-z_]+)-(?P<model>[a-z]+)-(?P<space>[a-z0-9_]+)-(?P<method>.+)-s(?P<seed>\d+)$")
 TARGET_FRAC = 0.97
+TRANSFER_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "transfer.journal"
+# The transfer step's studies (bench/transfer.py): sources, then the target's arms.
+SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
+ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
 SHOWN = ("loss", "hidden", "blocks", "ffn_mult", "dropout", "lr", "batch_size", "max_epochs", "patience",
          "pos_enc", "prior_transition", "prior_cooc")
 
@@ -64,34 +71,40 @@ class Run:
         return next((c for c, v in self.curve if v >= target), None)
 
 
-def read_runs(journal: Path) -> list[Run]:
+def read_run(study: optuna.Study, method: str, seed: int) -> Run:
+    """One stored study as a `Run`: its choice, its compute and its best-so-far curve."""
+    trials = [t for t in study.get_trials(deepcopy=False) if counts(t)]
+    trials.sort(key=lambda t: (t.datetime_complete or t.datetime_start, t.number))
+    spent, best, curve, in_budget = 0.0, None, [], None
+    budget = study.user_attrs.get("time_budget")
+    for t in trials:
+        spent += float(t.user_attrs.get("seconds") or 0.0)
+        value = choice_value(t, "ndcg@10")
+        if value is not None and (best is None or value > best):
+            best = value
+            if budget is None or spent <= budget:
+                in_budget = (value, (t.user_attrs.get("test") or {}).get("ndcg@10"))
+        if best is not None:
+            curve.append((spent, best))
+    s = summarize(study, method, "ndcg@10", len(trials))
+    outcomes: dict[str, int] = {}
+    for t in trials:
+        key = _outcome(t)
+        outcomes[key] = outcomes.get(key, 0) + 1
+    return Run(method, seed, budget, spent, len(trials), outcomes, s.best_value, s.best_test, s.best_params,
+               curve, in_budget)
+
+
+def read_runs(journal: Path, pattern: re.Pattern[str] = NAME) -> list[Run]:
+    """The journal's studies whose names match ``pattern`` (its ``method`` and ``seed`` groups)."""
     storage = JournalStorage(JournalFileBackend(str(journal)))
     runs = []
     for summary in optuna.get_all_study_summaries(storage):
-        m = NAME.match(summary.study_name)
+        m = pattern.match(summary.study_name)
         if m is None:
             continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        trials = [t for t in study.get_trials(deepcopy=False) if counts(t)]
-        trials.sort(key=lambda t: (t.datetime_complete or t.datetime_start, t.number))
-        spent, best, curve, in_budget = 0.0, None, [], None
-        budget = study.user_attrs.get("time_budget")
-        for t in trials:
-            spent += float(t.user_attrs.get("seconds") or 0.0)
-            value = choice_value(t, "ndcg@10")
-            if value is not None and (best is None or value > best):
-                best = value
-                if budget is None or spent <= budget:
-                    in_budget = (value, (t.user_attrs.get("test") or {}).get("ndcg@10"))
-            if best is not None:
-                curve.append((spent, best))
-        s = summarize(study, m["method"], "ndcg@10", len(trials))
-        outcomes: dict[str, int] = {}
-        for t in trials:
-            key = _outcome(t)
-            outcomes[key] = outcomes.get(key, 0) + 1
-        runs.append(Run(m["method"], int(m["seed"]), budget, spent, len(trials),
-                        outcomes, s.best_value, s.best_test, s.best_params, curve, in_budget))
+        runs.append(read_run(study, m["method"], int(m["seed"])))
     return sorted(runs, key=lambda r: (r.method, r.seed))
 
 
@@ -168,6 +181,34 @@ def section(runs: list[Run], plot: str | None) -> str:
     return "\n".join(L) + "\n"
 
 
+def transfer_section(sources: list[Run], arms: list[Run], target: float | None,
+                     agent_runs: list[Run]) -> str:
+    """The transfer step so far: the source studies, then Beauty with (auto) and without (none)."""
+    L = ["### Transfer at full fidelity", "",
+         "Agent studies on Baby and Pet Supplies (45 minutes of compute each, the same space and "
+         "screening) are distilled into one memory bank; then Beauty is tuned with transfer (`auto`: the "
+         "sources' rules and trials) and without (`none`: an empty bank), 45 minutes per run, 3 seeds. "
+         "Read from `benchmarks/tables/ff_search/transfer.journal`. The goal: the `auto` arm reaches the "
+         "target above in at most half the compute of the runs without transfer. The agent runs of the "
+         "table above are a second arm without transfer (an earlier version: decaying learning-rate "
+         "schedules were not screened then).", "",
+         "| source | status | trials (how they ended) | compute, min | best valid NDCG@10 |", "|---|---|---|---|---|"]
+    for r in sources:
+        status = "finished" if r.finished else f"in progress ({_min(r.spent)} of {_min(r.budget)} min)"
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items()))
+        L.append(f"| {r.method} | {status} | {r.trials} ({outcomes}) | {_min(r.spent)} | {_f(r.best_valid)} |")
+    L += ["", "| Beauty arm | seed | status | trials | compute, min | best valid | test NDCG@10 of chosen "
+          "| compute to target, min |", "|---|---|---|---|---|---|---|---|"]
+    if not arms:
+        L.append("| (not started) | | | | | | | |")
+    for r in [*arms, *(replace(a, method="none (table above)") for a in agent_runs)]:
+        status = "finished" if r.finished else f"in progress ({_min(r.spent)} of {_min(r.budget)} min)"
+        reach = r.to_reach(target) if target is not None else None
+        L.append(f"| {r.method} | {r.seed} | {status} | {r.trials} | {_min(r.spent)} | {_f(r.best_valid)} "
+                 f"| {_f(r.test.get('ndcg@10'))} | {_min(reach)} |")
+    return "\n".join(L) + "\n"
+
+
 def plot_runs(runs: list[Run], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -208,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--journal", type=Path, default=JOURNAL)
     ap.add_argument("--page", type=Path, default=PAGE)
+    ap.add_argument("--transfer-journal", type=Path, default=TRANSFER_JOURNAL)
     args = ap.parse_args(argv)
     if not args.journal.is_file():
         print(f"error: no journal at {args.journal}: run benchmarks/full_fidelity_search.sh first", file=sys.stderr)
@@ -216,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     png = args.page.parent / "results" / "ff_best_vs_compute.png"
     plot_runs(runs, png)
     text = section(runs, str(png.relative_to(args.page.parent)))
+    if args.transfer_journal.is_file():
+        done = [r for r in runs if r.finished and r.best_valid is not None]
+        target = TARGET_FRAC * max(r.best_valid for r in done) if done else None
+        text += "\n" + transfer_section(read_runs(args.transfer_journal, SOURCE),
+                                        read_runs(args.transfer_journal, ARM), target,
+                                        [r for r in runs if r.method.startswith("agent") and r.finished])
     page = args.page.read_text() if args.page.is_file() else "# Results\n"
     args.page.write_text(replace_section(page, text))
     print(text)

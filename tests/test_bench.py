@@ -312,3 +312,29 @@ def test_the_transfer_experiment_keeps_its_memory_banks_where_memory_says(tmp_pa
     assert len(summaries) == 1
     assert (mem / "bank-auto-norefl-s0" / "summaries" / summaries[0].name).is_file()  # the arm's copy
     assert not list((out / "transfer").glob("bank-*"))
+
+
+def test_llm_usage_is_kept_with_the_study_when_the_bench_moves_to_another_machine(tmp_path):
+    from virtualmle.bench.usage import record_run, stored_llm_usage
+    from virtualmle.llm.log import LOG_NAME, CallLog
+    from virtualmle.llm.redact import Redactor
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="run")
+
+    def calls(run_dir: Path, ids: list[str]) -> None:
+        log = CallLog(run_dir / LOG_NAME, Redactor())
+        for i in ids:
+            log.append({"call_id": i, "prompt_tokens": 10, "completion_tokens": 5, "latency_s": 0.5})
+
+    first, second, bare = tmp_path / "machine-a", tmp_path / "machine-b", tmp_path / "machine-c"
+    calls(first, ["a1", "a2"])
+    record_run(study, first, wall=10.0)
+    record_run(study, first, wall=5.0)  # a resume on the same machine: the same log, counted once
+    assert stored_llm_usage(study, bare)["calls"] == 2  # the log is gone, storage still knows
+    calls(second, ["b1"])
+    assert stored_llm_usage(study, second)["calls"] == 3  # with the new machine's log, before recording
+    record_run(study, second, wall=1.0)
+    usage = stored_llm_usage(study, second)
+    assert (usage["calls"], usage["tokens"], usage["seconds"]) == (3, 45, 1.5)
+    assert stored_llm_usage(study, bare)["calls"] == 3
+    assert study.user_attrs["bench_wall_seconds"] == 16.0

@@ -334,6 +334,22 @@ def test_marginal_rules_for_studies_that_change_everything_at_once():
                    BEAUTY_LIKE, "sasrec").rules == []  # too few trials for marginal claims
 
 
+def test_parameters_favoured_by_the_same_trials_are_one_observation_not_several_rules():
+    # A full-fidelity source study: one global jump (a, b, c all changed at once) and a local move
+    # of it beat six varied trials. Every one of a, b, c "went with" the same better trials: the
+    # study cannot tell them apart, so none of them is a rule; the jump is one combination line.
+    family = [({"a": "p", "b": "x", "c": True, "lr": 1e-3}, 0.030), ({"a": "p", "b": "x", "c": True, "lr": 2e-3}, 0.031)]
+    others = [({"a": "q", "b": "y", "c": False, "lr": lr}, v) for lr, v in
+              [(1e-4, 0.010), (3e-3, 0.012), (5e-4, 0.011), (4e-3, 0.013), (2e-4, 0.009), (6e-3, 0.012)]]
+    mem = StudyMemory.from_records([{"number": i, "params": p, "value": v}
+                                    for i, (p, v) in enumerate(others + family)])
+    s = distill(mem, BEAUTY_LIKE, "sasrec", dataset="pet_supplies")
+    assert not {"a", "b", "c"} & {r.rule.action.param for r in s.rules}
+    together = [c for c in s.combinations if c.startswith("together, not separable")]
+    assert len(together) == 1
+    assert all(name in together[0] for name in ("a='p'", "b='x'", "c=True")) and "8 trials" in together[0]
+
+
 # ---- transfer retrieval on real dataset profiles ------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from virtualmle.bench import stats
+from virtualmle.bench.usage import record_run, stored_llm_usage
 from virtualmle.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -325,24 +326,6 @@ def _table_space(table: Any) -> Any:
     return parse_space(doc, source=f"table {table.path.name}")
 
 
-def llm_usage(run_dir: Path) -> dict[str, Any]:
-    """Calls, tokens, seconds and cost from a study's ``llm_log.jsonl`` (zeros without one)."""
-    from virtualmle.llm import read_log
-    from virtualmle.llm.log import LOG_NAME
-
-    entries = read_log(run_dir / LOG_NAME)
-    if not entries:
-        return {"calls": 0, "tokens": 0, "seconds": 0.0, "cost_usd": 0.0, "cache_hits": 0, "logged": False}
-    return {
-        "calls": len({e.get("call_id") for e in entries}),
-        "tokens": sum(int(e.get("prompt_tokens") or 0) + int(e.get("completion_tokens") or 0) for e in entries),
-        "seconds": round(sum(float(e.get("latency_s") or 0.0) for e in entries), 3),
-        "cost_usd": sum(float(e.get("cost_usd") or 0.0) for e in entries),
-        "cache_hits": sum(1 for e in entries if e.get("cache_hit")),
-        "logged": True,
-    }
-
-
 def read_run(study: Any, method: str, seed: int, run_dir: Path, table: Any = None) -> RunResult:
     """A stored study as a `RunResult` (counted trials in trial-number order)."""
     from virtualmle.search.stored import choice_value, counts, summarize
@@ -363,7 +346,7 @@ def read_run(study: Any, method: str, seed: int, run_dir: Path, table: Any = Non
     return RunResult(
         method=method, seed=seed, study=study.study_name, trials=len(trials), values=values,
         seconds=seconds, best_value=s.best_value, best_test=s.best_test, best_params=s.best_params,
-        outcomes=s.outcomes, snaps=snaps if table is not None else None, llm=llm_usage(run_dir),
+        outcomes=s.outcomes, snaps=snaps if table is not None else None, llm=stored_llm_usage(study, run_dir),
         wall_seconds=float(study.user_attrs.get("bench_wall_seconds", 0.0)), run_dir=str(run_dir),
     )
 
@@ -446,8 +429,7 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
         summary = run_search(method, so, executor=executor, storage=storage)
         wall = time.monotonic() - t0
         study = optuna.load_study(study_name=name, storage=storage)
-        # Wall time of the method (LLM calls, surrogate fitting) plus trials, summed over resumes.
-        study.set_user_attr("bench_wall_seconds", float(study.user_attrs.get("bench_wall_seconds", 0.0)) + wall)
+        record_run(study, run_dir, wall)
         study.set_user_attr("bench", {"methods": methods, "trials": opts.trials, "table": str(opts.table or "")})
         runs.append(read_run(study, label, seed, run_dir, table))
         logger.info("bench run %s: best %s after %d trials", name, summary.best_value, summary.trials_used)
@@ -467,5 +449,5 @@ def run_bench(opts: BenchOptions, *, on_run: Callable[[str, int, int, int], None
     return result
 
 
-__all__ = ["BenchOptions", "BenchResult", "RunResult", "check_methods", "llm_usage", "read_run", "run_bench",
+__all__ = ["BenchOptions", "BenchResult", "RunResult", "check_methods", "read_run", "run_bench",
            "study_name"]

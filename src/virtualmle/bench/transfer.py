@@ -120,6 +120,7 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
 
     from virtualmle.files import write_atomic
     from virtualmle.bench.runner import read_run, resolve_target, space_tag
+    from virtualmle.bench.usage import record_run
     from virtualmle.bench.table import TableExecutor
     from virtualmle.data import load_dataset
     from virtualmle.search.loop import SearchOptions, run_search
@@ -212,8 +213,7 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
             t0 = time.monotonic()
             run_search(method, so, executor=executor, storage=storage)
             st = optuna.load_study(study_name=study, storage=storage)
-            st.set_user_attr("bench_wall_seconds", float(st.user_attrs.get("bench_wall_seconds", 0.0))
-                             + time.monotonic() - t0)
+            record_run(st, run_dir, time.monotonic() - t0)
             runs[arm].append(read_run(st, f"agent-transfer-{arm}", seed, run_dir, table))
 
     values = [r.best_value for rs in runs.values() for r in rs if r.best_value is not None]

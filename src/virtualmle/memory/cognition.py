@@ -164,23 +164,28 @@ def good_region(mem: StudyMemory, top: float = 0.25, min_top: int = 3) -> tuple[
 
 
 def marginal_rules(mem: StudyMemory, cond: dict, model: str, dataset: str, *,
-                   skip: set[str] = frozenset(), min_trials: int = 6) -> list[TransferRule]:
+                   skip: set[str] = frozenset(), min_trials: int = 6) -> tuple[list[TransferRule], list[str]]:
     """Rules from marginal comparisons, for studies whose trials change many parameters at once
     (random, TPE): a parameter's upper vs lower half of tried values (numbers), or its best
     value vs the rest (categories), kept only when the difference of means is at least `Z_MIN`
     standard errors. Weaker evidence than one-change pairs (it is confounded by
     the other parameters), so confidence is shrunk towards 0.5 and `source` is "marginal".
     Parameters in `skip` (already measured by pairs) are left out.
+
+    Parameters whose favoured trials are the same trials (one family of configurations that
+    differs from the rest in all of them at once) are one observation, not several: no rule for
+    any of them, but one line in the second list ("together ... not separable").
     """
     done = mem.completed
     if len(done) < min_trials:
-        return []
+        return [], []
     sign = 1.0 if mem.direction == "maximize" else -1.0
     scale = abs(sum(e.value for e in done) / len(done)) or 1.0
     names = sorted({k for e in done for k in e.params} - set(skip) - NON_TRANSFERABLE)
-    out: list[TransferRule] = []
+    found: list[tuple[frozenset[int], str, TransferRule]] = []  # (favoured trials, phrase, rule)
     for p in names:
         pts = [(e.params[p], sign * e.value) for e in done if p in e.params]
+        nums = [e.number for e in done if p in e.params]
         if len({repr(x) for x, _ in pts}) < 2 or len(pts) < min_trials:
             continue
         if all(_numeric(x) for x, _ in pts):
@@ -197,7 +202,8 @@ def marginal_rules(mem: StudyMemory, cond: dict, model: str, dataset: str, *,
             auc = sum((h > l_) + 0.5 * (h == l_) for h in hi for l_ in lo) / (len(hi) * len(lo))
             act = Action(param=p, direction="up" if effect > 0 else "down")
             agree = auc if effect > 0 else 1.0 - auc
-            phrase = f"{'higher' if effect > 0 else 'lower'} {p} went with"
+            phrase = f"{'higher' if effect > 0 else 'lower'} {p}"
+            favoured = frozenset(n for n, (x, _) in zip(nums, pts) if (x >= med) == (effect > 0))
         else:
             groups: dict[str, list[float]] = defaultdict(list)
             raw: dict[str, Any] = {}
@@ -213,17 +219,31 @@ def marginal_rules(mem: StudyMemory, cond: dict, model: str, dataset: str, *,
                 continue
             agree = sum((b > r_) + 0.5 * (b == r_) for b in groups[best] for r_ in rest) / (len(groups[best]) * len(rest))
             act = Action(param=p, value=raw[best])
-            phrase = f"{p}={raw[best]!r} went with"
+            phrase = f"{p}={raw[best]!r}"
+            favoured = frozenset(n for n, (x, _) in zip(nums, pts) if repr(x) == best)
         n = len(pts)
         confidence = 0.5 + (agree - 0.5) * n / (n + 4)  # shrink: marginal evidence is confounded
         if confidence <= 0.55 or abs(effect) < 1e-9:
             continue
-        out.append(TransferRule(
-            text=f"{phrase} a {abs(effect):.1%} better {mem.metric} across {n} trials on {dataset} ({model}; "
-                 "marginal, confounded by other parameters)",
+        found.append((favoured, phrase, TransferRule(
+            text=f"{phrase} went with a {abs(effect):.1%} better {mem.metric} across {n} trials on {dataset} "
+                 f"({model}; marginal, confounded by other parameters)",
             rule=Rule(condition=cond, backbone=model, action=act), confidence=round(confidence, 6),
-            evidence=n, effect=abs(effect), source="marginal"))
-    return out
+            evidence=n, effect=abs(effect), source="marginal")))
+    by_trials: dict[frozenset[int], list[tuple[str, TransferRule]]] = defaultdict(list)
+    for favoured, phrase, rule in found:
+        by_trials[favoured].append((phrase, rule))
+    rules: list[TransferRule] = []
+    together: list[str] = []
+    for group in by_trials.values():
+        if len(group) == 1:
+            rules.append(group[0][1])
+            continue
+        first = group[0][1]
+        together.append(f"together, not separable: {', '.join(ph for ph, _ in group)} went with a "
+                        f"{first.effect or 0.0:.1%} better {mem.metric} across {first.evidence} trials on "
+                        f"{dataset} ({model}; marginal: the same trials favour each of them)")
+    return rules, together
 
 
 def distill(
@@ -279,7 +299,9 @@ def distill(
             if e.established:
                 verdict = "helped" if e.helped else ("failed" if not e.deltas else "hurt")
                 summary.combinations.append(f"together {verdict}: {e.describe()}")
-        for mr in marginal_rules(mem, cond, model, ds, skip={r.rule.action.param for r in rules.values()}):
+        marginal, together = marginal_rules(mem, cond, model, ds, skip={r.rule.action.param for r in rules.values()})
+        summary.combinations.extend(together)
+        for mr in marginal:
             rules[mr.rule.action.key()] = mr
             weight[mr.rule.action.param] = max(weight.get(mr.rule.action.param, 0), mr.evidence)
             effects.setdefault(mr.rule.action.param, abs(mr.effect or 0.0))
