@@ -338,3 +338,14 @@ def test_llm_usage_is_kept_with_the_study_when_the_bench_moves_to_another_machin
     assert (usage["calls"], usage["tokens"], usage["seconds"]) == (3, 45, 1.5)
     assert stored_llm_usage(study, bare)["calls"] == 3
     assert study.user_attrs["bench_wall_seconds"] == 16.0
+
+
+def test_an_unusable_memory_directory_is_one_line_exit_2_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = tmp_path / "out"
+    r = cli("bench", "--table", str(TABLE), "--methods", "agent", "--trials", "1", "--seeds", "1",
+            "--memory", str(blocker / "banks"), "--out", str(out), "--quiet")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"virtualmle: error: --memory {blocker / 'banks'}: not writable (Not a directory)"]
+    assert not out.exists()

@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, highlight=False)
     check_run_options(args)
     methods = check_methods(args.methods.split(","))  # before any work
+    if args.memory:  # an unusable bank directory fails before any storage or run directory exists
+        from virtualmle.search.study_open import check_writable_dir
+
+        check_writable_dir(Path(args.memory).expanduser(), "--memory")
     if args.agent_screen < 0 or (args.agent_screen and args.table):
         raise ConfigError("--agent-screen needs live trials and E >= 1: a table replays finished trials "
                           "and cannot stop one after E epochs")
