@@ -42,21 +42,24 @@ def record_run(study: Any, run_dir: Path, wall: float) -> None:
     """
     # Wall time of the method (LLM calls, surrogate fitting) plus trials, summed over resumes.
     study.set_user_attr("bench_wall_seconds", float(study.user_attrs.get("bench_wall_seconds", 0.0)) + wall)
-    usage = llm_usage(run_dir)
-    log_id = usage.pop("log_id", None)
-    if log_id is not None:
-        logs = dict(study.user_attrs.get("bench_llm_logs") or {})
-        logs[str(log_id)] = usage
+    logs, here = _usage_by_log(study, run_dir)
+    if here["logged"]:
         study.set_user_attr("bench_llm_logs", logs)
 
 
-def stored_llm_usage(study: Any, run_dir: Path) -> dict[str, Any]:
-    """The run's LLM usage over every machine it ran on (`record_run`), with this machine's log."""
+def _usage_by_log(study: Any, run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stored usage per call log with this machine's log put in, and this machine's usage."""
     logs = dict(study.user_attrs.get("bench_llm_logs") or {})
     here = llm_usage(run_dir)
     log_id = here.pop("log_id", None)
     if log_id is not None:
         logs[str(log_id)] = here
+    return logs, here
+
+
+def stored_llm_usage(study: Any, run_dir: Path) -> dict[str, Any]:
+    """The run's LLM usage over every machine it ran on (`record_run`), with this machine's log."""
+    logs, here = _usage_by_log(study, run_dir)
     if not logs:
         return here
     parts = list(logs.values())
