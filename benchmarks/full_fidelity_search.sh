@@ -19,7 +19,9 @@
 #      structure, priors), agent (screening 5 epochs) vs TPE + Hyperband vs random, 45 minutes of
 #      compute per run, seeds 0-2, two one-thread trials at once;
 #   2. transfer: agent studies on Baby and Pet Supplies (45 minutes each) distilled into one bank,
-#      then Beauty with transfer (arm auto) and without (arm none), 45 minutes per run, 3 seeds.
+#      then Beauty with transfer (arm auto) and without (arm none), 45 minutes per run, 3 seeds;
+#   3. Beauty x HSTU, the extended space, agent vs TPE + Hyperband vs random, 45 minutes per run,
+#      one seed (the issue's "HSTU on one dataset with fewer seeds").
 set -u
 cd "$(dirname "$0")/.."
 VM=${VM:-.venv/bin/virtualmle}
@@ -46,4 +48,11 @@ cp "$CACHE"/methods/{runs.csv,summary.csv,curves.csv,bench.md} "$TABLES"/ 2>/dev
     --storage "journal:///$(pwd)/$TABLES/transfer.journal" --out "$CACHE/transfer"
 rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: transfer (exit $rc)"
 cp "$CACHE"/transfer/{transfer.md,transfer.json} "$TABLES"/ 2>/dev/null
+
+HSTU=(--data beauty --model hstu --space extended --budget 45m --trials 1000 --workers 2 --quiet
+      --memory "$TABLES/banks")
+"$VM" bench "${HSTU[@]}" --methods agent,tpe+hyperband,random --agent-screen 5 --seeds 1 \
+    --storage "journal:///$(pwd)/$TABLES/hstu.journal" --out "$CACHE/hstu"
+rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: hstu (exit $rc)"
+mkdir -p "$TABLES/hstu" && cp "$CACHE"/hstu/{runs.csv,summary.csv,curves.csv,bench.md} "$TABLES"/hstu/ 2>/dev/null
 echo "done; commit $TABLES"
