@@ -433,23 +433,10 @@ def make_llm(
     )
 
 
-def log_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals recomputed from log entries (what `usage` should equal for one client's log)."""
-    return {
-        "calls": len({e["call_id"] for e in entries}),
-        "prompt_tokens": sum(e["prompt_tokens"] for e in entries),
-        "completion_tokens": sum(e["completion_tokens"] for e in entries),
-        "seconds": sum(e["latency_s"] for e in entries),
-        "cache_hits": sum(1 for e in entries if e["cache_hit"]),
-        "reasks": sum(1 for e in entries if e["reask"] > 0),
-    }
-
-
 __all__ = [
     "LLMClient",
     "Usage",
     "make_llm",
-    "log_summary",
     "extract_json",
     "parse_reply",
     "validation_summary",
