@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from virtualmle.errors import ConfigError, LLMBudgetExceeded, LLMError, LLMOutputError
-from virtualmle.llm.backends import Backend, EmbeddedBackend, OpenAIBackend
+from virtualmle.llm.backends import Backend
+from virtualmle.llm.embedded import EmbeddedBackend
+from virtualmle.llm.openai_http import OpenAIBackend
 from virtualmle.llm.cache import CACHE_NAME, CachedReply, ResponseCache, request_key
 from virtualmle.llm.log import LOG_NAME, CallLog
 from virtualmle.llm.pricing import CostModel, is_local_url
