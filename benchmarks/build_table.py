@@ -38,7 +38,7 @@ def _cpu_model() -> str:
 def main(argv: list[str] | None = None) -> int:
     import optuna
 
-    from virtualmle.bench.table import table_rows_from_study, write_table
+    from virtualmle.bench.table_export import table_rows_from_study, write_table
     from virtualmle.search.space import load_space
     from virtualmle.search.storage import open_storage
 

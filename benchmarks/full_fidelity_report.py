@@ -5,10 +5,12 @@ resumable across sessions), and writes the section "Full fidelity: search method
 compute" into docs/results.md (replacing the previous version of it; benchmarks/results.py keeps
 it when it regenerates the page) and the plot docs/results/ff_best_vs_compute.png:
 
-    python benchmarks/full_fidelity_report.py [--journal PATH] [--transfer-journal PATH] [--page docs/results.md]
+    python benchmarks/full_fidelity_report.py [--journal PATH] [--transfer-journal PATH]
+        [--hstu-journal PATH] [--page docs/results.md]
 
 With the transfer step's journal (`transfer.journal`) it adds the transfer subsection: the source
-studies and the Beauty arms with and without transfer, finished or in progress.
+studies and the Beauty arms with and without transfer, finished or in progress, and per arm the
+compute to the target. With step 3's journal (`hstu.journal`) it adds the HSTU subsection.
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
 budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
@@ -42,6 +44,7 @@ HEADING = "## Full fidelity: search methods at equal compute"
 NAME = re.compile(r"^bench-(?P<data>[a-z_]+)-(?P<model>[a-z]+)-(?P<space>[a-z0-9_]+)-(?P<method>.+)-s(?P<seed>\d+)$")
 TARGET_FRAC = 0.97
 TRANSFER_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "transfer.journal"
+HSTU_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "hstu.journal"
 # The transfer step's studies (bench/transfer.py): sources, then the target's arms.
 SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
 ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
@@ -206,6 +209,54 @@ def transfer_section(sources: list[Run], arms: list[Run], target: float | None,
         reach = r.to_reach(target) if target is not None else None
         L.append(f"| {r.method} | {r.seed} | {status} | {r.trials} | {_min(r.spent)} | {_f(r.best_valid)} "
                  f"| {_f(r.test.get('ndcg@10'))} | {_min(reach)} |")
+    if target is not None:
+        L += ["", "Per arm, over its finished seeds (a seed that never reached the target counts as the "
+              "whole budget, so the mean is not flattered by leaving it out):", "",
+              "| arm | finished seeds | reached target | compute to target, min (mean) | best valid (mean) "
+              "| test NDCG@10 of chosen (mean ± se) |", "|---|---|---|---|---|---|"]
+        groups = {a.method: [r for r in arms if r.method == a.method and r.finished] for a in arms}
+        groups["none (table above)"] = list(agent_runs)
+        to = {}
+        for name, rs in groups.items():
+            if not rs:
+                continue
+            reach = [r.to_reach(target) for r in rs]
+            to[name] = mean([x if x is not None else (r.budget or r.spent) for x, r in zip(reach, rs)])
+            test = [r.test["ndcg@10"] for r in rs if "ndcg@10" in r.test]
+            L.append(f"| {name} | {len(rs)} | {sum(x is not None for x in reach)}/{len(rs)} | {_min(to[name])} "
+                     f"| {_f(mean([r.best_valid for r in rs if r.best_valid is not None]))} "
+                     f"| {_f(mean(test))} ± {_f(se(test))} |")
+        if to.get("auto") and to.get("none"):
+            L += ["", f"Compute to target, `auto` / `none` (this journal's arms): "
+                      f"{to['auto'] / to['none']:.2f} (goal: 0.50 or less)."]
+    return "\n".join(L) + "\n"
+
+
+def hstu_section(runs: list[Run]) -> str:
+    """Beauty x HSTU, the extended space: the methods at equal compute, one seed each."""
+    done = [r for r in runs if r.finished and r.best_valid is not None]
+    target = TARGET_FRAC * max(r.best_valid for r in done) if done else None
+    L = ["### HSTU at full fidelity", "",
+         "Beauty x HSTU on the full data, the `extended` HSTU space, the same methods, budget (45 minutes "
+         "of compute per run) and machine as the SASRec table, one seed. Read from "
+         "`benchmarks/tables/ff_search/hstu.journal` (step 3 of `benchmarks/full_fidelity_search.sh`). "
+         "These runs use the one-pass chunked softmax and the fused Adam of 2026-12-06 (docs/training.md); "
+         "the SASRec runs above predate both.", ""]
+    if target is not None:
+        L += [f"Target: {TARGET_FRAC:.2f} x the best validation NDCG@10 of a finished HSTU run = {target:.4f}.", ""]
+    L += ["| method | seed | status | trials (how they ended) | compute, min | best valid | within 45 min: "
+          "valid / test NDCG@10 | test NDCG@10 / HR@10 of chosen | compute to target, min | chosen configuration "
+          "(some of its parameters) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    if not runs:
+        L.append("| (not started) | | | | | | | | | |")
+    for r in runs:
+        status = "finished" if r.finished else f"in progress ({_min(r.spent)} of {_min(r.budget)} min)"
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items()))
+        cut = f"{_f(r.in_budget[0])} / {_f(r.in_budget[1])}" if r.in_budget else "-"
+        reach = r.to_reach(target) if target is not None else None
+        L.append(f"| {r.method} | {r.seed} | {status} | {r.trials}{f' ({outcomes})' if outcomes else ''} "
+                 f"| {_min(r.spent)} | {_f(r.best_valid)} | {cut} | {_f(r.test.get('ndcg@10'))} / "
+                 f"{_f(r.test.get('hr@10'))} | {_min(reach)} | {_config(r.params)} |")
     return "\n".join(L) + "\n"
 
 
@@ -250,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--journal", type=Path, default=JOURNAL)
     ap.add_argument("--page", type=Path, default=PAGE)
     ap.add_argument("--transfer-journal", type=Path, default=TRANSFER_JOURNAL)
+    ap.add_argument("--hstu-journal", type=Path, default=HSTU_JOURNAL)
     args = ap.parse_args(argv)
     if not args.journal.is_file():
         print(f"error: no journal at {args.journal}: run benchmarks/full_fidelity_search.sh first", file=sys.stderr)
@@ -264,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n" + transfer_section(read_runs(args.transfer_journal, SOURCE),
                                         read_runs(args.transfer_journal, ARM), target,
                                         [r for r in runs if r.method.startswith("agent") and r.finished])
+    if args.hstu_journal.is_file():
+        text += "\n" + hstu_section(read_runs(args.hstu_journal))
     page = args.page.read_text() if args.page.is_file() else "# Results\n"
     args.page.write_text(replace_section(page, text))
     print(text)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from virtualmle.agent.candidates import RuleHint, generate_candidates, global_candidates, plateau_state, tpe_candidates
+from virtualmle.agent.candidates import RuleHint, generate_candidates, plateau_state
+from virtualmle.agent.global_candidates import global_candidates, tpe_candidates
 from virtualmle.agent.space_view import ProposalRejected, random_config, space_view
 from virtualmle.agent.diagnostics import Observation, best_of, curve_shape, diagnose, estimate_noise
 from virtualmle.agent.surrogate import PriorTrial, Surrogate, axis_groups, rank_candidates

@@ -52,7 +52,7 @@ def test_a_trial_the_budget_ended_can_be_the_choice_and_a_pruned_one_cannot(tmp_
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
-    from virtualmle.bench.runner import read_run
+    from virtualmle.bench.results import read_run
     from virtualmle.search.stored import summarize
 
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")

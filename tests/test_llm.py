@@ -21,7 +21,7 @@ from virtualmle.errors import (
     LLMUnavailableError,
 )
 from virtualmle.llm import default_gguf_path, log_summary, make_llm, parse_spec, read_log
-from virtualmle.llm.backends import _load_llama
+from virtualmle.llm.embedded import _load_llama
 from virtualmle.llm.cli_args import add_llm_arguments, make_llm_from_args
 from virtualmle.llm.pricing import CostModel, is_local_url, lookup_price
 

@@ -282,6 +282,26 @@ def test_distill_ranks_moves_by_measured_effect(tmp_path):
         assert r.matches(BEAUTY_LIKE, "sasrec") and not r.matches(BEAUTY_LIKE, "hstu")
 
 
+def test_a_summary_distilled_again_unchanged_leaves_its_file_alone(tmp_path):
+    """A resumed study with nothing new distils the same summary: a committed bank must not
+    change (its `created` stamp included); a summary with new content is written."""
+    records = [{"number": i, "params": p, "value": v, "outcome": "complete" if v is not None else "fail"}
+               for i, (p, v) in enumerate(TRIALS)]
+    bank = MemoryBank(tmp_path)
+    first = distill(StudyMemory.from_records(records, study="st", dataset="beauty"), BEAUTY_LIKE, "sasrec")
+    path = bank.save_summary(first)
+    before = path.read_bytes()
+    again = distill(StudyMemory.from_records(records, study="st", dataset="beauty"), BEAUTY_LIKE, "sasrec")
+    again.created = "2099-01-01T00:00:00+00:00"  # a later distillation of the same trials
+    assert bank.save_summary(again) == path and path.read_bytes() == before
+    more = records + [{"number": len(records), "params": {**TRIALS[5][0], "dropout": 0.05}, "value": 0.0370,
+                       "outcome": "complete"}]
+    grown = distill(StudyMemory.from_records(more, study="st", dataset="beauty"), BEAUTY_LIKE, "sasrec")
+    bank.save_summary(grown)
+    stored = json.loads(path.read_text())
+    assert stored["n_trials"] == len(more) and stored["created"] == grown.created
+
+
 def test_distill_llm_errors_fall_back_to_deterministic_texts(tmp_path):
     llm_mod = pytest.importorskip("virtualmle.llm")
     mem = StudyMemory.from_records(

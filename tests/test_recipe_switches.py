@@ -49,6 +49,24 @@ def test_adam_beta2_reaches_the_optimizer():
     assert _make_optimizer(TrainConfig(adam_beta2=0.999), model).param_groups[0]["betas"] == (0.9, 0.999)
 
 
+def test_the_optimizer_is_fused_where_torch_has_it_and_foreach_where_not(monkeypatch):
+    model = build_model("sasrec", ModelConfig(num_items=10, hidden=8, blocks=1))
+    for name in ("adam", "adamw"):
+        group = _make_optimizer(TrainConfig(optimizer=name), model).param_groups[0]
+        assert group["fused"] is True and not group["foreach"]
+
+    class NoFused(torch.optim.Adam):  # a torch (or device) without the fused kernel
+        def __init__(self, params, *, fused=None, **kw):
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be on a supported device")
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", NoFused)
+    group = _make_optimizer(TrainConfig(optimizer="adam", lr=0.01, weight_decay=0.1), model).param_groups[0]
+    assert group["foreach"] is True and not group["fused"]
+    assert (group["lr"], group["weight_decay"], group["betas"]) == (0.01, 0.1, (0.9, 0.98))
+
+
 @torch.no_grad()
 def test_visible_padding_keys_are_seen_yet_independent_of_batch_padding():
     items = torch.tensor([[3, 4, 5]])

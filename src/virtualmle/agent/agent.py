@@ -53,16 +53,11 @@ from virtualmle.agent.act import (
     pool_counts,
 )
 from virtualmle.agent.act import validate_change as _validate_change
-from virtualmle.agent.candidates import (
-    Candidate,
-    generate_candidates,
-    global_candidates,
-    random_candidate,
-    tpe_candidates,
-)
+from virtualmle.agent.candidates import Candidate, generate_candidates
 from virtualmle.agent.config import AgentConfig
 from virtualmle.agent.diagnostics import Observation, best_of, diagnose
 from virtualmle.agent.fallback_notice import FallbackNotice
+from virtualmle.agent.global_candidates import global_candidates, random_candidate, tpe_candidates
 from virtualmle.agent.training_length import rerun_check
 from virtualmle.agent.llm_call import LLMCaller
 from virtualmle.agent.plan import (

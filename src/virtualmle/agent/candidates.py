@@ -18,23 +18,21 @@ were already tried are dropped (the agent also drops a change of training length
 repeat the incumbent's run epoch for epoch: `training_length.reruns_parent`). After K trials on the same parameters without
 improvement (plateau) only candidates touching another parameter survive (forced diversity).
 
-Next to these local moves, three whole-configuration sources: ``global`` (a Latin-hypercube
-sample of the space), ``tpe`` (an independent Optuna TPE sampler's suggestions) and ``random``
-(when nothing is left near the incumbent). The space itself is `space_view.SpaceView`.
+Next to these local moves, three whole-configuration sources live in `global_candidates.py`.
+The space itself is `space_view.SpaceView`.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from virtualmle.agent.diagnostics import Diagnostics, Observation
 from virtualmle.agent.prompts import fmt
-from virtualmle.agent.space_view import Axis, ProposalRejected, SpaceView, random_config
-from virtualmle.records import TrialRecord, same_value
+from virtualmle.agent.space_view import Axis, ProposalRejected, SpaceView
+from virtualmle.records import same_value
 
 # Prior bonus (in units of the surrogate's standardised score) by where a candidate came from.
 # Diagnostics and matched rules are evidence; plain neighbours are not.
@@ -364,83 +362,3 @@ def generate_candidates(
                 if any(n in uncovered for n in c.changed):
                     c.prior += SOURCE_PRIOR["coverage"]
     return CandidateSet(cands, plateau=plateau, stale_params=stale, uncovered=uncovered)
-
-
-def _whole(cfg: dict[str, Any], incumbent: Observation, source: str, reason: str) -> Candidate:
-    return Candidate(cfg, {k: [incumbent.params.get(k), v] for k, v in cfg.items()
-                           if v != incumbent.params.get(k)}, source, reason, 0.0, [source])
-
-
-def global_candidates(space: SpaceView, incumbent: Observation, tried: set[str], seed: int, n: int) -> list[Candidate]:
-    """``global``: ``n`` configurations spread over the whole space, a Latin-hypercube sample
-    (every axis's values used about equally often, independently permuted per axis), with
-    illegal and already-tried points dropped (and added to ``tried``)."""
-    if n <= 0:
-        return []
-    draw = random.Random(seed)
-    columns: dict[str, list[Any]] = {}
-    for name, axis in space.axes.items():
-        vals = list(axis.values)
-        col = [vals[(i * len(vals)) // n] for i in range(n)] if n >= len(vals) else draw.sample(vals, n)
-        draw.shuffle(col)
-        columns[name] = col
-    out: list[Candidate] = []
-    for i in range(n):
-        cfg = {name: col[i] for name, col in columns.items()}
-        if space.violation(cfg) is not None or space.key(cfg) in tried:
-            continue
-        tried.add(space.key(cfg))
-        out.append(_whole(cfg, incumbent, "global", "a Latin-hypercube draw from the whole space"))
-    return out
-
-
-def tpe_candidates(space: SpaceView, search_space: Any, history: list[TrialRecord], incumbent: Observation,
-                   tried: set[str], seed: int, n: int) -> list[Candidate]:
-    """``tpe``: ``n`` suggestions of an independent Optuna TPE sampler fed the study's history
-    (in memory), snapped to the view's legal values; illegal and tried ones are dropped."""
-    if n <= 0:
-        return []
-    import warnings
-
-    import optuna
-
-    dists = search_space.distributions()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
-        study = optuna.create_study(direction="maximize", sampler=sampler)
-    for rec in history:
-        params = {k: rec.params[k] for k in dists if k in rec.params}
-        if len(params) != len(dists):
-            continue
-        try:
-            study.add_trial(optuna.trial.create_trial(
-                params=params, distributions=dists, value=float(rec.value) if rec.ok else None,
-                state=optuna.trial.TrialState.COMPLETE if rec.ok else optuna.trial.TrialState.FAIL))
-        except (ValueError, TypeError):  # a value outside this space's distributions
-            continue
-    out: list[Candidate] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for _ in range(n):
-            trial = study.ask(dists)
-            try:
-                cfg = space.snap_config(trial.params)
-            except Exception:  # noqa: BLE001 - a suggestion the view cannot snap is just skipped
-                cfg = None
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # next ask gives another point
-            if cfg is None or space.violation(cfg) is not None or space.key(cfg) in tried:
-                continue
-            tried.add(space.key(cfg))
-            out.append(_whole(cfg, incumbent, "tpe", "Optuna TPE's suggestion for this study"))
-    return out
-
-
-def random_candidate(space: SpaceView, incumbent: Observation, tried: set[str], seed: int) -> Candidate | None:
-    """``random``: one uniformly random legal, untried configuration (when nothing is left near
-    the incumbent), or None when the space is exhausted."""
-    cfg = random_config(space, random.Random(seed), tried)
-    if cfg is None:
-        return None
-    return Candidate(cfg, {k: [incumbent.params.get(k), v] for k, v in cfg.items()
-                           if v != incumbent.params.get(k)}, "random", "space exhausted locally")

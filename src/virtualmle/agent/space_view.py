@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from virtualmle.records import config_key, same_value
+from virtualmle.inert import inert_params
 
 AxisKind = Literal["int", "float", "categorical", "bool"]
 
@@ -182,8 +183,11 @@ class SpaceView:
         return list(self.axes)
 
     def key(self, params: dict[str, Any]) -> str:
-        """Duplicate-detection key over the searched parameters only."""
-        return config_key(params, self.axes)
+        """Duplicate-detection key over the searched parameters the configuration reads: two
+        configurations that differ only in parameters it never reads (`training.inert`) train
+        the same model, so they are one configuration."""
+        inert = inert_params({**self.fixed, **params})
+        return config_key(params, [n for n in self.axes if n not in inert])
 
     def violation(self, params: dict[str, Any]) -> str | None:
         """Why a configuration is illegal, or None."""

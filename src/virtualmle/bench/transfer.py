@@ -119,7 +119,8 @@ def run_transfer(opts: Any, *, sources: list[str], source_trials: int = 10,
     import optuna
 
     from virtualmle.files import write_atomic
-    from virtualmle.bench.runner import read_run, resolve_target, space_tag
+    from virtualmle.bench.results import read_run
+    from virtualmle.bench.runner import resolve_target, space_tag
     from virtualmle.bench.usage import record_run
     from virtualmle.bench.table import TableExecutor
     from virtualmle.data import load_dataset

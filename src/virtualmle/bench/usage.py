@@ -16,18 +16,19 @@ __all__ = ["llm_usage", "record_run", "stored_llm_usage"]
 def llm_usage(run_dir: Path) -> dict[str, Any]:
     """Calls, tokens, seconds and cost from a run's ``llm_log.jsonl`` (zeros without one), and the
     log's id (its first call's id: another machine's log of the same run has another)."""
-    from virtualmle.llm import read_log
+    from virtualmle.llm import log_summary, read_log
     from virtualmle.llm.log import LOG_NAME
 
     entries = read_log(run_dir / LOG_NAME)
     if not entries:
         return {"calls": 0, "tokens": 0, "seconds": 0.0, "cost_usd": 0.0, "cache_hits": 0, "logged": False}
+    totals = log_summary(entries)
     return {
-        "calls": len({e.get("call_id") for e in entries}),
-        "tokens": sum(int(e.get("prompt_tokens") or 0) + int(e.get("completion_tokens") or 0) for e in entries),
-        "seconds": round(sum(float(e.get("latency_s") or 0.0) for e in entries), 3),
-        "cost_usd": sum(float(e.get("cost_usd") or 0.0) for e in entries),
-        "cache_hits": sum(1 for e in entries if e.get("cache_hit")),
+        "calls": totals["calls"],
+        "tokens": totals["tokens"],
+        "seconds": round(totals["seconds"], 3),
+        "cost_usd": totals["cost_usd"],
+        "cache_hits": totals["cache_hits"],
         "logged": True,
         "log_id": entries[0].get("call_id"),
     }

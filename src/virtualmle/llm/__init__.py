@@ -8,8 +8,8 @@
 See docs/llm.md for the `--llm` specs, dialects, the call log and the response cache.
 """
 
-from virtualmle.llm.client import LLMClient, Usage, log_summary, make_llm
-from virtualmle.llm.log import read_log
+from virtualmle.llm.client import LLMClient, Usage, make_llm
+from virtualmle.llm.log import log_summary, read_log
 from virtualmle.llm.spec import LLMSpec, default_gguf_path, parse_spec
 
 __all__ = [

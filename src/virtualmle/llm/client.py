@@ -10,7 +10,6 @@ caller's pydantic model and nothing else is done with it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import threading
@@ -24,11 +23,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from virtualmle.errors import ConfigError, LLMBudgetExceeded, LLMError, LLMOutputError
-from virtualmle.llm.backends import Backend, EmbeddedBackend, OpenAIBackend
+from virtualmle.llm.backends import Backend
+from virtualmle.llm.embedded import EmbeddedBackend
+from virtualmle.llm.openai_http import OpenAIBackend
 from virtualmle.llm.cache import CACHE_NAME, CachedReply, ResponseCache, request_key
 from virtualmle.llm.log import LOG_NAME, CallLog
 from virtualmle.llm.pricing import CostModel, is_local_url
 from virtualmle.llm.redact import Redactor
+from virtualmle.llm.reply import parse_reply, validation_summary
 from virtualmle.llm.spec import LLMSpec, parse_spec
 
 logger = logging.getLogger(__name__)
@@ -83,47 +85,6 @@ def _check_messages(messages: list[dict[str, Any]]) -> None:
             raise ValueError(f"messages[{i}] needs a role in {sorted(_ROLES)}: {message!r:.80}")
         if not isinstance(message.get("content"), str):
             raise ValueError(f"messages[{i}]['content'] must be a string")
-
-
-def extract_json(text: str) -> str:
-    """The JSON object inside a reply: strips code fences and prose around the outermost braces.
-
-    Constrained backends return bare JSON; this matters for the `none` dialect, where models wrap
-    the object in ```json fences or a sentence.
-    """
-    start, end = text.find("{"), text.rfind("}")
-    if start == -1 or end < start:
-        return text.strip()
-    return text[start : end + 1]
-
-
-def parse_reply(text: str, schema: type[BaseModelT]) -> BaseModelT:
-    """Validate a raw reply against `schema`.
-
-    JSON syntax is read leniently (raw newlines inside strings are accepted, since unconstrained
-    models write them), then re-serialised so pydantic validates in JSON mode exactly as it would
-    a clean reply. Raises `ValueError` for text that is not JSON at all, `ValidationError` for
-    JSON that does not match.
-    """
-    candidate = extract_json(text)
-    try:
-        data = json.loads(candidate, strict=False)
-    except json.JSONDecodeError as exc:
-        shown = candidate if len(candidate) <= 60 else candidate[:57] + "..."
-        raise ValueError(f"not a JSON object ({exc.msg} at char {exc.pos}): {shown!r}") from None
-    return schema.model_validate_json(json.dumps(data))
-
-
-def validation_summary(exc: ValidationError, limit: int = 5) -> str:
-    """A short, model-readable list of what is wrong: `field: message; ...`."""
-    parts = []
-    for error in exc.errors()[:limit]:
-        loc = ".".join(str(p) for p in error["loc"]) or "(whole object)"
-        parts.append(f"{loc}: {error['msg']}")
-    more = len(exc.errors()) - limit
-    if more > 0:
-        parts.append(f"and {more} more")
-    return "; ".join(parts)
 
 
 class LLMClient:
@@ -433,24 +394,8 @@ def make_llm(
     )
 
 
-def log_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals recomputed from log entries (what `usage` should equal for one client's log)."""
-    return {
-        "calls": len({e["call_id"] for e in entries}),
-        "prompt_tokens": sum(e["prompt_tokens"] for e in entries),
-        "completion_tokens": sum(e["completion_tokens"] for e in entries),
-        "seconds": sum(e["latency_s"] for e in entries),
-        "cache_hits": sum(1 for e in entries if e["cache_hit"]),
-        "reasks": sum(1 for e in entries if e["reask"] > 0),
-    }
-
-
 __all__ = [
     "LLMClient",
     "Usage",
     "make_llm",
-    "log_summary",
-    "extract_json",
-    "parse_reply",
-    "validation_summary",
 ]

@@ -39,3 +39,20 @@ def read_log(path: Path) -> list[dict[str, Any]]:
         return []
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def log_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals recomputed from log entries: what a client's `usage` equals for its own log, and a
+    run's LLM usage in reports. A key missing from an older entry counts as zero."""
+    prompt = sum(int(e.get("prompt_tokens") or 0) for e in entries)
+    completion = sum(int(e.get("completion_tokens") or 0) for e in entries)
+    return {
+        "calls": len({e.get("call_id") for e in entries}),
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "tokens": prompt + completion,
+        "seconds": sum(float(e.get("latency_s") or 0.0) for e in entries),
+        "cost_usd": sum(float(e.get("cost_usd") or 0.0) for e in entries),
+        "cache_hits": sum(1 for e in entries if e.get("cache_hit")),
+        "reasks": sum(1 for e in entries if int(e.get("reask") or 0) > 0),
+    }

@@ -253,7 +253,15 @@ class MemoryBank:
 
     def _write_summary(self, summary: CognitionSummary) -> Path:
         path = self.summary_path(summary.dataset, summary.model, summary.study)
-        write_atomic(path, _dump("summary", summary.model_dump(mode="json", exclude={"distance"})))
+        doc = summary.model_dump(mode="json", exclude={"distance"})
+        # A study resumed with nothing new distils the same summary: the file (its `created`
+        # included) stays as it was, so a committed bank does not change on every resume.
+        text = _dump("summary", doc)
+        with contextlib.suppress(MemoryBankError):
+            old = load_doc(path) if path.is_file() else None
+            if old is not None and {**old, "created": None} == {**json.loads(text), "created": None}:
+                return path
+        write_atomic(path, text)
         return path
 
     def summaries(self, model: str | None = None) -> list[CognitionSummary]:

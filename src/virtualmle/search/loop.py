@@ -21,16 +21,17 @@ import logging
 import math
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from virtualmle.errors import ConfigError, ObserveIncomplete, VirtualMLEError
-from virtualmle.records import Outcome, TrialRecord
+from virtualmle.errors import ConfigError
+from virtualmle.records import Outcome
 from virtualmle.search.budget import ComputeBudget
+from virtualmle.search.conclude import TrialCloser
 from virtualmle.search.display import Display
 from virtualmle.search.executor import LocalExecutor, TrialExecutor, TrialOutcome
 from virtualmle.search.method import Method, Proposal, SearchContext, end_study, sampler_for
@@ -44,11 +45,10 @@ from virtualmle.search.recording import (
     store_result,
 )
 from virtualmle.search.space import SearchSpace, load_space
-from virtualmle.search.storage import owner_alive, owner_info, recover_interrupted
+from virtualmle.search.storage import owner_info, recover_interrupted
 from virtualmle.search.stored import (
     RESERVED_ATTRS,
     counts,
-    cut_by_budget,
     holds_budget,
     method_attrs,
     record_from_trial,
@@ -95,6 +95,7 @@ class _Search:
         # Who asked a running trial to stop (budget, pruner, method) and why; stored with the
         # trial only when it did end early (a stop asked at its last epoch changes nothing).
         self._stops: dict[int, tuple[str, str | None]] = {}
+        self.closer = TrialCloser(method, ctx, study, self.keeper, opts.metric, self.owner, after=self._sync_pending)
 
     # -- the study as stored (shared with other processes) -------------------------------------
     def budget_left(self) -> int:
@@ -184,12 +185,12 @@ class _Search:
                 if not bad and self._duplicate_of_other(trial, params):
                     # Another process on the study seeded its sampler the same way: draw anew.
                     self.study.sampler.reseed_rng()
-                    self._finish_invalid(trial, params, "Duplicate: another process runs this draw", free=True)
+                    self._invalid(trial, params, "Duplicate: another process runs this draw", free=True)
                     continue
                 if not bad:
                     break
                 # The sampler's draw broke a constraint: record it (free) and draw again.
-                self._finish_invalid(trial, params, f"ConstraintViolation: {bad[0]}", free=True)
+                self._invalid(trial, params, f"ConstraintViolation: {bad[0]}", free=True)
             else:
                 raise ConfigError(
                     f"search space {self.space.source}: {MAX_REDRAWS} draws in a row broke a constraint"
@@ -209,13 +210,13 @@ class _Search:
             if key not in trial.user_attrs or key == "owner":
                 trial.set_user_attr(key, value)
         if not self._within_budget(trial):
-            self._drop(trial, "BudgetUsed: other processes on this study took the last places")
+            self.closer.drop(trial, "BudgetUsed: other processes on this study took the last places")
             return False
         report_epochs = (bool(self.opts.prune) or self.opts.time_budget is not None
                          or getattr(self.method, "watch", None) is not None)
         prepared = prepare_trial(trial, params, self.opts, self.space, self.run_dir, report_epochs=report_epochs)
         if prepared.spec is None:
-            self._finish_invalid(trial, params, prepared.problem or "invalid", free=False)
+            self._invalid(trial, params, prepared.problem or "invalid", free=False)
             return False
         spec = prepared.spec
         Path(spec.trial_dir, STOP_FILE).unlink(missing_ok=True)  # a request is for this run only
@@ -261,104 +262,19 @@ class _Search:
         self._stops[trial.number] = ("method", str(reason)[:500])
         return True
 
-    # -- recording --------------------------------------------------------------------------
-    def _finish_invalid(self, trial: optuna.Trial, params: dict[str, Any], error: str, *, free: bool) -> None:
-        trial.set_user_attr("error", error)
-        if free:
-            trial.set_user_attr("free", True)
-        trial.set_user_attr("outcome", Outcome.INVALID.value)  # last: see `finish`
-        if free:
-            self.study.tell(trial, state=TrialState.FAIL)
-        else:
-            record = TrialRecord(number=trial.number, params=params, outcome=Outcome.INVALID, error=error,
-                                 user_attrs=method_attrs(trial))
-            self._conclude(trial, record)
-        logger.info("trial %d invalid: %s", trial.number, error)
-        if self.display and not free:
+    # -- ending trials (search/conclude.py) ---------------------------------------------------
+    def _invalid(self, trial: optuna.Trial, params: dict[str, Any], error: str, *, free: bool) -> None:
+        record = self.closer.invalid(trial, params, error, free=free)
+        if self.display and record is not None:
             self.display.finished(record, self.ctx)
 
-    def _conclude(self, trial: optuna.Trial, record: TrialRecord) -> None:
-        """Observe a trial whose result is stored, then tell the study (the trial ends here).
-
-        A method error that stops the study (`ObserveIncomplete`) still tells the trial, with
-        whatever the method observed; Ctrl-C or a kill leaves it RUNNING with its result stored,
-        and the next run observes it again from storage (`redo_observe`), never retraining it.
-        """
-        try:
-            self._observe(trial, record)
-        except Exception:
-            self._tell(trial, record)
-            self.ctx.history.append(record)
-            raise
-        self._tell(trial, record)
-        self.ctx.history.append(record)
-        self._sync_pending()
-
-    def _tell(self, trial: optuna.Trial, record: TrialRecord) -> None:
-        value = record.value
-        if record.outcome is Outcome.COMPLETE and value is not None and math.isfinite(value):
-            self.study.tell(trial, float(value))
-        elif record.outcome is Outcome.PRUNED:
-            self.study.tell(trial, state=TrialState.PRUNED)
-        else:
-            self.study.tell(trial, state=TrialState.FAIL)
-        # The one place models are kept or dropped: a complete trial's model, or that of a trial the
-        # compute budget ended (its best epoch's weights: `stored.cut_by_budget`), may become the best.
-        if record.outcome is Outcome.PRUNED:
-            value = cut_by_budget(trial.user_attrs, self.opts.metric)
-        self.keeper.trial_finished(trial.number, value if record.outcome in (Outcome.COMPLETE, Outcome.PRUNED) else None)
-
     def redo_observe(self) -> list[int]:
-        """Finish trials a dead process left RUNNING after their result was stored.
-
-        The process was killed in the method's observe step (reflection, memory): the trial
-        trained to the end, so it is observed again from the stored result and told, not run
-        again. Memory operations are idempotent per trial, so a replayed observe counts the
-        evidence once. Returns the trial numbers finished this way.
-        """
-        done = []
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            outcome = t.user_attrs.get("outcome")
-            if outcome in (None, Outcome.INTERRUPTED.value) or owner_alive(t.user_attrs.get("owner")):
-                continue
-            trial = optuna.Trial(self.study, t._trial_id)
-            trial.set_user_attr("owner", self.owner)  # other resuming processes leave it to us
-            record = record_from_trial(t)
-            if record.outcome in (Outcome.COMPLETE, Outcome.PRUNED):
-                record = replace(record, value=record.valid.get(self.opts.metric))
-            logger.info("trial %d: result stored before its process died; observing it again", t.number)
-            try:
-                self._conclude(trial, record)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # another process resuming the study finished it first
-            done.append(t.number)
-            if self.display:
+        """Trials a dead process trained to the end, observed again (`TrialCloser.redo_observe`)."""
+        records = self.closer.redo_observe()
+        if self.display:
+            for record in records:
                 self.display.finished(record, self.ctx)
-        return done
-
-    def _drop(self, trial: optuna.Trial, why: str) -> None:
-        """A trial that must not run (over budget): recorded as free, never shown to the method."""
-        trial.set_user_attr("free", True)
-        trial.set_user_attr("error", why)
-        self.study.tell(trial, state=TrialState.FAIL)
-        logger.info("trial %d not run: %s", trial.number, why)
-
-    def _observe(self, trial: optuna.Trial, record: TrialRecord) -> dict[str, Any]:
-        try:
-            extra = self.method.observe(self.ctx, record) or {}
-        except ObserveIncomplete as exc:
-            for key, value in exc.attrs.items():  # keep what was observed, then stop the study
-                if key not in RESERVED_ATTRS:
-                    trial.set_user_attr(key, value)
-            raise
-        except VirtualMLEError as exc:
-            logger.warning("method %s could not observe trial %d: %s", self.method.name, record.number, exc)
-            extra = {"observe_error": str(exc)}
-        for key, value in extra.items():
-            if key in RESERVED_ATTRS:
-                raise ValueError(f"method {self.method.name!r} may not overwrite user attr {key!r}")
-            trial.set_user_attr(key, value)
-        return extra
+        return [r.number for r in records]
 
     def finish(self, future: Future[TrialOutcome]) -> None:
         run = self.running.pop(future)
@@ -379,7 +295,7 @@ class _Search:
                 self.reruns.append(Proposal(params=dict(run.params), user_attrs=attrs))
             self._sync_pending()
             return
-        self._conclude(trial, record)
+        self.closer.conclude(trial, record)
         logger.info("trial %d %s value=%s (%.1fs)", trial.number, outcome.value, value, out.seconds)
         if self.display:
             self.display.finished(record, self.ctx)

@@ -38,28 +38,25 @@ import atexit
 import json
 import logging
 import os
-import queue
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from virtualmle.errors import ConfigError, StorageError
 from virtualmle.search.executor import EpochCallback, TrialOutcome, TrialSpec
 from virtualmle.search.method import Outcome
+from virtualmle.search.ray_remote import Decisions, outcome_from_dict, trial_task
 
 logger = logging.getLogger(__name__)
 
 # Losses of one configuration to dead workers / nodes before it is recorded as failed.
 DEFAULT_MAX_REQUEUES = 2
-# Seconds a trial waits for the driver's prune decision before it carries on.
-_DECISION_TIMEOUT_S = 600.0
 # Environment forwarded from the driver to every trial (data dir, test hooks, ...).
 _FORWARD_PREFIX = "VIRTUALMLE_"
 
@@ -70,84 +67,6 @@ def _import_ray():
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'virtualmle[ray]'") from None
     return ray
-
-
-def _trial_task(spec_dict: dict[str, Any], threads: int, env: dict[str, str], decisions: Any):
-    """Body of the Ray task (a generator): run one trial in a subprocess and stream its events."""
-    import ray
-
-    from virtualmle.search.executor import LocalExecutor
-
-    spec = TrialSpec(**spec_dict)
-    gpus = [str(g) for g in ray.get_gpu_ids()]
-    env = dict(env)
-    if not gpus:
-        env["CUDA_VISIBLE_DEVICES"] = ""  # no GPU was reserved for this task: use none
-    ctx = ray.get_runtime_context()
-    yield {"event": "started", "pid": os.getpid(), "node": ctx.get_node_id(), "host": socket.gethostname(),
-           "gpus": gpus}
-    local = LocalExecutor(1, device=spec.device, threads=threads, gpus=gpus, env=env)
-    events: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-    def on_epoch(log: dict[str, Any]) -> bool:
-        events.put(("epoch", log))
-        if spec.report_epochs and decisions is not None:
-            try:
-                return bool(ray.get(decisions.wait.remote(spec.number, log.get("epoch")),
-                                    timeout=_DECISION_TIMEOUT_S))
-            except Exception:  # driver gone or slow: keep training; the driver decides at the end
-                return False
-        return False
-
-    future = local.submit(spec, on_epoch)
-    future.add_done_callback(lambda _f: events.put(("done", None)))
-    try:
-        while True:
-            kind, item = events.get()
-            if kind == "done":
-                break
-            yield {"event": "epoch", "log": item}
-        out = future.result()
-    finally:
-        if not future.done():  # cancelled (KeyboardInterrupt from ray.cancel): stop the trial too
-            local.cancel_all()
-        local.shutdown()
-    payload = asdict(out)
-    payload["outcome"] = out.outcome.value
-    yield {"event": "outcome", "outcome": payload}
-
-
-class _Decisions:
-    """Prune decisions from the driver to the trials (an async Ray actor on the driver's node)."""
-
-    def __init__(self) -> None:
-        import asyncio
-
-        self._asyncio = asyncio
-        self._values: dict[tuple[int, Any], bool] = {}
-        self._events: dict[tuple[int, Any], Any] = {}
-
-    def _event(self, key: tuple[int, Any]):
-        if key not in self._events:
-            self._events[key] = self._asyncio.Event()
-        return self._events[key]
-
-    async def put(self, number: int, epoch: Any, stop: bool) -> None:
-        self._values[(number, epoch)] = stop
-        self._event((number, epoch)).set()
-
-    async def wait(self, number: int, epoch: Any) -> bool:
-        key = (number, epoch)
-        await self._event(key).wait()
-        self._events.pop(key, None)
-        return self._values.pop(key, False)
-
-
-def _outcome_from_dict(payload: dict[str, Any]) -> TrialOutcome:
-    known = {f.name for f in fields(TrialOutcome)}
-    data = {k: v for k, v in payload.items() if k in known}
-    data["outcome"] = Outcome(data["outcome"])
-    return TrialOutcome(**data)
 
 
 class RayExecutor:
@@ -217,7 +136,7 @@ class RayExecutor:
         self.threads = max(1, int(self.cpus_per_trial))
         self.env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_PREFIX)}
         self.env.update(env or {})
-        self._task = ray.remote(_trial_task).options(
+        self._task = ray.remote(trial_task).options(
             num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial, max_retries=0,
             num_returns="streaming",
         )
@@ -352,7 +271,7 @@ class RayExecutor:
 
                 here = ray.get_runtime_context().get_node_id()
                 strategy = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
-                self._decisions = ray.remote(_Decisions).options(
+                self._decisions = ray.remote(Decisions).options(
                     num_cpus=0, scheduling_strategy=strategy, max_concurrency=1000).remote()
             return self._decisions
 
@@ -382,7 +301,7 @@ class RayExecutor:
                     if spec.report_epochs and self._decisions is not None:
                         self._decisions.put.remote(spec.number, log.get("epoch"), stop)
                 elif kind == "outcome":
-                    out = _outcome_from_dict(event["outcome"])
+                    out = outcome_from_dict(event["outcome"])
             if out is None:
                 raise RuntimeError("the Ray task ended without reporting an outcome")
         except Exception as exc:  # noqa: BLE001 - every Ray failure is classified below

@@ -3,7 +3,7 @@ its result, with ``outcome`` stored last.
 
 ``outcome`` goes last because a resume reads it as "the whole result is stored": a process killed
 after it (in the method's observe step) leaves a trial that the next run observes from storage
-instead of training it again (`loop._Search.redo_observe`).
+instead of training it again (`conclude.TrialCloser.redo_observe`).
 """
 
 from __future__ import annotations

@@ -161,11 +161,14 @@ def sampled_softmax_loss(
 class _ChunkedSoftmaxCE(torch.autograd.Function):
     """Mean cross-entropy of `states @ table.T` against `targets`, `chunk` rows at a time.
 
-    Forward keeps only the per-row log-sum-exp; backward recomputes each chunk's logits. So peak
-    memory is one (chunk, N) block instead of the (M, N) logits plus their gradient, for one
-    extra (chunk, D) x (D, N) matmul per chunk. With `mm_dtype=torch.bfloat16` the three matmuls
-    per chunk run in bfloat16 (several times faster on CPUs with AVX512-BF16 / AMX) while the
-    log-sum-exp, the softmax and both gradients' accumulation stay in float32.
+    The loss is a scalar, so its gradients are known up to the factor `grad_out` as soon as each
+    chunk's softmax is: forward computes the loss and both gradients in one pass over the chunks,
+    and backward only scales them. Each chunk's (chunk, N) logits are written into one reused
+    buffer and turned into log-probabilities, then probabilities, in place; so peak memory is one
+    (chunk, N) block, no logits are recomputed, and no large tensor is allocated per chunk (on
+    CPU a fresh block per chunk costs page faults). With `mm_dtype=torch.bfloat16` the three
+    matmuls per chunk run in bfloat16 (several times faster on CPUs with AVX512-BF16 / AMX)
+    while the log-sum-exp, the softmax and both gradients' accumulation stay in float32.
     """
 
     @staticmethod
@@ -173,40 +176,45 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
                 mm_dtype: torch.dtype | None = None) -> torch.Tensor:
         dtype = mm_dtype or states.dtype
         s_mm, t_mm = states.to(dtype), table.to(dtype)
+        t_mm_t = t_mm.T.contiguous()  # (D, N): the logits matmul's fast layout
+        m = states.size(0)
+        want_states, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_states = torch.empty_like(states) if want_states else None
+        grad_table = torch.zeros_like(table) if want_table else None
+        buf = states.new_empty((min(chunk, m), table.size(0)))
+        low = s_mm.new_empty(buf.shape) if dtype != states.dtype else None
         total = states.new_zeros((), dtype=torch.float64)
-        lse = states.new_empty(states.size(0))
-        for i in range(0, states.size(0), chunk):
-            logits = (s_mm[i : i + chunk] @ t_mm.T).to(states.dtype)  # (c, N)
-            lse[i : i + chunk] = torch.logsumexp(logits, dim=1)
-            total += (lse[i : i + chunk] - logits.gather(1, targets[i : i + chunk, None]).squeeze(1)).sum(dtype=torch.float64)
-        ctx.save_for_backward(states, table, targets, lse)
-        ctx.chunk, ctx.mm_dtype = chunk, dtype
-        return (total / states.size(0)).to(states.dtype)
+        for i in range(0, m, chunk):
+            s, tgt = s_mm[i : i + chunk], targets[i : i + chunk]
+            c = len(s)
+            if low is None:
+                logp = torch.mm(s, t_mm_t, out=buf[:c])
+            else:
+                logp = buf[:c].copy_(torch.mm(s, t_mm_t, out=low[:c]))
+            logp -= torch.logsumexp(logp, dim=1, keepdim=True)  # log-probabilities, in place
+            total -= logp.gather(1, tgt[:, None]).sum(dtype=torch.float64)
+            if grad_states is None and grad_table is None:
+                continue
+            g = logp.exp_()  # probabilities, in place
+            g[torch.arange(c, device=g.device), tgt] -= 1.0  # d(sum of row losses) / d(logits)
+            g_mm = g if low is None else low[:c].copy_(g)
+            if grad_states is not None:
+                grad_states[i : i + c] = g_mm @ t_mm  # cast to float32 by the assignment
+            if grad_table is not None:
+                if low is None:
+                    grad_table.addmm_(g_mm.T, s)
+                else:
+                    grad_table += (g_mm.T @ s).to(table.dtype)
+        ctx.save_for_backward(grad_states if want_states else None, grad_table if want_table else None)
+        ctx.rows = m
+        return (total / m).to(states.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        states, table, targets, lse = ctx.saved_tensors
-        dtype = ctx.mm_dtype
-        s_mm, t_mm = states.to(dtype), table.to(dtype)
-        scale = grad_out / states.size(0)
-        grad_states = torch.empty_like(states) if ctx.needs_input_grad[0] else None
-        grad_table = torch.zeros_like(table) if ctx.needs_input_grad[1] else None
-        for i in range(0, states.size(0), ctx.chunk):
-            s = s_mm[i : i + ctx.chunk]
-            g = (s @ t_mm.T).to(states.dtype).sub_(lse[i : i + ctx.chunk, None]).exp_()  # softmax (c, N)
-            rows = torch.arange(len(s), device=s.device)
-            g[rows, targets[i : i + ctx.chunk]] -= 1.0
-            g *= scale
-            g = g.to(dtype)
-            if grad_states is not None:
-                grad_states[i : i + ctx.chunk] = g @ t_mm  # cast to float32 by the assignment
-            if grad_table is None:
-                continue
-            if dtype == table.dtype:
-                grad_table.addmm_(g.T, s)
-            else:
-                grad_table += (g.T @ s).to(table.dtype)
-        return grad_states, grad_table, None, None, None
+        grad_states, grad_table = ctx.saved_tensors
+        scale = grad_out / ctx.rows
+        return (grad_states * scale if grad_states is not None else None,
+                grad_table * scale if grad_table is not None else None, None, None, None)
 
 
 # Auto chunking: logits up to 2**24 elements (64 MB in fp32) are built whole, as the release did;

@@ -115,9 +115,15 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     # beta2 0.98 by default, as in SASRec.pytorch and HSTU; CE-SCE-LLMRec's runs use 0.999.
+    # The fused kernel (one pass over each parameter instead of about ten) is 2-3x faster per step
+    # on CPU, where the item table's update is a tenth of a release-default epoch; where it is
+    # unsupported (an old torch, some devices) the foreach implementation is used.
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
-    return cls(model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2), eps=1e-8, foreach=True,
-               weight_decay=config.weight_decay)
+    kwargs = {"lr": config.lr, "betas": (0.9, config.adam_beta2), "eps": 1e-8, "weight_decay": config.weight_decay}
+    try:
+        return cls(model.parameters(), fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(model.parameters(), foreach=True, **kwargs)
 
 
 def xavier_init(model: torch.nn.Module, *, keep_ffn: bool = False) -> None:
