@@ -237,8 +237,10 @@ def hstu_section(runs: list[Run]) -> str:
     done = [r for r in runs if r.finished and r.best_valid is not None]
     target = TARGET_FRAC * max(r.best_valid for r in done) if done else None
     L = ["### HSTU at full fidelity", "",
-         "Beauty x HSTU on the full data, the `extended` HSTU space, the same methods, budget (45 minutes "
-         "of compute per run) and machine as the SASRec table, one seed. Read from "
+         "Beauty x HSTU on the full data, the `extended` HSTU space, the same methods and budget (45 "
+         "minutes of compute per run, two one-thread trials at once) as the SASRec table, one seed, on "
+         "a 2-core machine slower than the one of the SASRec runs (same code, one epoch: release default 5.0-5.2 s against 4.6 s, `full_ce` 45.6 s against 27.4 s; docs/training.md). "
+         "Read from "
          "`benchmarks/tables/ff_search/hstu.journal` (step 3 of `benchmarks/full_fidelity_search.sh`). "
          "These runs use the one-pass chunked softmax and the fused Adam of 2026-12-06 (docs/training.md); "
          "the SASRec runs above predate both.", ""]
