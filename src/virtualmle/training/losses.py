@@ -178,9 +178,8 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         s_mm, t_mm = states.to(dtype), table.to(dtype)
         t_mm_t = t_mm.T.contiguous()  # (D, N): the logits matmul's fast layout
         m = states.size(0)
-        want_states, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_states = torch.empty_like(states) if want_states else None
-        grad_table = torch.zeros_like(table) if want_table else None
+        grad_states = torch.empty_like(states) if ctx.needs_input_grad[0] else None
+        grad_table = torch.zeros_like(table) if ctx.needs_input_grad[1] else None
         buf = states.new_empty((min(chunk, m), table.size(0)))
         low = s_mm.new_empty(buf.shape) if dtype != states.dtype else None
         total = states.new_zeros((), dtype=torch.float64)
@@ -205,7 +204,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
                     grad_table.addmm_(g_mm.T, s)
                 else:
                     grad_table += (g_mm.T @ s).to(table.dtype)
-        ctx.save_for_backward(grad_states if want_states else None, grad_table if want_table else None)
+        ctx.save_for_backward(grad_states, grad_table)  # None where that input needs no gradient
         ctx.rows = m
         return (total / m).to(states.dtype)
 
