@@ -61,6 +61,9 @@ class AgentConfig:
         screen_width: candidates screened per round.
         screen_tolerance: the best screen is not promoted when it trails the incumbent's curve at
             the same epoch by more than this share.
+        screen_cost_factor: stop a screen that costs, or on its pace would cost, more than this
+            many times the study's median finished screen, so its round can promote without it
+            (`agent/screen.py`, `costly`); 0 turns the cap off.
     """
 
     mode: Mode = "hybrid"
@@ -88,6 +91,7 @@ class AgentConfig:
     screen_epochs: int = 0
     screen_width: int = 3
     screen_tolerance: float = 0.1
+    screen_cost_factor: float = 5.0
 
     def check(self) -> None:
         """Refuse switches no agent can run with (one line, `ConfigError`)."""
@@ -96,3 +100,5 @@ class AgentConfig:
         if self.screen_epochs < 0 or self.screen_width < 1:
             raise ConfigError(f"screening needs screen_epochs >= 0 and screen_width >= 1, not "
                               f"{self.screen_epochs} and {self.screen_width}")
+        if not self.screen_cost_factor >= 0:
+            raise ConfigError(f"screen_cost_factor must be >= 0 (0: no cap), not {self.screen_cost_factor}")
