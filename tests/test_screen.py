@@ -223,6 +223,11 @@ def test_a_screen_far_costlier_than_the_finished_ones_is_stopped_with_its_number
     # Over the cap already, with or without a validation.
     reason = costly(200.0, 0, 5, finished, factor=5)
     assert reason is not None and "200 s" in reason and "34 s" in reason and "5x" in reason
+    # With a compute budget the cap is never below its share: a screen is stopped only when it is
+    # also a large part of what the study may spend.
+    assert costly(200.0, 0, 5, finished, factor=5, floor=400.0) is None
+    reason = costly(450.0, 0, 5, finished, factor=5, floor=400.0)
+    assert reason is not None and "cap of 400 s" in reason and "34 s" in reason
     # On its pace: 1 of 5 epochs in 60 s projects to 300 s.
     reason = costly(60.0, 1, 5, finished, factor=5)
     assert reason is not None and "300 s" in reason and "1 of 5" in reason
@@ -259,6 +264,10 @@ def test_the_agent_watches_its_screens_cost_only_when_it_screens(tmp_path):
         reflection=False, memory=False, transfer="none", screen_epochs=5))
     reason = screening.watch(ctx, slow)
     assert reason is not None and "500 s" in reason
+    # A study with a compute budget of an hour: 15% of it, 540 s, is the cap's floor.
+    ctx.time_budget = 3600.0
+    assert screening.watch(ctx, slow) is None
+    assert "540 s" in screening.watch(ctx, RunningTrial(**{**slow.__dict__, "seconds": 120.0}))
     # A full (promoted or unscreened) trial of the same pace is not a screen: never capped.
     assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "screen": False})) is None
     # The cap off, and no hopeless watching asked for: the agent offers no watch hook at all.

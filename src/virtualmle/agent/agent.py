@@ -189,7 +189,8 @@ class VirtualMLEAgent:
         if trial.screen and self.cfg.screen_epochs > 0 and self.cfg.screen_cost_factor > 0:
             finished = [r.seconds for r in ctx.history if is_screen(self._attrs(r)) and r.seconds > 0]
             reason = costly(trial.seconds, trial.epochs, trial.max_epochs, finished,
-                            factor=self.cfg.screen_cost_factor)
+                            factor=self.cfg.screen_cost_factor,
+                            floor=self.cfg.screen_cost_share * (ctx.time_budget or 0.0))
             if reason:
                 return reason
         inc = ctx.incumbent

@@ -147,8 +147,12 @@ def decide(history: list[TrialRecord], incumbent: TrialRecord | None, issued: di
 
 
 def costly(seconds: float, epochs: int, max_epochs: int, finished: list[float], *, factor: float,
-           min_reference: int = 2) -> str | None:
+           floor: float = 0.0, min_reference: int = 2) -> str | None:
     """Why a running screen costs too much to wait for, or None to let it run.
+
+    The cap is the larger of ``factor`` times the median of the study's finished screens and
+    ``floor`` (a share of the compute budget): a screen is stopped only when it is both far
+    costlier than the others and a large part of what the study may spend.
 
     Args:
         seconds: compute the screen has used so far (process start included, as for ``finished``).
@@ -156,19 +160,21 @@ def costly(seconds: float, epochs: int, max_epochs: int, finished: list[float], 
         max_epochs: the screen's length in epochs.
         finished: the compute of the study's finished screens (the reference: their median).
         factor: the cap, as a multiple of that median (0: no cap).
+        floor: the cap is never below this many seconds.
         min_reference: finished screens needed before any screen is judged.
     """
     if factor <= 0 or len(finished) < min_reference or (max_epochs and epochs >= max_epochs):
         return None  # (a screen at its last validation is done: stopping it would only lose it)
     ref = statistics.median(finished)
-    cap = factor * ref
     if ref <= 0:
         return None
+    cap = max(factor * ref, floor)
+    why = (f"more than its cap of {cap:.0f} s (the larger of {factor:g}x the median finished screen's "
+           f"{ref:.0f} s and {floor:.0f} s, a share of the compute budget)" if floor > 0
+           else f"more than {factor:g}x the median finished screen's {ref:.0f} s")
     if seconds > cap:
-        return (f"this screen has run {seconds:.0f} s, more than {factor:g}x the median finished screen "
-                f"({ref:.0f} s): stopped so its round can promote without it")
+        return f"this screen has run {seconds:.0f} s, {why}: stopped so its round can promote without it"
     if 0 < epochs < max_epochs and seconds / epochs * max_epochs > cap:
         return (f"after {epochs} of {max_epochs} epochs ({seconds:.0f} s) this screen would cost about "
-                f"{seconds / epochs * max_epochs:.0f} s, more than {factor:g}x the median finished screen "
-                f"({ref:.0f} s): stopped so its round can promote without it")
+                f"{seconds / epochs * max_epochs:.0f} s, {why}: stopped so its round can promote without it")
     return None

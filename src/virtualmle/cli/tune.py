@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --screen-epochs: candidates screened per round (default 3)")
     p.add_argument("--screen-cost", type=float, default=5.0, metavar="X",
                    help="with --screen-epochs: stop a screen that costs, or on its pace would cost, more than X "
-                        "times the study's median screen, so its round goes on without it (default 5; 0: no cap)")
+                        "times the study's median screen (and, with --budget TIME, 15%% of it), so its round goes on "
+                        "without it (default 5; 0: no cap)")
     p.add_argument("--plateau-k", type=int, default=3, metavar="K",
                    help="after K trials on the same parameters without improvement, force another parameter (default 3)")
     p.add_argument("--shortlist", type=int, default=4, metavar="N",

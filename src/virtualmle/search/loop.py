@@ -336,7 +336,8 @@ def run_search(
     history = [record_from_trial(t) for t in trials if counts(t)]
     ctx = SearchContext(space=space, dataset=dataset, profile=profile, model=options.model,
                         seed=options.seed, metric=options.metric, budget=options.trials,
-                        study_name=study_name, run_dir=run_dir, history=history)
+                        study_name=study_name, run_dir=run_dir, history=history,
+                        time_budget=options.time_budget)
     executor = executor or LocalExecutor(options.workers, device=options.device)
     search = _Search(method, options, executor, study, space, ctx, run_dir)
     search.compute.refresh(trials, counts)  # a resumed study has spent some already

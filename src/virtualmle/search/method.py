@@ -68,6 +68,7 @@ class SearchContext:
         seed: the study's seed.
         metric: the validation metric maximised (``ndcg@10``).
         budget: total trials of the study (interrupted trials excluded).
+        time_budget: compute seconds the study may spend (``--budget 45m``), or None.
         study_name: the Optuna study name.
         run_dir: a directory the method may write its own files to (logs, memory).
         history: finished trials in completion order (test metrics never included).
@@ -85,6 +86,7 @@ class SearchContext:
     run_dir: Path
     history: list[TrialRecord] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
+    time_budget: float | None = None
 
     @property
     def incumbent(self) -> TrialRecord | None:
