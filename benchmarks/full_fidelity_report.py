@@ -6,11 +6,13 @@ compute" into docs/results.md (replacing the previous version of it; benchmarks/
 it when it regenerates the page) and the plot docs/results/ff_best_vs_compute.png:
 
     python benchmarks/full_fidelity_report.py [--journal PATH] [--transfer-journal PATH]
-        [--hstu-journal PATH] [--page docs/results.md]
+        [--hstu-journal PATH] [--current-journal PATH] [--page docs/results.md]
 
 With the transfer step's journal (`transfer.journal`) it adds the transfer subsection: the source
 studies and the Beauty arms with and without transfer, finished or in progress, and per arm the
-compute to the target. With step 3's journal (`hstu.journal`) it adds the HSTU subsection.
+compute to the target. With step 3's journal (`hstu.journal`) it adds the HSTU subsection. With
+step 4's (`agent_current.journal`: the agent of today on step 1's setting) its runs join the
+methods table as `agent-screen (current)`, measured against step 1's target.
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
 budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
@@ -45,6 +47,8 @@ NAME = re.compile(r"^bench-(?P<data>[a-z_]+)-(?P<model>[a-z]+)-(?P<space>[a-z0-9
 TARGET_FRAC = 0.97
 TRANSFER_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "transfer.journal"
 HSTU_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "hstu.journal"
+CURRENT_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "agent_current.journal"
+CURRENT = "agent-screen (current)"
 # The transfer step's studies (bench/transfer.py): sources, then the target's arms.
 SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
 ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
@@ -133,7 +137,8 @@ def _config(params: dict[str, Any]) -> str:
                      for k in SHOWN if k in params)
 
 
-def section(runs: list[Run], plot: str | None) -> str:
+def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str:  # type: ignore[assignment]
+    """The methods table; ``current`` (step 4's runs) is measured against the same target."""
     done = [r for r in runs if r.finished]
     best_any = max((r.best_valid for r in done if r.best_valid is not None), default=None)
     target = None if best_any is None else TARGET_FRAC * best_any
@@ -159,6 +164,8 @@ def section(runs: list[Run], plot: str | None) -> str:
           "test HR@10 of chosen (mean) | within 45 min: valid / test NDCG@10 (mean) | compute spent, min (mean) "
           "| reached target | compute to target, min (mean) |",
           "|---|---|---|---|---|---|---|---|---|"]
+    runs = list(runs) + list(current)
+    done += [r for r in current if r.finished]
     for method in sorted({r.method for r in runs}):
         rs = [r for r in done if r.method == method]
         valid = [r.best_valid for r in rs if r.best_valid is not None]
@@ -179,6 +186,14 @@ def section(runs: list[Run], plot: str | None) -> str:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items()))
         L.append(f"| {r.method} | {r.seed} | {status} | {r.trials}{f' ({outcomes})' if outcomes else ''} | {_min(r.spent)} | {_f(r.best_valid)} "
                  f"| {_f(r.test.get('ndcg@10'))} | {_f(r.test.get('hr@10'))} | {_config(r.params)} |")
+    if current:
+        L += ["", f"`{CURRENT}`: the agent of today on the same setting and seeds (step 4 of "
+              "`benchmarks/full_fidelity_search.sh`, `agent_current.journal`), run later on a slower machine "
+              "(docs/results.md, HSTU subsection). What changed since the `agent-screen` rows: candidates with "
+              "a decaying learning-rate schedule are screened too; parameters a configuration never reads "
+              "do not make a new candidate (`virtualmle/inert.py`); a screen far costlier than the study's "
+              "median screen is stopped so its round can promote (`--screen-cost`, docs/search.md); the "
+              "one-pass softmax and fused Adam (docs/training.md). The target stays the one above."]
     if plot:
         L += ["", f"![best validation NDCG@10 against compute]({plot})"]
     return "\n".join(L) + "\n"
@@ -304,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--page", type=Path, default=PAGE)
     ap.add_argument("--transfer-journal", type=Path, default=TRANSFER_JOURNAL)
     ap.add_argument("--hstu-journal", type=Path, default=HSTU_JOURNAL)
+    ap.add_argument("--current-journal", type=Path, default=CURRENT_JOURNAL)
     args = ap.parse_args(argv)
     if not args.journal.is_file():
         print(f"error: no journal at {args.journal}: run benchmarks/full_fidelity_search.sh first", file=sys.stderr)
@@ -311,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = read_runs(args.journal)
     png = args.page.parent / "results" / "ff_best_vs_compute.png"
     plot_runs(runs, png)
-    text = section(runs, str(png.relative_to(args.page.parent)))
+    current = ([replace(r, method=CURRENT) for r in read_runs(args.current_journal)]
+               if args.current_journal.is_file() else [])
+    text = section(runs, str(png.relative_to(args.page.parent)), current)
     if args.transfer_journal.is_file():
         done = [r for r in runs if r.finished and r.best_valid is not None]
         target = TARGET_FRAC * max(r.best_valid for r in done) if done else None

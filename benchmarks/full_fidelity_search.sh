@@ -21,7 +21,9 @@
 #   2. transfer: agent studies on Baby and Pet Supplies (45 minutes each) distilled into one bank,
 #      then Beauty with transfer (arm auto) and without (arm none), 45 minutes per run, 3 seeds;
 #   3. Beauty x HSTU, the extended space, agent vs TPE + Hyperband vs random, 45 minutes per run,
-#      one seed (the issue's "HSTU on one dataset with fewer seeds").
+#      one seed (the issue's "HSTU on one dataset with fewer seeds");
+#   4. the agent of today on step 1's setting and seeds (step 1's agent rows are an earlier version:
+#      no screens of decaying schedules, no inert-parameter key, no screen cost cap).
 set -u
 cd "$(dirname "$0")/.."
 VM=${VM:-.venv/bin/virtualmle}
@@ -31,8 +33,8 @@ CACHE=benchmarks/.cache/ff_search
 mkdir -p "$TABLES" "$CACHE"
 # The agent's memory banks are kept with the journals (committed), so the transfer step's source
 # summaries survive a move to another machine.
-COMMON=(--data beauty --model sasrec --space extended --budget 45m --trials 1000 --workers 2 --quiet
-        --memory "$TABLES/banks")
+BASE=(--data beauty --model sasrec --space extended --budget 45m --trials 1000 --workers 2 --quiet)
+COMMON=("${BASE[@]}" --memory "$TABLES/banks")
 
 # A bench stopped by a signal (Ctrl-C, SIGTERM: exit 130 / 143) ends the script too, so the next
 # step does not start in its place; any other failure is reported and the next step runs.
@@ -55,4 +57,10 @@ HSTU=(--data beauty --model hstu --space extended --budget 45m --trials 1000 --w
     --storage "journal:///$(pwd)/$TABLES/hstu.journal" --out "$CACHE/hstu"
 rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: hstu (exit $rc)"
 mkdir -p "$TABLES/hstu" && cp "$CACHE"/hstu/{runs.csv,summary.csv,curves.csv,bench.md} "$TABLES"/hstu/ 2>/dev/null
+# Its own banks: step 1's runs of the same names left theirs in banks/.
+"$VM" bench "${BASE[@]}" --memory "$TABLES/banks_current" \
+    --methods agent --agent-screen 5 --seeds 3 --storage "journal:///$(pwd)/$TABLES/agent_current.journal" --out "$CACHE/agent_current"
+rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_current (exit $rc)"
+mkdir -p "$TABLES/agent_current" && cp "$CACHE"/agent_current/{runs.csv,summary.csv,curves.csv,bench.md} \
+    "$TABLES"/agent_current/ 2>/dev/null
 echo "done; commit $TABLES"

@@ -83,12 +83,13 @@ def _search(tmp: Path, method: str, *extra: str) -> subprocess.CompletedProcess:
                 "--study", "s", "--run-dir", str(tmp / "run"), "--quiet", *extra, cwd=tmp)
 
 
-def test_tune_refuses_an_unknown_metric_up_front(tmp_path: Path) -> None:
-    proc = _cli("tune", "--data", "beauty", "--metric", "foo", "--trials", "1", "--storage",
+@pytest.mark.parametrize("bad, named", [(("--metric", "foo"), "'foo'"), (("--screen-cost", "-1"), "--screen-cost")])
+def test_tune_refuses_a_bad_option_up_front(tmp_path: Path, bad: tuple[str, str], named: str) -> None:
+    proc = _cli("tune", "--data", "beauty", *bad, "--trials", "1", "--storage",
                 f"sqlite:///{tmp_path / 't.db'}", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("virtualmle: error:") and "'foo'" in err[0]
+    assert len(err) == 1 and err[0].startswith("virtualmle: error:") and named in err[0]
     assert not (tmp_path / "t.db").exists() and not (tmp_path / "run").exists()  # no budget spent
 
 

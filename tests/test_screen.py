@@ -10,9 +10,10 @@ import optuna
 import pytest
 
 from virtualmle.agent import AgentConfig, VirtualMLEAgent
-from virtualmle.agent.screen import decide
+from virtualmle.agent.screen import costly, decide
 from virtualmle.records import A_SCREEN, Outcome, TrialRecord
 from virtualmle.search.loop import CHECKPOINT, SearchOptions, run_search
+from virtualmle.search.method import RunningTrial, SearchContext
 from virtualmle.search.space import load_space
 
 M = "ndcg@10"
@@ -215,3 +216,61 @@ params:
     for k in range(8):
         proposal = _propose(tmp_path / f"p{k}", longer, [], seed=k, pending=[{"max_epochs": 6, "hidden": 16}])
         assert proposal.params["hidden"] == 24, proposal.params
+
+
+def test_a_screen_far_costlier_than_the_finished_ones_is_stopped_with_its_numbers():
+    finished = [30.0, 34.0, 40.0]  # median 34 s: the cap at 5x is 170 s
+    # Over the cap already, with or without a validation.
+    reason = costly(200.0, 0, 5, finished, factor=5)
+    assert reason is not None and "200 s" in reason and "34 s" in reason and "5x" in reason
+    # With a compute budget the cap is never below its share: a screen is stopped only when it is
+    # also a large part of what the study may spend.
+    assert costly(200.0, 0, 5, finished, factor=5, floor=400.0) is None
+    reason = costly(450.0, 0, 5, finished, factor=5, floor=400.0)
+    assert reason is not None and "cap of 400 s" in reason and "34 s" in reason
+    # On its pace: 1 of 5 epochs in 60 s projects to 300 s.
+    reason = costly(60.0, 1, 5, finished, factor=5)
+    assert reason is not None and "300 s" in reason and "1 of 5" in reason
+    # Within the cap, too few finished screens to judge by, or no cap: it runs on.
+    assert costly(60.0, 2, 5, finished, factor=5) is None  # projects to 150 s
+    assert costly(900.0, 1, 5, finished[:1], factor=5) is None
+    assert costly(900.0, 1, 5, finished, factor=0) is None
+    assert costly(100.0, 5, 5, finished, factor=2) is None  # a finished screen is never judged on pace
+
+
+def test_a_round_promotes_the_best_of_the_others_when_a_screen_was_stopped_for_its_cost():
+    costly_one = TrialRecord(number=3, params={"hidden": 3}, outcome=Outcome.PRUNED, value=0.09,
+                             epochs=({"epoch": 1, "valid": {M: 0.09}},),
+                             user_attrs={A_SCREEN: {"round": 0, "epochs": 2}, "stopped_by": "method"})
+    decision = _decide([_screen(1, 0.02), costly_one])
+    # The stopped screen has finished: the round does not wait for it, and never promotes it
+    # (its curve stops before the screen's length, so it is not comparable).
+    assert decision.promote is not None and decision.promote.number == 1
+
+
+def _ctx(tmp_path, history) -> SearchContext:
+    space = load_space("sasrec")
+    return SearchContext(space=space, dataset="beauty", profile=PROFILE, model="sasrec", seed=0, metric=M,
+                         budget=10, study_name="st", run_dir=tmp_path, history=history)
+
+
+def test_the_agent_watches_its_screens_cost_only_when_it_screens(tmp_path):
+    finished = [TrialRecord(number=i, params={"hidden": 16 * i}, outcome=Outcome.PRUNED, value=0.02, seconds=30.0,
+                            user_attrs={A_SCREEN: {"round": 0, "epochs": 5}, "stopped_by": "screen"}) for i in (1, 2)]
+    ctx = _ctx(tmp_path, finished)
+    slow = RunningTrial(number=3, params={"hidden": 256}, curve=(0.01,), epochs=1, max_epochs=5, seconds=100.0,
+                        screen=True)
+    screening = VirtualMLEAgent(space=ctx.space, seed=0, llm=None, config=AgentConfig(
+        reflection=False, memory=False, transfer="none", screen_epochs=5))
+    reason = screening.watch(ctx, slow)
+    assert reason is not None and "500 s" in reason
+    # A study with a compute budget of an hour: 15% of it, 540 s, is the cap's floor.
+    ctx.time_budget = 3600.0
+    assert screening.watch(ctx, slow) is None
+    assert "540 s" in screening.watch(ctx, RunningTrial(**{**slow.__dict__, "seconds": 120.0}))
+    # A full (promoted or unscreened) trial of the same pace is not a screen: never capped.
+    assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "screen": False})) is None
+    # The cap off, and no hopeless watching asked for: the agent offers no watch hook at all.
+    off = VirtualMLEAgent(space=ctx.space, seed=0, llm=None, config=AgentConfig(
+        reflection=False, memory=False, transfer="none", screen_epochs=5, screen_cost_factor=0))
+    assert off.watch is None

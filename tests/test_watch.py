@@ -46,3 +46,47 @@ def test_the_agent_stops_hopeless_trials_through_the_loop_and_says_why(tmp_path)
         assert t.state == optuna.trial.TrialState.PRUNED and "below the incumbent's best" in t.user_attrs["stop_reason"]
         # A stopped trial costs only the share of the table's seconds it ran.
         assert float(t.user_attrs["seconds"]) < table.lookup(t.params).row.seconds
+
+
+class _SlowOnePlan:
+    """A user method whose watch gives up on its trial by time alone, before any validation."""
+
+    name = "slowplan"
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def propose(self, ctx):
+        from virtualmle.search.method import Proposal
+
+        return None if ctx.history or ctx.pending else Proposal(params={"hidden": 32, "heads": 1})
+
+    def observe(self, ctx, record):
+        return {}
+
+    def watch(self, ctx, trial):
+        self.seen.append(trial)
+        return f"too slow: {trial.seconds:.0f} s" if trial.seconds > 3 else None
+
+
+def test_a_method_can_stop_a_trial_between_validations_and_it_ends_after_its_batch(tmp_path):
+    """The loop looks at running trials every few seconds (not only at validations): a trial that
+    validates only at the end is stopped mid-run through its stop file, validated once, recorded
+    as pruned by the method with the reason."""
+    from virtualmle.search.storage import open_storage
+    from virtualmle.search.testing import TINY_FIXED, TINY_SLICE_USERS, write_tiny_space
+    from virtualmle.search.space import load_space
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    method = _SlowOnePlan()
+    opts = SearchOptions(data="beauty", model="sasrec", space=load_space(path=write_tiny_space(tmp_path)),
+                         slice_users=TINY_SLICE_USERS, max_epochs=500, run_dir=tmp_path / "runs", device="cpu",
+                         fixed={**TINY_FIXED, "eval_every": 500, "patience": 0}, trials=1)
+    summary = run_search(method, opts, storage=storage)
+    (t,) = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["stopped_by"] == "method"
+    assert t.user_attrs["stop_reason"].startswith("too slow")
+    (log,) = t.user_attrs["epochs"]  # one validation: the one after the cut
+    assert log["epoch"] < 500
+    assert method.seen and method.seen[0].epochs == 0 and method.seen[0].curve == ()
+    assert method.seen[0].max_epochs == 500 and method.seen[0].screen is False

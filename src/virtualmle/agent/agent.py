@@ -22,8 +22,7 @@ One step:
 5. Reflect (`reflect`): the LLM's verdict, attribution, rule and next direction (schema-checked), recorded
    next to the code's verdict.
 With ``screen_epochs`` the Act step screens each round's best few candidates at a few epochs and
-promotes the best from its checkpoint (`screen`).
-
+promotes the best from its checkpoint (`screen`); a screen far costlier than the others is stopped.
 6. Remember (`remember`): hypothesis, diagnostics, reflection and flags as trial user attrs; long-term insight
    operations (code-derived and validated LLM ones) in the memory bank; at the end of the study
    (the loop's end-of-study hook, `VirtualMLEAgent.end`) a cognition summary distilled into the bank.
@@ -73,7 +72,7 @@ from virtualmle.agent.plan import (
 )
 from virtualmle.agent.reflect import reflect
 from virtualmle.agent.remember import base_rejections, distil, remember, trial_evidence
-from virtualmle.agent.screen import Decision, decide, is_screen
+from virtualmle.agent.screen import Decision, costly, decide, is_screen
 from virtualmle.agent.space_view import SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
 from virtualmle.agent.watch import hopeless
@@ -94,7 +93,7 @@ from virtualmle.records import (
     A_VERDICT,
     TrialRecord,
 )
-from virtualmle.search.method import FIDELITY_KEYS, Proposal, SearchContext
+from virtualmle.search.method import FIDELITY_KEYS, Proposal, RunningTrial, SearchContext
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +128,8 @@ class VirtualMLEAgent:
         self.view: SpaceView = space_view(space)
         # The loop's optional watch hook, offered only when asked for: without it the loop does
         # not stream a trial's epochs back for judging (`search.method.Method`).
-        self.watch = self._watch_curve if cfg.stop_hopeless else None
+        watching = cfg.stop_hopeless or (cfg.screen_epochs > 0 and cfg.screen_cost_factor > 0)
+        self.watch = self._watch if watching else None
         self.llm = LLMCaller.of(llm, max_tokens_budget=max_llm_tokens, retries=cfg.unavailable_retries)
         self._observed: dict[int, dict[str, Any]] = {}  # attrs returned by observe this session
         self._transfer: Transfer | None = None
@@ -183,13 +183,22 @@ class VirtualMLEAgent:
         return self._transfer
 
     # ---- watch a running trial ------------------------------------------------------------------
-    def _watch_curve(self, ctx: SearchContext, number: int, params: dict[str, Any], curve: list[float]) -> str | None:
-        """Stop a running trial that cannot reach the incumbent (the `watch` hook, ``stop_hopeless``)."""
+    def _watch(self, ctx: SearchContext, trial: RunningTrial) -> str | None:
+        """The loop's `watch` hook: stop a screen that costs too much (``screen_cost_factor``), or
+        a trial whose curve cannot reach the incumbent (``stop_hopeless``)."""
+        if trial.screen and self.cfg.screen_epochs > 0 and self.cfg.screen_cost_factor > 0:
+            finished = [r.seconds for r in ctx.history if is_screen(self._attrs(r)) and r.seconds > 0]
+            reason = costly(trial.seconds, trial.epochs, trial.max_epochs, finished,
+                            factor=self.cfg.screen_cost_factor,
+                            floor=self.cfg.screen_cost_share * (ctx.time_budget or 0.0))
+            if reason:
+                return reason
         inc = ctx.incumbent
-        if inc is None or inc.value is None:
+        if not self.cfg.stop_hopeless or not trial.curve or inc is None or inc.value is None:
             return None
-        horizon = int(params.get("max_epochs") or len(inc.epochs) or len(curve))
-        return hopeless(curve, inc.curve(ctx.metric), float(inc.value), horizon=horizon, metric=ctx.metric)
+        horizon = int(trial.params.get("max_epochs") or len(inc.epochs) or len(trial.curve))
+        return hopeless(list(trial.curve), inc.curve(ctx.metric), float(inc.value), horizon=horizon,
+                        metric=ctx.metric)
 
     # ---- plan + act --------------------------------------------------------------------------
     def propose(self, ctx: SearchContext) -> Proposal | None:

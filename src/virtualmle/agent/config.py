@@ -61,6 +61,11 @@ class AgentConfig:
         screen_width: candidates screened per round.
         screen_tolerance: the best screen is not promoted when it trails the incumbent's curve at
             the same epoch by more than this share.
+        screen_cost_factor: stop a screen that costs, or on its pace would cost, more than this
+            many times the study's median finished screen, so its round can promote without it
+            (`agent/screen.py`, `costly`); 0 turns the cap off.
+        screen_cost_share: with a compute budget, the cap is never below this share of it: a
+            screen is stopped only when it is also a large part of what the study may spend.
     """
 
     mode: Mode = "hybrid"
@@ -88,6 +93,8 @@ class AgentConfig:
     screen_epochs: int = 0
     screen_width: int = 3
     screen_tolerance: float = 0.1
+    screen_cost_factor: float = 5.0
+    screen_cost_share: float = 0.15
 
     def check(self) -> None:
         """Refuse switches no agent can run with (one line, `ConfigError`)."""
@@ -96,3 +103,6 @@ class AgentConfig:
         if self.screen_epochs < 0 or self.screen_width < 1:
             raise ConfigError(f"screening needs screen_epochs >= 0 and screen_width >= 1, not "
                               f"{self.screen_epochs} and {self.screen_width}")
+        if not self.screen_cost_factor >= 0 or not 0 <= self.screen_cost_share <= 1:
+            raise ConfigError(f"screen_cost_factor must be >= 0 (0: no cap) and screen_cost_share in [0, 1], not "
+                              f"{self.screen_cost_factor} and {self.screen_cost_share}")

@@ -13,13 +13,21 @@ Screens are partial curves: the surrogate never fits them, the incumbent is neve
 configurations are not proposed again. Rounds are read back from the trials' attributes, so a
 resumed study continues the round it was in. A candidate with a decaying learning-rate schedule
 is screened too: the screen's schedule spans the full run (``schedule_epochs``), so its first
-epochs are exactly the full run's and the promotion continues them. A candidate that changes only the training length (`FIDELITY_KEYS`) is not screened
-either: its first epochs are its parent's, so a screen would measure nothing new.
+epochs are exactly the full run's and the promotion continues them. A candidate that changes only
+the training length (`FIDELITY_KEYS`) is not screened either: its first epochs are its parent's, so
+a screen would measure nothing new.
+
+A round waits for all of its screens, so one expensive screen (a full softmax at a large width:
+15 minutes where the others took one) holds back the round's promotion. `costly` stops a screen
+that has cost, or on its pace would cost, more than ``factor`` times the study's median finished
+screen; the round then promotes the best of the others. The stop and its numbers are stored as
+the trial's ``stop_reason``.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,3 +144,37 @@ def decide(history: list[TrialRecord], incumbent: TrialRecord | None, issued: di
             return Decision(settle=settle, screen_round=rnd.number)
     known = set(all_rounds) | set(issued)
     return Decision(settle=settle, screen_round=max(known) + 1 if known else 0)
+
+
+def costly(seconds: float, epochs: int, max_epochs: int, finished: list[float], *, factor: float,
+           floor: float = 0.0, min_reference: int = 2) -> str | None:
+    """Why a running screen costs too much to wait for, or None to let it run.
+
+    The cap is the larger of ``factor`` times the median of the study's finished screens and
+    ``floor`` (a share of the compute budget): a screen is stopped only when it is both far
+    costlier than the others and a large part of what the study may spend.
+
+    Args:
+        seconds: compute the screen has used so far (process start included, as for ``finished``).
+        epochs: epochs it had trained by its last validation (0: none yet).
+        max_epochs: the screen's length in epochs.
+        finished: the compute of the study's finished screens (the reference: their median).
+        factor: the cap, as a multiple of that median (0: no cap).
+        floor: the cap is never below this many seconds.
+        min_reference: finished screens needed before any screen is judged.
+    """
+    if factor <= 0 or len(finished) < min_reference or (max_epochs and epochs >= max_epochs):
+        return None  # (a screen at its last validation is done: stopping it would only lose it)
+    ref = statistics.median(finished)
+    if ref <= 0:
+        return None
+    cap = max(factor * ref, floor)
+    why = (f"more than its cap of {cap:.0f} s (the larger of {factor:g}x the median finished screen's "
+           f"{ref:.0f} s and {floor:.0f} s, a share of the compute budget)" if floor > 0
+           else f"more than {factor:g}x the median finished screen's {ref:.0f} s")
+    if seconds > cap:
+        return f"this screen has run {seconds:.0f} s, {why}: stopped so its round can promote without it"
+    if 0 < epochs < max_epochs and seconds / epochs * max_epochs > cap:
+        return (f"after {epochs} of {max_epochs} epochs ({seconds:.0f} s) this screen would cost about "
+                f"{seconds / epochs * max_epochs:.0f} s, {why}: stopped so its round can promote without it")
+    return None

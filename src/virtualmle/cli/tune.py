@@ -69,6 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "checkpoint to full training (default 0: every trial trains in full)")
     p.add_argument("--screen-width", type=int, default=3, metavar="N",
                    help="with --screen-epochs: candidates screened per round (default 3)")
+    p.add_argument("--screen-cost", type=float, default=5.0, metavar="X",
+                   help="with --screen-epochs: stop a screen that costs, or on its pace would cost, more than X "
+                        "times the study's median screen (and, with --budget TIME, 15%% of it), so its round goes on "
+                        "without it (default 5; 0: no cap)")
     p.add_argument("--plateau-k", type=int, default=3, metavar="K",
                    help="after K trials on the same parameters without improvement, force another parameter (default 3)")
     p.add_argument("--shortlist", type=int, default=4, metavar="N",
@@ -115,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     check_run_options(args)  # an unknown metric is refused here, not after the budget is spent
-    if args.plateau_k < 1 or args.shortlist < 1 or args.screen_width < 1 or args.screen_epochs < 0:
-        raise ConfigError("--plateau-k, --shortlist and --screen-width must be >= 1, --screen-epochs >= 0")
+    if (args.plateau_k < 1 or args.shortlist < 1 or args.screen_width < 1 or args.screen_epochs < 0
+            or not args.screen_cost >= 0):
+        raise ConfigError("--plateau-k, --shortlist and --screen-width must be >= 1, --screen-epochs and "
+                          "--screen-cost >= 0")
     space = load_space(args.model, args.space)
     study = _study_name(args)
     options = search_options(args, space, study=study)  # a bad --set fails before any work
@@ -125,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         memory_dir=Path(args.memory).expanduser() if args.memory else None,
         transfer="none" if args.no_memory else args.transfer, plateau_k=args.plateau_k,
         shortlist=args.shortlist, display=not args.quiet, stop_hopeless=args.stop_hopeless,
-        screen_epochs=args.screen_epochs, screen_width=args.screen_width,
+        screen_epochs=args.screen_epochs, screen_width=args.screen_width, screen_cost_factor=args.screen_cost,
     )
     if config.memory:
         from virtualmle.memory import MemoryBank

@@ -99,11 +99,15 @@ class ComputeBudget:
         self.running.pop(number, None)
         self.started.pop(number, None)
 
+    def trial_seconds(self, number: int, now: float | None = None) -> float:
+        """What a running trial has spent so far: its epochs' seconds, or its wall time if more."""
+        now = time.monotonic() if now is None else now
+        return max(self.running.get(number, 0.0), now - self.started.get(number, now))
+
     @property
     def spent(self) -> float:
         now = time.monotonic()
-        return self.finished + sum(max(self.running.get(n, 0.0), now - self.started.get(n, now))
-                                   for n in set(self.running) | set(self.started))
+        return self.finished + sum(self.trial_seconds(n, now) for n in set(self.running) | set(self.started))
 
     @property
     def left(self) -> float | None:

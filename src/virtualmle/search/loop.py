@@ -18,10 +18,8 @@ budget (trials that did not end ``interrupted``) is used.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from virtualmle.search.conclude import TrialCloser
 from virtualmle.search.display import Display
 from virtualmle.search.executor import LocalExecutor, TrialExecutor, TrialOutcome
 from virtualmle.search.method import Method, Proposal, SearchContext, end_study, sampler_for
-from virtualmle.search.model_keeper import ModelKeeper, trial_dir
+from virtualmle.search.model_keeper import ModelKeeper
 from virtualmle.search.options import DEFAULT_TRIALS, SearchOptions, SearchSummary
 from virtualmle.search.recording import (
     distributions_for,
@@ -45,6 +43,7 @@ from virtualmle.search.recording import (
     store_result,
 )
 from virtualmle.search.space import SearchSpace, load_space
+from virtualmle.search.stopping import Running, Stopper
 from virtualmle.search.storage import owner_info, recover_interrupted
 from virtualmle.search.stored import (
     RESERVED_ATTRS,
@@ -66,15 +65,7 @@ __all__ = ["CHECKPOINT", "DEFAULT_TRIALS", "SearchOptions", "SearchSummary", "re
 
 # A sampler draw that breaks a constraint is drawn again up to this many times in a row.
 MAX_REDRAWS = 100
-BUDGET_POLL_S = 5.0  # with a time budget, how often running trials' compute is looked at
-
-
-@dataclass
-class _Running:
-    trial: optuna.Trial
-    params: dict[str, Any]
-    counts: bool = True
-    screen: bool = False  # trains fewer epochs than its configuration says (a proposal's fidelity)
+POLL_S = 5.0  # with a time budget or a watching method, how often running trials are looked at
 
 
 class _Search:
@@ -85,16 +76,15 @@ class _Search:
         self.method, self.opts, self.executor, self.study = method, opts, executor, study
         self.space, self.ctx, self.run_dir = space, ctx, run_dir
         self.owner = owner_info()
-        self.running: dict[Future[TrialOutcome], _Running] = {}
+        self.running: dict[Future[TrialOutcome], Running] = {}
         self.reruns: list[Proposal] = []
         self.exhausted = False
         self.display: Display | None = None
         self.keeper = ModelKeeper(run_dir, opts.keep_models)
         self._others_pending: list[dict[str, Any]] = []
         self.compute = ComputeBudget(opts.time_budget)
-        # Who asked a running trial to stop (budget, pruner, method) and why; stored with the
-        # trial only when it did end early (a stop asked at its last epoch changes nothing).
-        self._stops: dict[int, tuple[str, str | None]] = {}
+        # Who asks a running trial to stop early (budget, method, pruner) and why (search/stopping.py).
+        self.stopper = Stopper(method, ctx, self.compute, run_dir, metric=opts.metric, prune=opts.prune)
         self.closer = TrialCloser(method, ctx, study, self.keeper, opts.metric, self.owner, after=self._sync_pending)
 
     # -- the study as stored (shared with other processes) -------------------------------------
@@ -212,54 +202,20 @@ class _Search:
         if not self._within_budget(trial):
             self.closer.drop(trial, "BudgetUsed: other processes on this study took the last places")
             return False
-        report_epochs = (bool(self.opts.prune) or self.opts.time_budget is not None
-                         or getattr(self.method, "watch", None) is not None)
-        prepared = prepare_trial(trial, params, self.opts, self.space, self.run_dir, report_epochs=report_epochs)
+        prepared = prepare_trial(trial, params, self.opts, self.space, self.run_dir,
+                                 report_epochs=self.stopper.streams)
         if prepared.spec is None:
             self._invalid(trial, params, prepared.problem or "invalid", free=False)
             return False
         spec = prepared.spec
         Path(spec.trial_dir, STOP_FILE).unlink(missing_ok=True)  # a request is for this run only
         self.compute.start(trial.number)
-        future = self.executor.submit(spec, self._epoch_callback(trial, params))
-        self.running[future] = _Running(trial, params, screen=prepared.screen)
+        run = Running(trial, params, screen=prepared.screen, max_epochs=int(spec.config.get("max_epochs") or 0))
+        future = self.executor.submit(spec, self.stopper.on_epoch(run))
+        self.running[future] = run
         self._sync_pending()
         if self.display:
             self.display.started(trial.number, len(self.running))
-        return True
-
-    def _epoch_callback(self, trial: optuna.Trial, params: dict[str, Any]):
-        metric, prune = self.opts.metric, self.opts.prune
-        curve: list[float] = []
-
-        def on_epoch(log: dict[str, Any]) -> bool:
-            self.compute.epoch(trial.number, log.get("seconds") or 0.0)
-            value = log.get("valid", {}).get(metric)
-            ok = value is not None and math.isfinite(value)
-            if ok:  # reported first: the epoch the budget ends on is part of the trial's curve
-                trial.report(float(value), step=int(log.get("epoch", 0)))
-                curve.append(float(value))
-            if self.compute.used_up():  # the compute budget is spent: keep what this trial has
-                self._stops[trial.number] = ("budget", None)
-                return True
-            if not ok:
-                return False
-            if self._watch(trial, params, curve):
-                return True
-            if prune and trial.should_prune():
-                self._stops[trial.number] = ("pruner", None)
-                return True
-            return False
-
-        return on_epoch
-
-    def _watch(self, trial: optuna.Trial, params: dict[str, Any], curve: list[float]) -> bool:
-        """The method's optional `watch` hook: True (and the reason stored) to stop the trial."""
-        watch = getattr(self.method, "watch", None)
-        reason = watch(self.ctx, trial.number, params, list(curve)) if watch is not None else None
-        if not reason:
-            return False
-        self._stops[trial.number] = ("method", str(reason)[:500])
         return True
 
     # -- ending trials (search/conclude.py) ---------------------------------------------------
@@ -281,7 +237,7 @@ class _Search:
         trial = run.trial
         out = future.result()
         self.compute.finish(trial.number)  # from now on its stored seconds count
-        stop = self._stops.pop(trial.number, None)
+        stop = self.stopper.pop(trial.number)
         outcome, attrs, value = result_attrs(out, screen=run.screen, stop=stop, metric=self.opts.metric)
         store_result(trial, attrs)
         record = record_for(trial, run.params, outcome, value, attrs, out)
@@ -316,29 +272,13 @@ class _Search:
                     continue  # every proposal was invalid: ask again (invalid ones used budget)
             if not self.running:
                 return
-            # With a time budget, look again every few seconds: a trial in a long epoch spends
-            # compute before its next validation, and is asked to stop when the budget is spent.
-            timeout = None if self.compute.seconds is None else BUDGET_POLL_S
+            # With a time budget or a watching method, look again every few seconds: a trial in a
+            # long epoch spends compute before its next validation (search/stopping.py).
+            timeout = POLL_S if self.stopper.polls else None
             done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
             for future in done:
                 self.finish(future)
-            if self.compute.used_up():
-                self._ask_to_stop()
-
-    def _ask_to_stop(self) -> None:
-        """The compute budget is spent: each running trial ends its epoch now, validates what it
-        has and stops (`train(stop_file=...)`; stored as pruned with ``stopped_by: budget``)."""
-        for run in self.running.values():
-            number = run.trial.number
-            if number in self._stops:
-                continue
-            self._stops[number] = ("budget", None)
-            stop = trial_dir(self.run_dir, number) / STOP_FILE
-            try:
-                stop.parent.mkdir(parents=True, exist_ok=True)
-                stop.touch()
-            except OSError as exc:  # a remote node's trial stops at its next validation instead
-                logger.debug("trial %d: could not ask it to stop: %s", number, exc)
+            self.stopper.poll(list(self.running.values()))
 
     def interrupt(self) -> None:
         """Ctrl-C: kill running trials and record them as interrupted (re-run on resume)."""
@@ -396,7 +336,8 @@ def run_search(
     history = [record_from_trial(t) for t in trials if counts(t)]
     ctx = SearchContext(space=space, dataset=dataset, profile=profile, model=options.model,
                         seed=options.seed, metric=options.metric, budget=options.trials,
-                        study_name=study_name, run_dir=run_dir, history=history)
+                        study_name=study_name, run_dir=run_dir, history=history,
+                        time_budget=options.time_budget)
     executor = executor or LocalExecutor(options.workers, device=options.device)
     search = _Search(method, options, executor, study, space, ctx, run_dir)
     search.compute.refresh(trials, counts)  # a resumed study has spent some already

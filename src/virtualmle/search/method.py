@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from virtualmle.records import Outcome, TrialRecord
 
-__all__ = ["FIDELITY_KEYS", "Method", "Outcome", "Proposal", "SearchContext", "TrialRecord", "end_study", "sampler_for"]
+__all__ = ["FIDELITY_KEYS", "Method", "Outcome", "Proposal", "RunningTrial", "SearchContext", "TrialRecord", "end_study",
+           "sampler_for"]
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -67,6 +68,7 @@ class SearchContext:
         seed: the study's seed.
         metric: the validation metric maximised (``ndcg@10``).
         budget: total trials of the study (interrupted trials excluded).
+        time_budget: compute seconds the study may spend (``--budget 45m``), or None.
         study_name: the Optuna study name.
         run_dir: a directory the method may write its own files to (logs, memory).
         history: finished trials in completion order (test metrics never included).
@@ -84,6 +86,7 @@ class SearchContext:
     run_dir: Path
     history: list[TrialRecord] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
+    time_budget: float | None = None
 
     @property
     def incumbent(self) -> TrialRecord | None:
@@ -102,6 +105,29 @@ class SearchContext:
         return max(0, self.budget - self.trials_used - len(self.pending))
 
 
+@dataclass(frozen=True)
+class RunningTrial:
+    """A trial while it trains, as the loop shows it to a method's ``watch`` hook.
+
+    Attributes:
+        number: its Optuna trial number.
+        params: its configuration (what it would train to in full).
+        curve: the validation metric at each validation so far.
+        epochs: epochs trained by its last validation (0: none yet).
+        max_epochs: epochs this run trains at most (a screen's fidelity is fewer than ``params``').
+        seconds: compute seconds it has used so far (as the compute budget counts them).
+        screen: it trains at a reduced fidelity (`Proposal.fidelity`), to be compared, not kept.
+    """
+
+    number: int
+    params: dict[str, Any]
+    curve: tuple[float, ...] = ()
+    epochs: int = 0
+    max_epochs: int = 0
+    seconds: float = 0.0
+    screen: bool = False
+
+
 @runtime_checkable
 class Method(Protocol):
     """A search method. Register it with `virtualmle.methods.register`.
@@ -112,9 +138,10 @@ class Method(Protocol):
       several workers are free (otherwise `propose` is called ``k`` times).
     - ``make_sampler(seed: int, workers: int) -> optuna.samplers.BaseSampler``: the sampler that
       fills ``Proposal(params=None)``; without it the loop uses a seeded ``RandomSampler``.
-    - ``watch(ctx, number, params, curve) -> str | None`` (absent or None: not used): called after each validation of a
-      running trial with its validation metric per validation so far; a string stops the trial
-      (recorded as pruned, ``stopped_by: method``, the string as ``stop_reason``).
+    - ``watch(ctx, trial: RunningTrial) -> str | None`` (absent or None: not used): called after
+      each validation of a running trial and every few seconds between them; a string stops the
+      trial (its epoch ends after the current batch; recorded as pruned, ``stopped_by: method``,
+      the string as ``stop_reason``).
     - ``end(ctx) -> None``: the study is over (its budget is used up, or the method had nothing
       left to propose) and every trial is recorded in ``ctx.history``. Called once per run of the
       loop that ends that way, never after an interruption or an error; a resumed study that is

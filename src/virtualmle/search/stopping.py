@@ -1,0 +1,135 @@
+"""Stopping a running trial early, and who asked: the compute budget, the method, the pruner.
+
+The loop (`search.loop`) keeps a `Running` entry per trial it runs and asks the `Stopper`:
+
+- after each validation (the executor's ``on_epoch`` callback, `Stopper.on_epoch`): the compute
+  budget, then the method's ``watch`` hook (`search.method.Method`), then the study's pruner;
+- every few seconds in between (`Stopper.poll`): the compute budget and the ``watch`` hook, so a
+  trial in a long epoch, or one that validates rarely, is stopped without waiting for its next
+  validation. Such a request writes the trial's stop file: its epoch ends after the current batch,
+  the model is validated, and the trial ends as pruned (`train(stop_file=...)`). Where the file
+  cannot be written (a remote node), the trial stops at its next validation instead.
+
+Each request is kept as ``(who, reason)`` and stored with the trial only when it did end early
+(`search.recording.result_attrs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import optuna
+
+from virtualmle.search.budget import ComputeBudget
+from virtualmle.search.method import Method, RunningTrial, SearchContext
+from virtualmle.search.model_keeper import trial_dir
+from virtualmle.search.recording import Stop
+from virtualmle.search.worker import STOP_FILE
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    """A trial the loop has submitted and not yet recorded."""
+
+    trial: optuna.Trial
+    params: dict[str, Any]
+    screen: bool = False  # trains fewer epochs than its configuration says (a proposal's fidelity)
+    max_epochs: int = 0  # epochs this run trains at most
+    curve: list[float] = field(default_factory=list)  # validation metric per validation so far
+    epochs: int = 0  # epochs trained by the last validation
+
+    def view(self, seconds: float) -> RunningTrial:
+        return RunningTrial(number=self.trial.number, params=dict(self.params), curve=tuple(self.curve),
+                            epochs=self.epochs, max_epochs=self.max_epochs, seconds=seconds, screen=self.screen)
+
+
+class Stopper:
+    """Decides, for the loop, when a running trial stops early; remembers who asked and why."""
+
+    def __init__(self, method: Method, ctx: SearchContext, compute: ComputeBudget, run_dir: Path, *,
+                 metric: str, prune: Any) -> None:
+        self.ctx, self.compute, self.run_dir = ctx, compute, run_dir
+        self.metric, self.prune = metric, prune
+        self.watch = getattr(method, "watch", None)
+        self.requests: dict[int, Stop] = {}
+
+    @property
+    def streams(self) -> bool:
+        """Whether trials must report every validation back (something may stop them)."""
+        return bool(self.prune) or self.compute.seconds is not None or self.watch is not None
+
+    @property
+    def polls(self) -> bool:
+        """Whether running trials are looked at between validations (`poll`)."""
+        return self.compute.seconds is not None or self.watch is not None
+
+    def pop(self, number: int) -> Stop | None:
+        """The request that stopped trial ``number`` (None: it ended on its own), forgotten."""
+        return self.requests.pop(number, None)
+
+    def on_epoch(self, run: Running) -> Callable[[dict[str, Any]], bool]:
+        """The executor's per-validation callback for ``run``: True asks the trial to stop."""
+        number = run.trial.number
+
+        def callback(log: dict[str, Any]) -> bool:
+            self.compute.epoch(number, log.get("seconds") or 0.0)
+            value = (log.get("valid") or {}).get(self.metric)
+            ok = value is not None and math.isfinite(value)
+            if isinstance(log.get("epoch"), int):
+                run.epochs = int(log["epoch"])
+            if ok:  # reported first: the epoch the budget ends on is part of the trial's curve
+                run.trial.report(float(value), step=run.epochs)
+                run.curve.append(float(value))
+            if number in self.requests:  # asked between validations (`poll`)
+                return True
+            if self.compute.used_up():  # the compute budget is spent: keep what this trial has
+                self.requests[number] = ("budget", None)
+                return True
+            if not ok:
+                return False
+            if self._watched(run):
+                return True
+            if self.prune and run.trial.should_prune():
+                self.requests[number] = ("pruner", None)
+                return True
+            return False
+
+        return callback
+
+    def poll(self, runs: Iterable[Running]) -> None:
+        """Between validations: stop every trial when the budget is spent, or one the method's
+        ``watch`` gives up on, through its stop file."""
+        used_up = self.compute.used_up()
+        for run in runs:
+            number = run.trial.number
+            if number in self.requests:
+                continue
+            if used_up:
+                self.requests[number] = ("budget", None)
+            elif not self._watched(run):
+                continue
+            self._write_stop_file(number)
+
+    def _watched(self, run: Running) -> bool:
+        """Ask the method's ``watch`` hook; True (and the reason kept) to stop the trial."""
+        if self.watch is None:
+            return False
+        reason = self.watch(self.ctx, run.view(self.compute.trial_seconds(run.trial.number)))
+        if not reason:
+            return False
+        self.requests[run.trial.number] = ("method", str(reason)[:500])
+        return True
+
+    def _write_stop_file(self, number: int) -> None:
+        stop = trial_dir(self.run_dir, number) / STOP_FILE
+        try:
+            stop.parent.mkdir(parents=True, exist_ok=True)
+            stop.touch()
+        except OSError as exc:  # a remote node's trial stops at its next validation instead
+            logger.debug("trial %d: could not ask it to stop: %s", number, exc)
