@@ -268,6 +268,13 @@ def test_the_agent_watches_its_screens_cost_only_when_it_screens(tmp_path):
     ctx.time_budget = 3600.0
     assert screening.watch(ctx, slow) is None
     assert "540 s" in screening.watch(ctx, RunningTrial(**{**slow.__dict__, "seconds": 120.0}))
+    # A screen already at or above the incumbent's best is spared: a first start of step 4 stopped
+    # its best screen (0.0642 after one epoch, the incumbent had 0.0566) for its cost.
+    ctx.time_budget = None
+    ctx.history = finished + [_done(9, {"hidden": 64}, 0.008)]
+    assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.004, 0.008)})) is None
+    assert "500 s" in screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.004, 0.0079)}))
+    ctx.history = finished
     # A full (promoted or unscreened) trial of the same pace is not a screen: never capped.
     assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "screen": False})) is None
     # The cap off, and no hopeless watching asked for: the agent offers no watch hook at all.

@@ -184,16 +184,17 @@ class VirtualMLEAgent:
 
     # ---- watch a running trial ------------------------------------------------------------------
     def _watch(self, ctx: SearchContext, trial: RunningTrial) -> str | None:
-        """The loop's `watch` hook: stop a screen that costs too much (``screen_cost_factor``), or
-        a trial whose curve cannot reach the incumbent (``stop_hopeless``)."""
-        if trial.screen and self.cfg.screen_epochs > 0 and self.cfg.screen_cost_factor > 0:
+        """The loop's `watch` hook: stop a screen that costs too much and is not yet ahead of the
+        incumbent (``screen_cost_factor``), or a trial whose curve cannot reach the incumbent (``stop_hopeless``)."""
+        inc = ctx.incumbent
+        ahead = bool(trial.curve) and inc is not None and inc.value is not None and max(trial.curve) >= inc.value
+        if trial.screen and self.cfg.screen_epochs > 0 and self.cfg.screen_cost_factor > 0 and not ahead:
             finished = [r.seconds for r in ctx.history if is_screen(self._attrs(r)) and r.seconds > 0]
             reason = costly(trial.seconds, trial.epochs, trial.max_epochs, finished,
                             factor=self.cfg.screen_cost_factor,
                             floor=self.cfg.screen_cost_share * (ctx.time_budget or 0.0))
             if reason:
                 return reason
-        inc = ctx.incumbent
         if not self.cfg.stop_hopeless or not trial.curve or inc is None or inc.value is None:
             return None
         horizon = int(trial.params.get("max_epochs") or len(inc.epochs) or len(trial.curve))

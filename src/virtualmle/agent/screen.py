@@ -20,8 +20,10 @@ a screen would measure nothing new.
 A round waits for all of its screens, so one expensive screen (a full softmax at a large width:
 15 minutes where the others took one) holds back the round's promotion. `costly` stops a screen
 that has cost, or on its pace would cost, more than ``factor`` times the study's median finished
-screen; the round then promotes the best of the others. The stop and its numbers are stored as
-the trial's ``stop_reason``.
+screen; the round then promotes the best of the others. A screen already at or above the
+incumbent's best validation is never stopped for its cost: an engineer pays for the most
+promising run. The stop and its numbers are stored as the trial's
+``stop_reason``.
 """
 
 from __future__ import annotations
@@ -178,3 +180,4 @@ def costly(seconds: float, epochs: int, max_epochs: int, finished: list[float], 
         return (f"after {epochs} of {max_epochs} epochs ({seconds:.0f} s) this screen would cost about "
                 f"{seconds / epochs * max_epochs:.0f} s, {why}: stopped so its round can promote without it")
     return None
+
