@@ -189,6 +189,14 @@ def test_training_length_changes_that_would_repeat_the_parent_run_are_not_candid
     pending_default = Observation(number=-1, params=early.params, value=None)
     assert reruns_parent({"max_epochs": [200, 170]}, pending_default, running=True)
     assert not reruns_parent({"max_epochs": [200, 170], "hidden": [64, 128]}, pending_default, running=True)
+    # Validating every 2 epochs instead of every one is training length too (step 4's seed 1 trained
+    # its default again that way while the default still trained).
+    assert reruns_parent({"eval_every": [1, 2]}, pending_default, running=True)
+    # Patience counts validations: 10 validations of 1 epoch = 5 of 2 epochs, validated more coarsely.
+    assert reruns_parent({"eval_every": [1, 2], "patience": [10, 5]}, early)
+    assert not reruns_parent({"eval_every": [1, 2]}, early)  # 20 epochs of patience: trains past the stop
+    assert not reruns_parent({"eval_every": [2, 1], "patience": [5, 10]}, early)  # finer: may find a better epoch
+    assert reruns_parent({"eval_every": [1, 5]}, capped)  # after the cap: coarser, patience of 25 epochs
     # The default failed (a timeout, say): a shorter run is a remedy, not a repeat.
     assert not reruns_parent({"max_epochs": [200, 170]}, pending_default)
 

@@ -2,7 +2,11 @@
 run again epoch for epoch (`reruns_parent`). The agent drops such candidates (agent.py), and an
 LLM's own change of that kind is replaced by the surrogate's pick; the full-fidelity study spent
 281 s of its 45 minutes retraining its default with a cap of 170 epochs instead of 200, after the
-default had early-stopped at epoch 42.
+default had early-stopped at epoch 42. Validating every k epochs (``eval_every``) is part of the
+training length: patience counts validations, so a run stops after ``patience * eval_every``
+epochs without improvement, and a coarser validation never finds a better epoch (a rerun of
+step 4 spent 416 s of its 45 minutes training its default again with ``eval_every`` 2 while the
+default still trained).
 """
 
 from __future__ import annotations
@@ -21,19 +25,20 @@ def _patience(p: Any) -> float:
 
 def reruns_parent(changed: dict[str, list[Any]], parent: Observation, *, running: bool = False,
                   schedule: str = "constant") -> bool:
-    """Whether a change of training length alone (``max_epochs``, ``patience``) would train
-    `parent`'s run again, epoch for epoch: a whole trial that measures nothing.
+    """Whether a change of training length alone (``max_epochs``, ``patience``, ``eval_every``)
+    would train `parent`'s run again, epoch for epoch (or validated more coarsely): a whole trial
+    that measures nothing.
 
     `parent` trained epochs 1..``last_epoch`` and ended by early stopping or at its cap (its own
     ``max_epochs``, or a search's ``--max-epochs`` below it). The same run comes out when the new
     cap still reaches that epoch and the run neither stops sooner nor goes on longer: after an
-    early stop, the same patience; after the cap, the same cap and at least as much patience
-    (0 means none). With a decaying learning-rate `schedule` (searched or fixed) the schedule
+    early stop, the same patience in epochs (``patience * eval_every``); after the cap, the same
+    cap and at least as much patience (0 means none). With a decaying learning-rate `schedule` (searched or fixed) the schedule
     stretches with ``max_epochs``, so a ``max_epochs`` change is always a new run. `running`: the
     parent is still training (the default, while another worker proposes): a change of its
     training length alone would repeat its first epochs at best, so it waits for the curve.
     """
-    if not changed or set(changed) - {"max_epochs", "patience"}:
+    if not changed or set(changed) - {"max_epochs", "patience", "eval_every"}:
         return False
     if running:
         return True
@@ -44,12 +49,16 @@ def reruns_parent(changed: dict[str, list[Any]], parent: Observation, *, running
         return False
     old_max, new_max = changed.get("max_epochs", [params.get("max_epochs")] * 2)
     old_p, new_p = changed.get("patience", [params.get("patience")] * 2)
+    old_k, new_k = changed.get("eval_every", [params.get("eval_every") or 1] * 2)
+    if not isinstance(old_k, int) or not isinstance(new_k, int) or new_k < old_k:
+        return False  # validated more often: it may find a better epoch
+    old_p, new_p = _patience(old_p) * old_k, _patience(new_p) * new_k  # in epochs
     if not isinstance(new_max, (int, float)) or new_max < last:
         return False  # cut before the epoch it ended on: a new run
     if parent.stopped == "early_stop":
-        return _patience(new_p) == _patience(old_p)
+        return new_p == old_p
     cap_binding = isinstance(old_max, (int, float)) and last < old_max  # a search's --max-epochs ended it
-    return (cap_binding or new_max == old_max) and _patience(new_p) >= _patience(old_p)
+    return (cap_binding or new_max == old_max) and new_p >= old_p
 
 
 def rerun_check(parent: Observation, *, running: bool, fixed: dict[str, Any]) -> Callable[[Candidate], bool]:
