@@ -3,6 +3,7 @@ promoted trial continues from its screen's checkpoint through the real loop and 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -282,6 +283,12 @@ def test_the_agent_watches_its_screens_cost_only_when_it_screens(tmp_path):
     ctx.history = finished + [_done(9, {"hidden": 64}, 0.008)]
     assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.004, 0.008)})) is None
     assert "500 s" in screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.004, 0.0079)}))
+    # ... but not when a finished screen had more by the same epoch: step 4's seed 1 ran a 15-minute
+    # screen (0.0627 after one epoch) while a 48 s screen of its round had 0.0631 by then.
+    cheap = dataclasses.replace(finished[0], epochs=({"epoch": 1, "valid": {M: 0.009}},))
+    ctx.history = [cheap, finished[1], _done(9, {"hidden": 64}, 0.008)]
+    assert "500 s" in screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.0085,)}))
+    assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.009,)})) is None
     ctx.history = finished
     # A full (promoted or unscreened) trial of the same pace is not a screen: never capped.
     assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "screen": False})) is None

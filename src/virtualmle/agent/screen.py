@@ -20,9 +20,10 @@ a screen would measure nothing new.
 A round waits for all of its screens, so one expensive screen (a full softmax at a large width:
 15 minutes where the others took one) holds back the round's promotion. `costly` stops a screen
 that has cost, or on its pace would cost, more than ``factor`` times the study's median finished
-screen; the round then promotes the best of the others. A screen already at or above the
-incumbent's best validation is never stopped for its cost: an engineer pays for the most
-promising run. The stop and its numbers are stored as the trial's
+screen; the round then promotes the best of the others. A screen that is `ahead` (at or above
+the incumbent's best validation, and at or above every finished screen at the same epoch) is never
+stopped for its cost: an engineer pays for the most promising run, not for one a cheaper screen
+already matches. The stop and its numbers are stored as the trial's
 ``stop_reason``.
 """
 
@@ -181,3 +182,12 @@ def costly(seconds: float, epochs: int, max_epochs: int, finished: list[float], 
                 f"{seconds / epochs * max_epochs:.0f} s, {why}: stopped so its round can promote without it")
     return None
 
+
+
+def ahead(value: float, epoch: int, incumbent: TrialRecord | None, screens: list[TrialRecord], metric: str) -> bool:
+    """Whether a running screen, at best validation ``value`` by ``epoch``, is the most promising
+    run the study has: at or above the incumbent's best, and at or above what each finished screen
+    had reached by the same epoch (such a screen is never stopped for its cost)."""
+    if incumbent is None or incumbent.value is None or value < float(incumbent.value):
+        return False
+    return all(value >= v for r in screens if (v := epoch_value(r, metric, epoch)) is not None)
