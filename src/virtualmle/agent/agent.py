@@ -72,7 +72,7 @@ from virtualmle.agent.plan import (
 )
 from virtualmle.agent.reflect import reflect
 from virtualmle.agent.remember import base_rejections, distil, remember, trial_evidence
-from virtualmle.agent.screen import Decision, ahead, costly, decide, is_screen
+from virtualmle.agent.screen import Decision, decide, is_screen, screen_too_costly
 from virtualmle.agent.space_view import SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
 from virtualmle.agent.watch import hopeless
@@ -187,13 +187,10 @@ class VirtualMLEAgent:
         """The loop's `watch` hook: stop a screen that costs too much and is not `ahead`
         (``screen_cost_factor``), or a trial whose curve cannot reach the incumbent (``stop_hopeless``)."""
         inc = ctx.incumbent
-        screens = [r for r in ctx.history if is_screen(self._attrs(r))]
-        if (trial.screen and self.cfg.screen_epochs > 0 and self.cfg.screen_cost_factor > 0
-                and not (trial.curve and ahead(max(trial.curve), trial.epochs, inc, screens, ctx.metric))):
-            finished = [r.seconds for r in screens if r.seconds > 0]
-            reason = costly(trial.seconds, trial.epochs, trial.max_epochs, finished,
-                            factor=self.cfg.screen_cost_factor,
-                            floor=self.cfg.screen_cost_share * (ctx.time_budget or 0.0))
+        if trial.screen and self.cfg.screen_epochs > 0 and self.cfg.screen_cost_factor > 0:
+            screens = [r for r in ctx.history if is_screen(self._attrs(r))]
+            reason = screen_too_costly(trial, screens, inc, ctx.metric, factor=self.cfg.screen_cost_factor,
+                                       floor=self.cfg.screen_cost_share * (ctx.time_budget or 0.0))
             if reason:
                 return reason
         if not self.cfg.stop_hopeless or not trial.curve or inc is None or inc.value is None:

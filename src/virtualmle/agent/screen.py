@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from virtualmle.records import A_PROMOTED_FROM, A_SCREEN, Outcome, TrialRecord
+from virtualmle.search.method import RunningTrial
 
 
 @dataclass
@@ -191,3 +192,13 @@ def ahead(value: float, epoch: int, incumbent: TrialRecord | None, screens: list
     if incumbent is None or incumbent.value is None or value < float(incumbent.value):
         return False
     return all(value >= v for r in screens if (v := epoch_value(r, metric, epoch)) is not None)
+
+
+def screen_too_costly(trial: RunningTrial, screens: list[TrialRecord], incumbent: TrialRecord | None, metric: str,
+                      *, factor: float, floor: float = 0.0) -> str | None:
+    """Why the running screen ``trial`` should stop for its cost (`costly`), unless it is `ahead`;
+    ``screens``: the study's finished screens."""
+    if trial.curve and ahead(max(trial.curve), trial.epochs, incumbent, screens, metric):
+        return None
+    return costly(trial.seconds, trial.epochs, trial.max_epochs, [r.seconds for r in screens if r.seconds > 0],
+                  factor=factor, floor=floor)
