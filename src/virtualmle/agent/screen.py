@@ -184,7 +184,6 @@ def costly(seconds: float, epochs: int, max_epochs: int, finished: list[float], 
     return None
 
 
-
 def ahead(value: float, epoch: int, incumbent: TrialRecord | None, screens: list[TrialRecord], metric: str) -> bool:
     """Whether a running screen, at best validation ``value`` by ``epoch``, is the most promising
     run the study has: at or above the incumbent's best, and at or above what each finished screen

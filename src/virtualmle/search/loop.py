@@ -84,7 +84,7 @@ class _Search:
         self._others_pending: list[dict[str, Any]] = []
         self.compute = ComputeBudget(opts.time_budget)
         # Who asks a running trial to stop early (budget, method, pruner) and why (search/stopping.py).
-        self.stopper = Stopper(method, ctx, self.compute, run_dir, metric=opts.metric, prune=opts.prune)
+        self.stopper = Stopper(method, ctx, self.compute, metric=opts.metric, prune=opts.prune)
         self.closer = TrialCloser(method, ctx, study, self.keeper, opts.metric, self.owner, after=self._sync_pending)
 
     # -- the study as stored (shared with other processes) -------------------------------------
@@ -208,9 +208,11 @@ class _Search:
             self._invalid(trial, params, prepared.problem or "invalid", free=False)
             return False
         spec = prepared.spec
-        Path(spec.trial_dir, STOP_FILE).unlink(missing_ok=True)  # a request is for this run only
+        stop_file = Path(spec.trial_dir, STOP_FILE)
+        stop_file.unlink(missing_ok=True)  # a request is for this run only
         self.compute.start(trial.number)
-        run = Running(trial, params, screen=prepared.screen, max_epochs=int(spec.config.get("max_epochs") or 0))
+        run = Running(trial, params, screen=prepared.screen, max_epochs=int(spec.config.get("max_epochs") or 0),
+                      stop_file=stop_file)
         future = self.executor.submit(spec, self.stopper.on_epoch(run))
         self.running[future] = run
         self._sync_pending()

@@ -26,9 +26,7 @@ import optuna
 
 from virtualmle.search.budget import ComputeBudget
 from virtualmle.search.method import Method, RunningTrial, SearchContext
-from virtualmle.search.model_keeper import trial_dir
 from virtualmle.search.recording import Stop
-from virtualmle.search.worker import STOP_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +41,7 @@ class Running:
     max_epochs: int = 0  # epochs this run trains at most
     curve: list[float] = field(default_factory=list)  # validation metric per validation so far
     epochs: int = 0  # epochs trained by the last validation
+    stop_file: Path | None = None  # written to ask the trial to stop mid-epoch (`train(stop_file=...)`)
 
     def view(self, seconds: float) -> RunningTrial:
         return RunningTrial(number=self.trial.number, params=dict(self.params), curve=tuple(self.curve),
@@ -52,9 +51,9 @@ class Running:
 class Stopper:
     """Decides, for the loop, when a running trial stops early; remembers who asked and why."""
 
-    def __init__(self, method: Method, ctx: SearchContext, compute: ComputeBudget, run_dir: Path, *,
+    def __init__(self, method: Method, ctx: SearchContext, compute: ComputeBudget, *,
                  metric: str, prune: Any) -> None:
-        self.ctx, self.compute, self.run_dir = ctx, compute, run_dir
+        self.ctx, self.compute = ctx, compute
         self.metric, self.prune = metric, prune
         self.watch = getattr(method, "watch", None)
         self.requests: dict[int, Stop] = {}
@@ -114,7 +113,7 @@ class Stopper:
                 self.requests[number] = ("budget", None)
             elif not self._watched(run):
                 continue
-            self._write_stop_file(number)
+            self._write_stop_file(run)
 
     def _watched(self, run: Running) -> bool:
         """Ask the method's ``watch`` hook; True (and the reason kept) to stop the trial."""
@@ -126,10 +125,11 @@ class Stopper:
         self.requests[run.trial.number] = ("method", str(reason)[:500])
         return True
 
-    def _write_stop_file(self, number: int) -> None:
-        stop = trial_dir(self.run_dir, number) / STOP_FILE
+    def _write_stop_file(self, run: Running) -> None:
+        if run.stop_file is None:
+            return  # no file to write: it stops at its next validation
         try:
-            stop.parent.mkdir(parents=True, exist_ok=True)
-            stop.touch()
+            run.stop_file.parent.mkdir(parents=True, exist_ok=True)
+            run.stop_file.touch()
         except OSError as exc:  # a remote node's trial stops at its next validation instead
-            logger.debug("trial %d: could not ask it to stop: %s", number, exc)
+            logger.debug("trial %d: could not ask it to stop: %s", run.trial.number, exc)
