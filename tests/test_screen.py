@@ -296,3 +296,41 @@ def test_the_agent_watches_its_screens_cost_only_when_it_screens(tmp_path):
     off = VirtualMLEAgent(space=ctx.space, seed=0, llm=None, config=AgentConfig(
         reflection=False, memory=False, transfer="none", screen_epochs=5, screen_cost_factor=0))
     assert off.watch is None
+
+
+def test_after_a_resume_that_lost_the_default_run_the_agent_runs_it_again(tmp_path):
+    # Step 4's seed 2: the session ended while the default trained; its trial was recorded as
+    # interrupted (not in the history), the other worker's screens had finished, and the resumed
+    # agent went on screening with no reference run at all.
+    screens = [_screen(1, 0.02), _screen(2, 0.03)]
+    proposal = _propose(tmp_path, SPACE, [dataclasses.replace(s, params={"hidden": 24, "dropout": 0.1 * s.number})
+                                          for s in screens])
+    assert proposal.user_attrs["agent"]["source"] == "default"
+    assert proposal.params["hidden"] == 16 and proposal.params["dropout"] == 0.2 and proposal.fidelity == {}
+    # Once it runs (pending) or ran, it is not proposed again.
+    pending = _propose(tmp_path, SPACE, screens, pending=[{"hidden": 16, "dropout": 0.2}])
+    assert pending.user_attrs["agent"]["source"] != "default"
+    ran = _propose(tmp_path, SPACE, [_done(0, {"hidden": 16, "dropout": 0.2}, 0.01), *screens])
+    assert ran.user_attrs["agent"]["source"] != "default"
+
+
+def test_a_resumed_study_ranks_its_screens_by_their_best_epoch_as_the_live_process_did(tmp_path):
+    # Step 4's seed 1: screen #8 peaked at 0.0622 (epoch 2) and fell to 0.0463 (epoch 5). Optuna
+    # stores a pruned trial's last reported value, so after a resume the agent promoted #10 (0.0597)
+    # instead of the round's best.
+    from virtualmle.search.stored import record_from_trial
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    for number, curve in ((0, [0.02, 0.0622, 0.05, 0.0463]), (1, [0.03, 0.0597])):
+        trial = study.ask()
+        for step, value in enumerate(curve, 1):
+            trial.report(value, step)
+        trial.set_user_attr("valid", {M: max(curve)})
+        trial.set_user_attr(A_SCREEN, {"round": 0, "epochs": len(curve)})
+        trial.set_user_attr("stopped_by", "screen")
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    stored = study.get_trials()
+    assert stored[0].value == pytest.approx(0.0463)  # what Optuna keeps
+    records = [record_from_trial(t, M) for t in stored]
+    assert [r.value for r in records] == [pytest.approx(0.0622), pytest.approx(0.0597)]
+    assert _decide(records).promote.number == 0

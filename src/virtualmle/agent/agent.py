@@ -206,7 +206,8 @@ class VirtualMLEAgent:
         obs = self.observations(ctx)
         defaults = self.space.defaults()
         pending_keys = {self.view.key(p) for p in ctx.pending}
-        if not obs and self.view.key(defaults) not in pending_keys:
+        # The default first; again after a resume that lost it (finished screens are no reference).
+        if all(is_screen(o.attrs) for o in obs) and self.view.key(defaults) not in pending_keys:
             hyp = {"text": "baseline: the backbone's default configuration, run first as the reference",
                    "changes": {}, "mechanism": "", "risk": "", "source": "code"}
             self._print("  plan: trial 1 is the default configuration")

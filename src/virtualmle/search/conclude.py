@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -92,9 +91,7 @@ class TrialCloser:
                 continue
             trial = optuna.Trial(self.study, t._trial_id)
             trial.set_user_attr("owner", self.owner)  # other resuming processes leave it to us
-            record = record_from_trial(t)
-            if record.outcome in (Outcome.COMPLETE, Outcome.PRUNED):
-                record = replace(record, value=record.valid.get(self.metric))
+            record = record_from_trial(t, self.metric)
             logger.info("trial %d: result stored before its process died; observing it again", t.number)
             try:
                 self.conclude(trial, record)

@@ -110,7 +110,7 @@ class _Search:
             elif counts(t):
                 done.append(t)
         done.sort(key=lambda t: (t.datetime_complete or t.datetime_start, t.number))
-        self.ctx.history.extend(record_from_trial(t) for t in done)
+        self.ctx.history.extend(record_from_trial(t, self.ctx.metric) for t in done)
         self._others_pending = others
         self._sync_pending()
 
@@ -335,7 +335,7 @@ def run_search(
     # Reseeding by the number of trials so far: an uninterrupted run is reproducible, and a
     # resumed one does not replay the draws it already made.
     study.sampler = sampler_for(method, options.seed + len(trials), options.workers)
-    history = [record_from_trial(t) for t in trials if counts(t)]
+    history = [record_from_trial(t, options.metric) for t in trials if counts(t)]
     ctx = SearchContext(space=space, dataset=dataset, profile=profile, model=options.model,
                         seed=options.seed, metric=options.metric, budget=options.trials,
                         study_name=study_name, run_dir=run_dir, history=history,

@@ -23,8 +23,14 @@ RESERVED_ATTRS = frozenset({
 })
 
 
-def record_from_trial(trial: FrozenTrial) -> TrialRecord:
-    """The method's view of a stored trial (no test metrics)."""
+def record_from_trial(trial: FrozenTrial, metric: str | None = None) -> TrialRecord:
+    """The method's view of a stored trial (no test metrics).
+
+    With ``metric``, the value of a completed or pruned trial is that metric at its best
+    validation epoch (its ``valid`` attrs), as the live process saw it: Optuna's value of a pruned
+    trial is its *last* reported epoch, so a screen that peaked and fell would rank lower after a
+    resume than before it (and the resumed agent would promote another screen).
+    """
     attrs = trial.user_attrs
     if trial.state == TrialState.PRUNED:
         outcome = Outcome.PRUNED  # studies written before screens were stored as pruned say complete
@@ -34,11 +40,15 @@ def record_from_trial(trial: FrozenTrial) -> TrialRecord:
         outcome = {TrialState.COMPLETE: Outcome.COMPLETE, TrialState.PRUNED: Outcome.PRUNED}.get(
             trial.state, Outcome.FAILED
         )
+    value = trial.value if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) else None
+    best = (attrs.get("valid") or {}).get(metric) if metric else None
+    if outcome in (Outcome.COMPLETE, Outcome.PRUNED) and isinstance(best, (int, float)) and math.isfinite(best):
+        value = float(best)
     return TrialRecord(
         number=trial.number,
         params={**trial.params, **attrs.get("extra_params", {})},
         outcome=outcome,
-        value=trial.value if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+        value=value,
         valid=dict(attrs.get("valid", {})),
         epochs=tuple(attrs.get("epochs", ())),
         seconds=float(attrs.get("seconds", 0.0)),
