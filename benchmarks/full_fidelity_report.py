@@ -6,13 +6,14 @@ compute" into docs/results.md (replacing the previous version of it; benchmarks/
 it when it regenerates the page) and the plot docs/results/ff_best_vs_compute.png:
 
     python benchmarks/full_fidelity_report.py [--journal PATH] [--transfer-journal PATH]
-        [--hstu-journal PATH] [--current-journal PATH] [--page docs/results.md]
+        [--hstu-journal PATH] [--current-journal PATH ...] [--page docs/results.md]
 
 With the transfer step's journal (`transfer.journal`) it adds the transfer subsection: the source
 studies and the Beauty arms with and without transfer, finished or in progress, and per arm the
-compute to the target. With step 3's journal (`hstu.journal`) it adds the HSTU subsection. With
-step 4's (`agent_current.journal`: the agent of today on step 1's setting) its runs join the
-methods table as `agent-screen (current)`, measured against step 1's target.
+compute to the target. With step 3's journal (`hstu.journal`) it adds the HSTU subsection. The
+runs of steps 4 and 5 (`agent_current.journal`: the agent of today on step 1's setting;
+`tpe_current.journal`: TPE + Hyperband again, on the same machine as step 4) join the methods
+table as `<method> (current)`, measured against step 1's target.
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
 budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
@@ -47,8 +48,9 @@ NAME = re.compile(r"^bench-(?P<data>[a-z_]+)-(?P<model>[a-z]+)-(?P<space>[a-z0-9
 TARGET_FRAC = 0.97
 TRANSFER_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "transfer.journal"
 HSTU_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "hstu.journal"
-CURRENT_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "agent_current.journal"
-CURRENT = "agent-screen (current)"
+CURRENT_JOURNALS = [ROOT / "benchmarks" / "tables" / "ff_search" / name
+                    for name in ("agent_current.journal", "tpe_current.journal")]
+CURRENT = "{} (current)"
 # The transfer step's studies (bench/transfer.py): sources, then the target's arms.
 SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
 ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
@@ -138,7 +140,7 @@ def _config(params: dict[str, Any]) -> str:
 
 
 def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str:  # type: ignore[assignment]
-    """The methods table; ``current`` (step 4's runs) is measured against the same target."""
+    """The methods table; ``current`` (steps 4 and 5) is measured against the same target."""
     done = [r for r in runs if r.finished]
     best_any = max((r.best_valid for r in done if r.best_valid is not None), default=None)
     target = None if best_any is None else TARGET_FRAC * best_any
@@ -187,9 +189,11 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
         L.append(f"| {r.method} | {r.seed} | {status} | {r.trials}{f' ({outcomes})' if outcomes else ''} | {_min(r.spent)} | {_f(r.best_valid)} "
                  f"| {_f(r.test.get('ndcg@10'))} | {_f(r.test.get('hr@10'))} | {_config(r.params)} |")
     if current:
-        L += ["", f"`{CURRENT}`: the agent of today on the same setting and seeds (step 4 of "
-              "`benchmarks/full_fidelity_search.sh`, `agent_current.journal`), run later on a slower machine "
-              "(docs/results.md, HSTU subsection). What changed since the `agent-screen` rows: candidates with "
+        L += ["", "The `(current)` rows ran later on a slower machine, on the same setting and seeds: "
+              "`agent-screen (current)` is the agent of today (step 4 of `benchmarks/full_fidelity_search.sh`, "
+              "`agent_current.journal`), `tpe+hyperband (current)` is step 1's TPE + Hyperband again on that "
+              "machine (step 5, `tpe_current.journal`), the baseline to compare step 4 with. "
+              "What changed in the agent since the `agent-screen` rows: candidates with "
               "a decaying learning-rate schedule are screened too; parameters a configuration never reads "
               "do not make a new candidate (`virtualmle/inert.py`); a screen far costlier than the study's "
               "median screen is stopped so its round can promote (`--screen-cost`, docs/search.md); the "
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--page", type=Path, default=PAGE)
     ap.add_argument("--transfer-journal", type=Path, default=TRANSFER_JOURNAL)
     ap.add_argument("--hstu-journal", type=Path, default=HSTU_JOURNAL)
-    ap.add_argument("--current-journal", type=Path, default=CURRENT_JOURNAL)
+    ap.add_argument("--current-journal", type=Path, nargs="*", default=CURRENT_JOURNALS)
     args = ap.parse_args(argv)
     if not args.journal.is_file():
         print(f"error: no journal at {args.journal}: run benchmarks/full_fidelity_search.sh first", file=sys.stderr)
@@ -327,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = read_runs(args.journal)
     png = args.page.parent / "results" / "ff_best_vs_compute.png"
     plot_runs(runs, png)
-    current = ([replace(r, method=CURRENT) for r in read_runs(args.current_journal)]
-               if args.current_journal.is_file() else [])
+    current = [replace(r, method=CURRENT.format(r.method))
+               for path in args.current_journal if path.is_file() for r in read_runs(path)]
     text = section(runs, str(png.relative_to(args.page.parent)), current)
     if args.transfer_journal.is_file():
         done = [r for r in runs if r.finished and r.best_valid is not None]

@@ -23,7 +23,9 @@
 #   3. Beauty x HSTU, the extended space, agent vs TPE + Hyperband vs random, 45 minutes per run,
 #      one seed (the issue's "HSTU on one dataset with fewer seeds");
 #   4. the agent of today on step 1's setting and seeds (step 1's agent rows are an earlier version:
-#      no screens of decaying schedules, no inert-parameter key, no screen cost cap).
+#      no screens of decaying schedules, no inert-parameter key, no screen cost cap);
+#   5. TPE + Hyperband again on step 1's setting and seeds, on the machine that ran step 4: step 1
+#      ran on a faster machine, so step 4 is compared with this same-machine baseline.
 set -u
 cd "$(dirname "$0")/.."
 VM=${VM:-.venv/bin/virtualmle}
@@ -63,4 +65,9 @@ mkdir -p "$TABLES/hstu" && cp "$CACHE"/hstu/{runs.csv,summary.csv,curves.csv,ben
 rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_current (exit $rc)"
 mkdir -p "$TABLES/agent_current" && cp "$CACHE"/agent_current/{runs.csv,summary.csv,curves.csv,bench.md} \
     "$TABLES"/agent_current/ 2>/dev/null
+"$VM" bench "${BASE[@]}" --memory "$TABLES/banks_current" \
+    --methods tpe+hyperband --seeds 3 --storage "journal:///$(pwd)/$TABLES/tpe_current.journal" --out "$CACHE/tpe_current"
+rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: tpe_current (exit $rc)"
+mkdir -p "$TABLES/tpe_current" && cp "$CACHE"/tpe_current/{runs.csv,summary.csv,curves.csv,bench.md} \
+    "$TABLES"/tpe_current/ 2>/dev/null
 echo "done; commit $TABLES"
