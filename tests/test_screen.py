@@ -63,6 +63,40 @@ def test_rounds_wait_for_running_screens_and_count_what_storage_holds():
     assert d.promote is None and "nothing to promote" in d.settle["reason"]
 
 
+
+def _promoted(number: int, src: int, value: float, early: bool) -> TrialRecord:
+    return TrialRecord(number=number, params={"hidden": src}, outcome=Outcome.COMPLETE, value=value,
+                       epochs=({"epoch": 3, "valid": {M: value}},),
+                       user_attrs={"promoted_from": src, "agent": {"kind": "promotion", "early": early}})
+
+
+def test_a_screen_that_matches_the_incumbent_is_promoted_without_waiting_for_its_round():
+    # Step 4's seed 0: screen #9 had 0.0615 after 5 epochs (incumbent 0.0603); its round waited
+    # for another screen until the budget ran out, and a screen is never the study's choice.
+    inc = _full(0, [0.010, 0.020, 0.030])
+    d = _decide([inc, _screen(1, 0.031)], inc, issued={0: 2})
+    assert d.promote is not None and d.promote.number == 1 and d.early
+    assert "promoted early" in d.reason and "#0's best 0.0300" in d.reason
+    # Below the incumbent's best: the round is waited for (the next screen joins round 1).
+    d = _decide([inc, _screen(1, 0.029)], inc, issued={0: 2})
+    assert d.promote is None and d.screen_round == 1
+    # Not proposed twice while its promotion runs.
+    d = _decide([inc, _screen(1, 0.031)], inc, issued={0: 2}, early={1})
+    assert d.promote is None and d.screen_round == 1
+
+
+def test_a_round_with_an_early_promotion_promotes_only_a_screen_that_beats_it():
+    inc = _full(0, [0.010, 0.020, 0.030])
+    early = _promoted(3, 1, 0.033, early=True)
+    d = _decide([inc, _screen(1, 0.031), early, _screen(2, 0.030)], inc)
+    assert d.promote is None and d.settle == {"round": 0, "reason": "its best screen was promoted early; no other beats it"}
+    d = _decide([inc, _screen(1, 0.031), early, _screen(2, 0.032)], inc)
+    assert d.promote is not None and d.promote.number == 2 and not d.early
+    assert "beats #1 promoted early (0.0310)" in d.reason
+    # An end-of-round promotion settles the round: no early promotion from it afterwards.
+    assert _decide([inc, _screen(1, 0.031), _screen(2, 0.032), _promoted(3, 2, 0.033, early=False)],
+                   inc).promote is None
+
 SPACE = """\
 model: sasrec
 fixed: {max_len: 20, batch_size: 256, patience: 0, heads: 1, max_epochs: 3, negatives: 16}

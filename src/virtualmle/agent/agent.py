@@ -21,8 +21,8 @@ One step:
 4. Observe: diagnostics in code (`diagnostics.diagnose`); keep / discard by validation metric only.
 5. Reflect (`reflect`): the LLM's verdict, attribution, rule and next direction (schema-checked), recorded
    next to the code's verdict.
-With ``screen_epochs`` the Act step screens each round's best few candidates at a few epochs and
-promotes the best from its checkpoint (`screen`); a screen far costlier than the others is stopped.
+With ``screen_epochs`` the Act step screens candidates at a few epochs and promotes the best from
+its checkpoint (`screen`: per round, or early when it matches the incumbent; costly screens stop).
 6. Remember (`remember`): hypothesis, diagnostics, reflection and flags as trial user attrs; long-term insight
    operations (code-derived and validated LLM ones) in the memory bank; at the end of the study
    (the loop's end-of-study hook, `VirtualMLEAgent.end`) a cognition summary distilled into the bank.
@@ -72,7 +72,7 @@ from virtualmle.agent.plan import (
 )
 from virtualmle.agent.reflect import reflect
 from virtualmle.agent.remember import base_rejections, distil, remember, trial_evidence
-from virtualmle.agent.screen import Decision, decide, is_screen, screen_too_costly
+from virtualmle.agent.screen import Decision, decide, is_screen, note_settled, screen_too_costly
 from virtualmle.agent.space_view import SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
 from virtualmle.agent.watch import hopeless
@@ -87,7 +87,6 @@ from virtualmle.records import (
     A_PROMOTED_FROM,
     A_PROMOTION,
     A_SCREEN,
-    A_SCREEN_SETTLED,
     A_TEXT_REJECTIONS,
     A_TRANSFER,
     A_VERDICT,
@@ -139,7 +138,7 @@ class VirtualMLEAgent:
         self.timings: list[dict[str, float]] = []
         self._fallbacks = FallbackNotice()  # issue 15: each fallback said once per study
         self._screens_issued: dict[int, int] = {}  # screens proposed per round by this process
-        self._promoting: set[int] = set()  # screens whose promotion this process proposed
+        self._promoting: dict[int, bool] = {}  # screens whose promotion this process proposed: early?
 
     # ---- resources -------------------------------------------------------------------------
     def bank(self) -> Any:
@@ -290,22 +289,21 @@ class VirtualMLEAgent:
             return None
         return decide(list(ctx.history), ctx.incumbent, self._screens_issued, width=self.cfg.screen_width,
                       epochs=self.cfg.screen_epochs, metric=ctx.metric, tolerance=self.cfg.screen_tolerance,
-                      promoting=self._promoting)
+                      promoting={n for n, e in self._promoting.items() if not e},
+                      early={n for n, e in self._promoting.items() if e})
 
     def _promotion(self, decision: Decision) -> Proposal:
         """Continue the round's best screen from its checkpoint, as the trial it was proposed as."""
         src = decision.promote
         assert src is not None
         a = self._attrs(src)
-        step: dict[str, Any] = {"mode": self.cfg.mode, "source": "promotion", "reason": decision.reason,
-                                "fallback": None, "kind": "promotion"}
+        step = {"mode": self.cfg.mode, "source": "promotion", "reason": decision.reason, "fallback": None,
+                "kind": "promotion", "early": decision.early}
         attrs: dict[str, Any] = {A_HYPOTHESIS: a.get(A_HYPOTHESIS), A_PARENT: a.get(A_PARENT),
                                  A_CHANGED: a.get(A_CHANGED) or [], A_PROMOTED_FROM: src.number,
                                  A_PROMOTION: decision.reason, A_AGENT: step}
-        if decision.settle:
-            attrs[A_SCREEN_SETTLED] = decision.settle["reason"]
-            step["screen_round_settled"] = decision.settle["round"]
-        self._promoting.add(src.number)
+        note_settled(decision, attrs, step)
+        self._promoting[src.number] = decision.early
         self._print(f"  plan: {decision.reason}")
         return Proposal(params=dict(src.params), user_attrs=attrs, resume_from=src.number)
 
@@ -314,9 +312,7 @@ class VirtualMLEAgent:
         """Make the proposal a screen of the open round (its fidelity), unless it cannot be one."""
         if decision is None:
             return {}
-        if decision.settle:
-            attrs[A_SCREEN_SETTLED] = decision.settle["reason"]
-            step["screen_round_settled"] = decision.settle["round"]
+        note_settled(decision, attrs, step)
         if decision.screen_round is None:
             return {}
         if set(attrs.get(A_CHANGED) or ()) <= FIDELITY_KEYS:
