@@ -11,9 +11,10 @@ it when it regenerates the page) and the plot docs/results/ff_best_vs_compute.pn
 With the transfer step's journal (`transfer.journal`) it adds the transfer subsection: the source
 studies and the Beauty arms with and without transfer, finished or in progress, and per arm the
 compute to the target. With step 3's journal (`hstu.journal`) it adds the HSTU subsection. The
-runs of steps 4 and 5 (`agent_current.journal`: the agent of today on step 1's setting;
-`tpe_current.journal`: TPE + Hyperband again, on the same machine as step 4) join the methods
-table as `<method> (current)`, measured against step 1's target.
+runs of steps 4-6 (`agent_current.journal`: the agent of today on step 1's setting;
+`tpe_current.journal`: TPE + Hyperband again, on the same machine as step 4;
+`agent_early.journal`: the agent with early promotion) join the methods table as
+`<method> (current)` and `agent-screen (early promotion)`, measured against step 1's target.
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
 budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
@@ -49,8 +50,8 @@ TARGET_FRAC = 0.97
 TRANSFER_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "transfer.journal"
 HSTU_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "hstu.journal"
 CURRENT_JOURNALS = [ROOT / "benchmarks" / "tables" / "ff_search" / name
-                    for name in ("agent_current.journal", "tpe_current.journal")]
-CURRENT = "{} (current)"
+                    for name in ("agent_current.journal", "tpe_current.journal", "agent_early.journal")]
+LABELS = {"agent_early": "early promotion"}  # the row label of a later step's runs (default: current)
 # The transfer step's studies (bench/transfer.py): sources, then the target's arms.
 SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
 ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
@@ -140,7 +141,7 @@ def _config(params: dict[str, Any]) -> str:
 
 
 def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str:  # type: ignore[assignment]
-    """The methods table; ``current`` (steps 4 and 5) is measured against the same target."""
+    """The methods table; ``current`` (steps 4-6) is measured against the same target."""
     done = [r for r in runs if r.finished]
     best_any = max((r.best_valid for r in done if r.best_valid is not None), default=None)
     target = None if best_any is None else TARGET_FRAC * best_any
@@ -192,7 +193,9 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
         L += ["", "The `(current)` rows ran later on a slower machine, on the same setting and seeds: "
               "`agent-screen (current)` is the agent of today (step 4 of `benchmarks/full_fidelity_search.sh`, "
               "`agent_current.journal`), `tpe+hyperband (current)` is step 1's TPE + Hyperband again on that "
-              "machine (step 5, `tpe_current.journal`), the baseline to compare step 4 with. "
+              "machine (step 5, `tpe_current.journal`), the baseline to compare steps 4 and 6 with; "
+              "`agent-screen (early promotion)` (step 6, `agent_early.journal`) adds to step 4's agent the "
+              "early promotion of a screen that matches the incumbent (docs/search.md). "
               "What changed in the agent since the `agent-screen` rows: candidates with "
               "a decaying learning-rate schedule are screened too; parameters a configuration never reads "
               "do not make a new candidate (`virtualmle/inert.py`); a screen far costlier than the study's "
@@ -331,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = read_runs(args.journal)
     png = args.page.parent / "results" / "ff_best_vs_compute.png"
     plot_runs(runs, png)
-    current = [replace(r, method=CURRENT.format(r.method))
+    current = [replace(r, method=f"{r.method} ({LABELS.get(path.stem, 'current')})")
                for path in args.current_journal if path.is_file() for r in read_runs(path)]
     text = section(runs, str(png.relative_to(args.page.parent)), current)
     if args.transfer_journal.is_file():

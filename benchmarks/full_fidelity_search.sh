@@ -25,7 +25,10 @@
 #   4. the agent of today on step 1's setting and seeds (step 1's agent rows are an earlier version:
 #      no screens of decaying schedules, no inert-parameter key, no screen cost cap);
 #   5. TPE + Hyperband again on step 1's setting and seeds, on the machine that ran step 4: step 1
-#      ran on a faster machine, so step 4 is compared with this same-machine baseline.
+#      ran on a faster machine, so step 4 is compared with this same-machine baseline;
+#   6. the agent with early promotion (a screen that matches the incumbent is finished at once) on
+#      the same setting and seeds. Steps 5 and 6 run one seed each first, then the other seeds, so
+#      a session that ends early leaves a pair.
 set -u
 cd "$(dirname "$0")/.."
 VM=${VM:-.venv/bin/virtualmle}
@@ -65,9 +68,16 @@ mkdir -p "$TABLES/hstu" && cp "$CACHE"/hstu/{runs.csv,summary.csv,curves.csv,ben
 rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_current (exit $rc)"
 mkdir -p "$TABLES/agent_current" && cp "$CACHE"/agent_current/{runs.csv,summary.csv,curves.csv,bench.md} \
     "$TABLES"/agent_current/ 2>/dev/null
-"$VM" bench "${BASE[@]}" --memory "$TABLES/banks_current" \
-    --methods tpe+hyperband --seeds 3 --storage "journal:///$(pwd)/$TABLES/tpe_current.journal" --out "$CACHE/tpe_current"
-rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: tpe_current (exit $rc)"
-mkdir -p "$TABLES/tpe_current" && cp "$CACHE"/tpe_current/{runs.csv,summary.csv,curves.csv,bench.md} \
-    "$TABLES"/tpe_current/ 2>/dev/null
+for seeds in 1 3; do
+    "$VM" bench "${BASE[@]}" --memory "$TABLES/banks_current" --methods tpe+hyperband --seeds $seeds \
+        --storage "journal:///$(pwd)/$TABLES/tpe_current.journal" --out "$CACHE/tpe_current"
+    rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: tpe_current (exit $rc)"
+    mkdir -p "$TABLES/tpe_current" && cp "$CACHE"/tpe_current/{runs.csv,summary.csv,curves.csv,bench.md} \
+        "$TABLES"/tpe_current/ 2>/dev/null
+    "$VM" bench "${BASE[@]}" --memory "$TABLES/banks_early" --methods agent --agent-screen 5 --seeds $seeds \
+        --storage "journal:///$(pwd)/$TABLES/agent_early.journal" --out "$CACHE/agent_early"
+    rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_early (exit $rc)"
+    mkdir -p "$TABLES/agent_early" && cp "$CACHE"/agent_early/{runs.csv,summary.csv,curves.csv,bench.md} \
+        "$TABLES"/agent_early/ 2>/dev/null
+done
 echo "done; commit $TABLES"
