@@ -12,7 +12,8 @@ import yaml
 from virtualmle.cli.data_options import add_data_arguments, data_options
 from virtualmle.cli.outputs import check_model_dir, check_output_file, write_json_atomic
 from virtualmle.errors import ConfigError
-from virtualmle.training.config import PARAM_HELP, PARAM_NAMES, TrainConfig, coerce_params, default_params
+from virtualmle.training.config import PARAM_HELP, PARAM_NAMES, TrainConfig, default_params
+from virtualmle.training.params_text import coerce_params
 
 
 def _epilog() -> str:

@@ -14,9 +14,9 @@ from virtualmle.training.config import (
     METRICS,
     PARAM_NAMES,
     TrainConfig,
-    coerce_params,
     default_params,
 )
+from virtualmle.training.params_text import coerce_params
 
 if TYPE_CHECKING:
     from virtualmle.training.evaluation import evaluate, metrics_from_ranks, rank_targets

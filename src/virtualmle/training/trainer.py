@@ -26,6 +26,7 @@ from virtualmle.models import ModelConfig, SequentialRecommender, build_model
 from virtualmle.training import checkpoint as ckpt
 from virtualmle.training.batching import TrainBatches
 from virtualmle.training.config import TrainConfig
+from virtualmle.training.display import EpochDisplay
 from virtualmle.training.evaluation import build_eval_batches, evaluate, resolve_eval_mask
 from virtualmle.training.losses import LOSSES, LossContext, NegativeSampler
 from virtualmle.training.priors import ScorePriors
@@ -173,7 +174,7 @@ class RunSetup:
     gen: torch.Generator  # negatives
     cut: bool = False  # the last epoch was cut short by a stop request
 
-    def train_epoch(self, config: TrainConfig, epoch: int, display: _Display | None = None,
+    def train_epoch(self, config: TrainConfig, epoch: int, display: EpochDisplay | None = None,
                     stop: Callable[[], bool] | None = None) -> float:
         """One epoch over the batches (ended after the current batch when `stop()` says so:
         `cut`); the mean training loss."""
@@ -276,7 +277,7 @@ def train(
         logger.info("resumed from %s at epoch %d (best %d)", checkpoint, resumed, best_epoch)
         if config.patience and since_best >= config.patience:
             stopped = "early_stop"
-    display = _Display(config, len(run.batches)) if progress and stopped == "max_epochs" else None
+    display = EpochDisplay(config, len(run.batches)) if progress and stopped == "max_epochs" else None
     try:
         t0 = time.perf_counter()
         first = resumed + 1 if stopped == "max_epochs" else config.max_epochs + 1
@@ -342,7 +343,7 @@ def _train_epoch(
     config: TrainConfig,
     loss_ctx: LossContext,
     epoch: int,
-    display: _Display | None,
+    display: EpochDisplay | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> tuple[float, bool]:
@@ -376,38 +377,3 @@ def _train_epoch(
         if stop is not None and stop():
             return total / count, True
     return total / max(count, 1), False
-
-
-class _Display:
-    """rich progress: a bar over the current epoch's batches and one summary line per epoch."""
-
-    def __init__(self, config: TrainConfig, num_batches: int) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.config = config
-        self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}/{task.fields[max_epochs]}"),
-            BarColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TimeElapsedColumn(),
-            transient=True,
-        )
-        self.task = self.progress.add_task("train", total=num_batches, epoch=1,
-                                           max_epochs=config.max_epochs, loss=float("nan"))
-        self.progress.start()
-
-    def step(self, epoch: int, loss: float) -> None:
-        self.progress.update(self.task, advance=1, epoch=epoch, loss=loss)
-
-    def epoch_done(self, log: EpochLog) -> None:
-        mark = " *" if log.is_best else ""
-        also = "" if log.metric == "ndcg@10" else f"  ndcg@10 {log.valid['ndcg@10']:.4f}"
-        self.progress.console.print(
-            f"epoch {log.epoch:3d}  loss {log.train_loss:.4f}  valid {log.metric} "
-            f"{log.score:.4f}{also}  {log.seconds:.1f}s{mark}"
-        )
-        self.progress.reset(self.task, epoch=log.epoch + 1, max_epochs=self.config.max_epochs,
-                            loss=log.train_loss)
-
-    def close(self) -> None:
-        self.progress.stop()
