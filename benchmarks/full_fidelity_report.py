@@ -190,7 +190,7 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
         L.append(f"| {r.method} | {r.seed} | {status} | {r.trials}{f' ({outcomes})' if outcomes else ''} | {_min(r.spent)} | {_f(r.best_valid)} "
                  f"| {_f(r.test.get('ndcg@10'))} | {_f(r.test.get('hr@10'))} | {_config(r.params)} |")
     if current:
-        L += ["", "The `(current)` rows ran later on a slower machine, on the same setting and seeds: "
+        L += ["", "The `(current)` rows ran later, on the machine of the HSTU runs, on the same setting and seeds: "
               "`agent-screen (current)` is the agent of today (step 4 of `benchmarks/full_fidelity_search.sh`, "
               "`agent_current.journal`), `tpe+hyperband (current)` is step 1's TPE + Hyperband again on that "
               "machine (step 5, `tpe_current.journal`), the baseline to compare steps 4 and 6 with; "
