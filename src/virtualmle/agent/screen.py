@@ -144,13 +144,13 @@ def decide(history: list[TrialRecord], incumbent: TrialRecord | None, issued: di
             continue
         if len(rnd.screens) < max(width, issued.get(rnd.number, 0)):
             continue  # some of its screens still run
-        cut, bar = _open_screens(rnd)
+        cut, leader = _open_screens(rnd)
         if not cut:
             settle = {"round": rnd.number, "reason": (
                 "its best screen was promoted early; no other beats it" if rnd.early else
                 "no screen of the round was cut short and complete: nothing to promote")}
             continue
-        best = max(cut, key=lambda r: (float(r.value), -r.number))  # type: ignore[arg-type]
+        best = _best(cut)
         others = ", ".join(f"#{r.number} {float(r.value):.4f}" for r in rnd.cut() if r is not best)  # type: ignore[arg-type]
         ref = epoch_value(incumbent, metric, epochs) if incumbent is not None else None
         if ref is not None and float(best.value) < ref * (1.0 - tolerance):  # type: ignore[arg-type]
@@ -161,7 +161,8 @@ def decide(history: list[TrialRecord], incumbent: TrialRecord | None, issued: di
             continue
         reason = (f"promoted: best of {len(rnd.cut())} screened at {epochs} epochs, valid {metric} "
                   f"{float(best.value):.4f}" + (f" (others {others})" if others else "")  # type: ignore[arg-type]
-                  + (f"; beats #{max(rnd.early)} promoted early ({bar:.4f})" if rnd.early else "")
+                  + (f"; beats #{leader.number} promoted early ({float(leader.value):.4f})"  # type: ignore[arg-type]
+                     if leader is not None else "")
                   + (f"; incumbent #{incumbent.number} had {ref:.4f} by then" if ref is not None
                      and incumbent is not None else "")
                   + "; continues from its checkpoint")
@@ -178,11 +179,18 @@ def decide(history: list[TrialRecord], incumbent: TrialRecord | None, issued: di
     return Decision(settle=settle, screen_round=max(known) + 1 if known else 0)
 
 
-def _open_screens(rnd: Round) -> tuple[list[TrialRecord], float]:
+def _best(screens: list[TrialRecord]) -> TrialRecord:
+    """The best of finished screens by validation (the earliest trial among ties)."""
+    return max(screens, key=lambda r: (float(r.value), -r.number))  # type: ignore[arg-type]
+
+
+def _open_screens(rnd: Round) -> tuple[list[TrialRecord], TrialRecord | None]:
     """The round's finished screens still worth a promotion: not promoted early, and above the
-    best one that was (that value is the bar; -inf without an early promotion)."""
-    bar = max((float(r.value) for r in rnd.cut() if r.number in rnd.early), default=-math.inf)  # type: ignore[arg-type]
-    return [r for r in rnd.cut() if r.number not in rnd.early and float(r.value) > bar], bar  # type: ignore[arg-type]
+    best one that was (returned second; None without an early promotion)."""
+    promoted = [r for r in rnd.cut() if r.number in rnd.early]
+    leader = _best(promoted) if promoted else None
+    bar = -math.inf if leader is None else float(leader.value)  # type: ignore[arg-type]
+    return [r for r in rnd.cut() if r.number not in rnd.early and float(r.value) > bar], leader  # type: ignore[arg-type]
 
 
 def _early(all_rounds: dict[int, Round], incumbent: TrialRecord | None, epochs: int,
@@ -195,7 +203,7 @@ def _early(all_rounds: dict[int, Round], incumbent: TrialRecord | None, epochs: 
         cut, _ = _open_screens(rnd)
         if rnd.settled or not cut:
             continue
-        best = max(cut, key=lambda r: (float(r.value), -r.number))  # type: ignore[arg-type]
+        best = _best(cut)
         if float(best.value) >= float(incumbent.value):  # type: ignore[arg-type]
             return best, (f"promoted early: screen #{best.number} has valid {metric} {float(best.value):.4f} "  # type: ignore[arg-type]
                           f"after {epochs} epochs, at or above the incumbent #{incumbent.number}'s best "
