@@ -13,8 +13,9 @@ studies and the Beauty arms with and without transfer, finished or in progress, 
 compute to the target. With step 3's journal (`hstu.journal`) it adds the HSTU subsection. The
 runs of steps 4-6 (`agent_current.journal`: the agent of today on step 1's setting;
 `tpe_current.journal`: TPE + Hyperband again, on the same machine as step 4;
-`agent_early.journal`: the agent with early promotion) join the methods table as
-`<method> (current)` and `agent-screen (early promotion)`, measured against step 1's target.
+`agent_early.journal`: the agent with early promotion) and of step 7 (`agent_step7.journal`: the
+agent after the fixes step 6 called for) join the methods table as `<method> (current)`,
+`agent-screen (early promotion)` and `agent-screen (step 7)`, measured against step 1's target.
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
 budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
@@ -50,8 +51,9 @@ TARGET_FRAC = 0.97
 TRANSFER_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "transfer.journal"
 HSTU_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "hstu.journal"
 CURRENT_JOURNALS = [ROOT / "benchmarks" / "tables" / "ff_search" / name
-                    for name in ("agent_current.journal", "tpe_current.journal", "agent_early.journal")]
-LABELS = {"agent_early": "early promotion"}  # the row label of a later step's runs (default: current)
+                    for name in ("agent_current.journal", "tpe_current.journal", "agent_early.journal",
+                                 "agent_step7.journal")]
+LABELS = {"agent_early": "early promotion", "agent_step7": "step 7"}  # the row label of a later step's runs (default: current)
 # The transfer step's studies (bench/transfer.py): sources, then the target's arms.
 SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
 ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
@@ -195,7 +197,11 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
               "`agent_current.journal`), `tpe+hyperband (current)` is step 1's TPE + Hyperband again on that "
               "machine (step 5, `tpe_current.journal`), the baseline to compare steps 4 and 6 with; "
               "`agent-screen (early promotion)` (step 6, `agent_early.journal`) adds to step 4's agent the "
-              "early promotion of a screen that matches the incumbent (docs/search.md). "
+              "early promotion of a screen that matches the incumbent (docs/search.md); "
+              "`agent-screen (step 7)` (`agent_step7.journal`) is step 6's agent after three fixes: a screen's "
+              "cost is projected from its validated epochs' pace (start-up no longer counted as if every "
+              "epoch paid it), a screen is spared when it is ahead of what the incumbent had by the same "
+              "epoch, and a trial the method or the pruner stopped does not score its test split. "
               "What changed in the agent since the `agent-screen` rows: candidates with "
               "a decaying learning-rate schedule are screened too; parameters a configuration never reads "
               "do not make a new candidate (`virtualmle/inert.py`); a screen far costlier than the study's "

@@ -28,7 +28,13 @@
 #      ran on a faster machine, so step 4 is compared with this same-machine baseline;
 #   6. the agent with early promotion (a screen that matches the incumbent is finished at once) on
 #      the same setting and seeds. Steps 5 and 6 run one seed each first, then the other seeds, so
-#      a session that ends early leaves a pair.
+#      a session that ends early leaves a pair;
+#   7. the agent once more on the same setting and seeds, after step 6 showed two faults in how it
+#      stopped screens for their cost (start-up counted as if every epoch paid it; a screen held to
+#      the incumbent's best of many epochs later instead of what the incumbent had by the same
+#      epoch) and a third in the loop (a trial a method or pruner stopped still scored its test
+#      split). TPE + Hyperband is not rerun: of the three, only the last touches it (its pruner's
+#      stops), and step 5 is its same-machine baseline.
 set -u
 cd "$(dirname "$0")/.."
 VM=${VM:-.venv/bin/virtualmle}
@@ -79,5 +85,12 @@ for seeds in 1 3; do
     rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_early (exit $rc)"
     mkdir -p "$TABLES/agent_early" && cp "$CACHE"/agent_early/{runs.csv,summary.csv,curves.csv,bench.md} \
         "$TABLES"/agent_early/ 2>/dev/null
+done
+for seeds in 1 3; do
+    "$VM" bench "${BASE[@]}" --memory "$TABLES/banks_step7" --methods agent --agent-screen 5 --seeds $seeds \
+        --storage "journal:///$(pwd)/$TABLES/agent_step7.journal" --out "$CACHE/agent_step7"
+    rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_step7 (exit $rc)"
+    mkdir -p "$TABLES/agent_step7" && cp "$CACHE"/agent_step7/{runs.csv,summary.csv,curves.csv,bench.md} \
+        "$TABLES"/agent_step7/ 2>/dev/null
 done
 echo "done; commit $TABLES"

@@ -281,6 +281,19 @@ def test_a_screen_far_costlier_than_the_finished_ones_is_stopped_with_its_number
     assert costly(100.0, 5, 5, finished, factor=2) is None  # a finished screen is never judged on pace
 
 
+def test_a_screens_cost_is_projected_from_its_validated_epochs_not_its_start_up():
+    finished = [30.0, 34.0, 40.0]  # the cap at 5x: 170 s
+    # Step 6 stopped screens whose start-up (data, priors) and the time since their last
+    # validation were counted as if every epoch had them: 100 s after 1 of 5 epochs read as 500 s.
+    # Its epoch took 20 s and it was validated at 60 s: 60 + 4 x 20 = 140 s, within the cap.
+    assert costly(100.0, 1, 5, finished, factor=5, epoch_seconds=20.0, validated_at=60.0) is None
+    reason = costly(100.0, 1, 5, finished, factor=5, epoch_seconds=40.0, validated_at=60.0)
+    assert reason is not None and "220 s" in reason and "1 of 5" in reason
+    # Never projected below what it has already spent.
+    reason = costly(180.0, 1, 5, finished, factor=5, epoch_seconds=1.0, validated_at=10.0)
+    assert reason is not None and "180 s" in reason
+
+
 def test_a_round_promotes_the_best_of_the_others_when_a_screen_was_stopped_for_its_cost():
     costly_one = TrialRecord(number=3, params={"hidden": 3}, outcome=Outcome.PRUNED, value=0.09,
                              epochs=({"epoch": 1, "valid": {M: 0.09}},),
@@ -323,6 +336,13 @@ def test_the_agent_watches_its_screens_cost_only_when_it_screens(tmp_path):
     ctx.history = [cheap, finished[1], _done(9, {"hidden": 64}, 0.008)]
     assert "500 s" in screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.0085,)}))
     assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.009,)})) is None
+    # The incumbent is held to what it had by the screen's epoch, not to its best many epochs
+    # later: a screen that learns faster than the incumbent did is ahead, and is spared.
+    slow_starter = TrialRecord(number=9, params={"hidden": 64}, outcome=Outcome.COMPLETE, value=0.02,
+                               epochs=tuple({"epoch": e, "valid": {M: v}} for e, v in ((1, 0.002), (2, 0.004), (3, 0.02))))
+    ctx.history = finished + [slow_starter]
+    assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.005,)})) is None
+    assert "500 s" in screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.0015,)}))
     ctx.history = finished
     # A full (promoted or unscreened) trial of the same pace is not a screen: never capped.
     assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "screen": False})) is None

@@ -90,3 +90,44 @@ def test_a_method_can_stop_a_trial_between_validations_and_it_ends_after_its_bat
     assert log["epoch"] < 500
     assert method.seen and method.seen[0].epochs == 0 and method.seen[0].curve == ()
     assert method.seen[0].max_epochs == 500 and method.seen[0].screen is False
+    # Given up on, it is never the study's choice: its test split was not scored (the stop file
+    # said so), while its validation was.
+    assert t.user_attrs["test"] == {} and t.user_attrs["valid"]["ndcg@10"] >= 0
+
+
+class _FirstLook(_SlowOnePlan):
+    """A user method that gives up on its trial at its second validation (the reply path)."""
+
+    name = "firstlook"
+
+    def watch(self, ctx, trial):
+        self.seen.append(trial)
+        return "seen enough" if len(trial.curve) >= 2 else None
+
+
+def _stopped_run(tmp_path, method, **fixed):
+    from virtualmle.search.space import load_space
+    from virtualmle.search.storage import open_storage
+    from virtualmle.search.testing import TINY_FIXED, TINY_SLICE_USERS, write_tiny_space
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    opts = SearchOptions(data="beauty", model="sasrec", space=load_space(path=write_tiny_space(tmp_path)),
+                         slice_users=TINY_SLICE_USERS, max_epochs=6, run_dir=tmp_path / "runs", device="cpu",
+                         fixed={**TINY_FIXED, "eval_every": 1, "patience": 0, **fixed}, trials=1, keep_models=1)
+    summary = run_search(method, opts, storage=storage)
+    (t,) = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    return t
+
+
+def test_a_trial_the_method_stops_at_a_validation_skips_its_test_and_reports_its_pace(tmp_path):
+    method = _FirstLook()
+    t = _stopped_run(tmp_path, method)
+    assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["stopped_by"] == "method"
+    assert [e["epoch"] for e in t.user_attrs["epochs"]] == [1, 2]
+    assert t.user_attrs["test"] == {} and set(t.user_attrs["valid"]) >= {"ndcg@10"}
+    # The watch hook saw the trial's pace: the seconds its validated epochs took, start-up
+    # excluded, and the compute it had used at its last validation.
+    looked = [s for s in method.seen if s.epochs == 2][0]
+    logged = sum(e["seconds"] for e in t.user_attrs["epochs"])
+    assert abs(looked.epoch_seconds - logged) < 1e-6 and looked.validated_at >= looked.epoch_seconds > 0
+

@@ -213,7 +213,8 @@ def _early(all_rounds: dict[int, Round], incumbent: TrialRecord | None, epochs: 
 
 
 def costly(seconds: float, epochs: int, max_epochs: int, finished: list[float], *, factor: float,
-           floor: float = 0.0, min_reference: int = 2) -> str | None:
+           floor: float = 0.0, min_reference: int = 2, epoch_seconds: float = 0.0,
+           validated_at: float = 0.0) -> str | None:
     """Why a running screen costs too much to wait for, or None to let it run.
 
     The cap is the larger of ``factor`` times the median of the study's finished screens and
@@ -228,6 +229,12 @@ def costly(seconds: float, epochs: int, max_epochs: int, finished: list[float], 
         factor: the cap, as a multiple of that median (0: no cap).
         floor: the cap is never below this many seconds.
         min_reference: finished screens needed before any screen is judged.
+        epoch_seconds: what its ``epochs`` validated epochs took (their logs' seconds): its pace
+            per epoch, start-up excluded. Its cost at the end is projected as ``validated_at``
+            plus the epochs left at that pace (never below ``seconds``); without it (0), as
+            ``seconds / epochs * max_epochs``, which counts start-up and the time since the last
+            validation as if every epoch had them.
+        validated_at: compute seconds it had used at its last validation.
     """
     if factor <= 0 or len(finished) < min_reference or (max_epochs and epochs >= max_epochs):
         return None  # (a screen at its last validation is done: stopping it would only lose it)
@@ -240,17 +247,28 @@ def costly(seconds: float, epochs: int, max_epochs: int, finished: list[float], 
            else f"more than {factor:g}x the median finished screen's {ref:.0f} s")
     if seconds > cap:
         return f"this screen has run {seconds:.0f} s, {why}: stopped so its round can promote without it"
-    if 0 < epochs < max_epochs and seconds / epochs * max_epochs > cap:
+    if not 0 < epochs < max_epochs:
+        return None
+    if epoch_seconds > 0:
+        projected = max(seconds, validated_at + (max_epochs - epochs) * epoch_seconds / epochs)
+    else:
+        projected = seconds / epochs * max_epochs
+    if projected > cap:
         return (f"after {epochs} of {max_epochs} epochs ({seconds:.0f} s) this screen would cost about "
-                f"{seconds / epochs * max_epochs:.0f} s, {why}: stopped so its round can promote without it")
+                f"{projected:.0f} s, {why}: stopped so its round can promote without it")
     return None
 
 
 def ahead(value: float, epoch: int, incumbent: TrialRecord | None, screens: list[TrialRecord], metric: str) -> bool:
     """Whether a running screen, at best validation ``value`` by ``epoch``, is the most promising
-    run the study has: at or above the incumbent's best, and at or above what each finished screen
-    had reached by the same epoch (such a screen is never stopped for its cost)."""
-    if incumbent is None or incumbent.value is None or value < float(incumbent.value):
+    run the study has: at or above what the incumbent had reached by the same epoch (its best when
+    its curve is unknown), and at or above what each finished screen had reached by then (such a
+    screen is never stopped for its cost). A screen is shorter than a full run: held to the
+    incumbent's best, one that learns as fast as the incumbent did would never count as ahead."""
+    if incumbent is None or incumbent.value is None:
+        return False
+    bar = epoch_value(incumbent, metric, epoch)
+    if value < (float(incumbent.value) if bar is None else bar):
         return False
     return all(value >= v for r in screens if (v := epoch_value(r, metric, epoch)) is not None)
 
@@ -262,4 +280,4 @@ def screen_too_costly(trial: RunningTrial, screens: list[TrialRecord], incumbent
     if trial.curve and ahead(max(trial.curve), trial.epochs, incumbent, screens, metric):
         return None
     return costly(trial.seconds, trial.epochs, trial.max_epochs, [r.seconds for r in screens if r.seconds > 0],
-                  factor=factor, floor=floor)
+                  factor=factor, floor=floor, epoch_seconds=trial.epoch_seconds, validated_at=trial.validated_at)

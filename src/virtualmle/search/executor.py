@@ -32,6 +32,7 @@ from typing import Any, Callable, Protocol
 
 from virtualmle.files import write_atomic
 from virtualmle.search.method import Outcome
+from virtualmle.search.worker import DISCARD
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ _KILL_GRACE_S = 2.0
 # Lines of traceback kept for a failed trial (the full one is in worker.log).
 TRACEBACK_LINES = 12
 
-EpochCallback = Callable[[dict[str, Any]], bool]
+# True stops the trial; `worker.DISCARD` stops it and says its model is not kept (no test run).
+EpochCallback = Callable[[dict[str, Any]], "bool | str"]
 # Environment variables never passed to a worker process: keys, tokens, passwords.
 _SECRET_NAME = re.compile(r"(?i)(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$|^OPENAI_|^ANTHROPIC_")
 
@@ -290,14 +292,14 @@ class LocalExecutor:
                 if kind == "epoch":
                     log_entry = event.get("log", {})
                     out.epochs.append(log_entry)
-                    stop = False
+                    stop: bool | str = False
                     if on_epoch is not None:
                         try:
-                            stop = bool(on_epoch(log_entry))
+                            stop = on_epoch(log_entry)
                         except Exception:  # a storage hiccup while reporting must not kill the trial
                             logger.exception("trial %d: on_epoch callback failed", spec.number)
                     if spec.report_epochs:
-                        _reply(proc, {"stop": stop})
+                        _reply(proc, {"stop": bool(stop), "discard": stop == DISCARD})
                 elif kind == "timing":
                     out.timings.update({k: v for k, v in event.items() if k != "event"})
                 elif kind in ("result", "error"):

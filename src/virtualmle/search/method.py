@@ -117,6 +117,10 @@ class RunningTrial:
         max_epochs: epochs this run trains at most (a screen's fidelity is fewer than ``params``').
         seconds: compute seconds it has used so far (as the compute budget counts them).
         screen: it trains at a reduced fidelity (`Proposal.fidelity`), to be compared, not kept.
+        epoch_seconds: seconds its validated epochs took, their validations included (the sum of
+            its epoch logs' seconds; start-up and data loading excluded): its pace is
+            ``epoch_seconds / epochs``.
+        validated_at: compute seconds it had used at its last validation (as ``seconds`` counts).
     """
 
     number: int
@@ -126,6 +130,8 @@ class RunningTrial:
     max_epochs: int = 0
     seconds: float = 0.0
     screen: bool = False
+    epoch_seconds: float = 0.0
+    validated_at: float = 0.0
 
 
 @runtime_checkable

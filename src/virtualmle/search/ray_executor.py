@@ -292,10 +292,10 @@ class RayExecutor:
                 elif kind == "epoch":
                     log = event.get("log", {})
                     epochs.append(log)
-                    stop = False
+                    stop: bool | str = False
                     if on_epoch is not None:
                         try:
-                            stop = bool(on_epoch(log))
+                            stop = on_epoch(log)  # True, False or `worker.DISCARD`, passed on as is
                         except Exception:  # a storage hiccup while reporting must not kill the trial
                             logger.exception("trial %d: on_epoch callback failed", spec.number)
                     if spec.report_epochs and self._decisions is not None:

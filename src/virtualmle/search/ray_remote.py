@@ -17,6 +17,7 @@ from typing import Any
 
 from virtualmle.search.executor import TrialOutcome, TrialSpec
 from virtualmle.search.method import Outcome
+from virtualmle.search.worker import DISCARD
 
 # Seconds a trial waits for the driver's prune decision before it carries on.
 _DECISION_TIMEOUT_S = 600.0
@@ -41,12 +42,12 @@ def trial_task(spec_dict: dict[str, Any], threads: int, env: dict[str, str], dec
     local = LocalExecutor(1, device=spec.device, threads=threads, gpus=gpus, env=env)
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
 
-    def on_epoch(log: dict[str, Any]) -> bool:
+    def on_epoch(log: dict[str, Any]) -> bool | str:
         events.put(("epoch", log))
         if spec.report_epochs and decisions is not None:
             try:
-                return bool(ray.get(decisions.wait.remote(spec.number, log.get("epoch")),
-                                    timeout=_DECISION_TIMEOUT_S))
+                answer = ray.get(decisions.wait.remote(spec.number, log.get("epoch")), timeout=_DECISION_TIMEOUT_S)
+                return DISCARD if answer == DISCARD else bool(answer)
             except Exception:  # driver gone or slow: keep training; the driver decides at the end
                 return False
         return False
@@ -84,11 +85,11 @@ class Decisions:
             self._events[key] = self._asyncio.Event()
         return self._events[key]
 
-    async def put(self, number: int, epoch: Any, stop: bool) -> None:
+    async def put(self, number: int, epoch: Any, stop: bool | str) -> None:
         self._values[(number, epoch)] = stop
         self._event((number, epoch)).set()
 
-    async def wait(self, number: int, epoch: Any) -> bool:
+    async def wait(self, number: int, epoch: Any) -> bool | str:
         key = (number, epoch)
         await self._event(key).wait()
         self._events.pop(key, None)

@@ -10,6 +10,10 @@ The loop (`search.loop`) keeps a `Running` entry per trial it runs and asks the 
   the model is validated, and the trial ends as pruned (`train(stop_file=...)`). Where the file
   cannot be written (a remote node), the trial stops at its next validation instead.
 
+A trial the method or the pruner stopped is told so (the stop file's text, or the reply to its
+validation, is `worker.DISCARD`): it is never the study's choice, so its test split is not scored.
+A trial the budget stopped is: it may still be the best the study has.
+
 Each request is kept as ``(who, reason)`` and stored with the trial only when it did end early
 (`search.recording.result_attrs`).
 """
@@ -24,9 +28,11 @@ from typing import Any, Callable, Iterable
 
 import optuna
 
+from virtualmle.files import write_atomic
 from virtualmle.search.budget import ComputeBudget
 from virtualmle.search.method import Method, RunningTrial, SearchContext
 from virtualmle.search.recording import Stop
+from virtualmle.search.worker import DISCARD
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +47,14 @@ class Running:
     max_epochs: int = 0  # epochs this run trains at most
     curve: list[float] = field(default_factory=list)  # validation metric per validation so far
     epochs: int = 0  # epochs trained by the last validation
+    epoch_seconds: float = 0.0  # seconds its validated epochs took, validation included (their logs)
+    validated_at: float = 0.0  # compute seconds it had used at its last validation
     stop_file: Path | None = None  # written to ask the trial to stop mid-epoch (`train(stop_file=...)`)
 
     def view(self, seconds: float) -> RunningTrial:
         return RunningTrial(number=self.trial.number, params=dict(self.params), curve=tuple(self.curve),
-                            epochs=self.epochs, max_epochs=self.max_epochs, seconds=seconds, screen=self.screen)
+                            epochs=self.epochs, max_epochs=self.max_epochs, seconds=seconds, screen=self.screen,
+                            epoch_seconds=self.epoch_seconds, validated_at=self.validated_at)
 
 
 class Stopper:
@@ -76,8 +85,10 @@ class Stopper:
         """The executor's per-validation callback for ``run``: True asks the trial to stop."""
         number = run.trial.number
 
-        def callback(log: dict[str, Any]) -> bool:
+        def callback(log: dict[str, Any]) -> bool | str:
             self.compute.epoch(number, log.get("seconds") or 0.0)
+            run.epoch_seconds += float(log.get("seconds") or 0.0)
+            run.validated_at = self.compute.trial_seconds(number)
             value = (log.get("valid") or {}).get(self.metric)
             ok = value is not None and math.isfinite(value)
             if isinstance(log.get("epoch"), int):
@@ -86,17 +97,17 @@ class Stopper:
                 run.trial.report(float(value), step=run.epochs)
                 run.curve.append(float(value))
             if number in self.requests:  # asked between validations (`poll`)
-                return True
+                return self._answer(number)
             if self.compute.used_up():  # the compute budget is spent: keep what this trial has
                 self.requests[number] = ("budget", None)
                 return True
             if not ok:
                 return False
             if self._watched(run):
-                return True
+                return DISCARD
             if self.prune and run.trial.should_prune():
                 self.requests[number] = ("pruner", None)
-                return True
+                return DISCARD
             return False
 
         return callback
@@ -115,6 +126,12 @@ class Stopper:
                 continue
             self._write_stop_file(run)
 
+    def _answer(self, number: int) -> bool | str:
+        """How trial ``number``'s stop request reaches it: True (kept: the budget stopped it, so it
+        may still be the study's choice) or `DISCARD` (the method or the pruner gave up on it: its
+        test split is not scored, its model not saved)."""
+        return True if self.requests[number][0] == "budget" else DISCARD
+
     def _watched(self, run: Running) -> bool:
         """Ask the method's ``watch`` hook; True (and the reason kept) to stop the trial."""
         if self.watch is None:
@@ -128,8 +145,7 @@ class Stopper:
     def _write_stop_file(self, run: Running) -> None:
         if run.stop_file is None:
             return  # no file to write: it stops at its next validation
-        try:
-            run.stop_file.parent.mkdir(parents=True, exist_ok=True)
-            run.stop_file.touch()
+        try:  # atomic: the trial sees the file with its text or not at all
+            write_atomic(run.stop_file, DISCARD if self._answer(run.trial.number) == DISCARD else "budget")
         except OSError as exc:  # a remote node's trial stops at its next validation instead
             logger.debug("trial %d: could not ask it to stop: %s", run.trial.number, exc)

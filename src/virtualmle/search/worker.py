@@ -6,7 +6,8 @@ module and reads JSON lines from its stdout:
 - ``{"event": "timing", "import": s, "load": s, "build": s, "threads", "gpu", "device"}``: where
   start-up time went and what resources the trial was given.
 - ``{"event": "epoch", "log": {...}}``: after each epoch's validation. If the spec has
-  ``report_epochs``, the worker then reads one line ``{"stop": bool}`` from stdin (pruning).
+  ``report_epochs``, the worker then reads one line ``{"stop": bool, "discard": bool}`` from stdin
+  (pruning; ``discard``: the trial is not kept, so its test split is not scored nor its model saved).
 - ``{"event": "result", "result": {...}}``: `TrainResult.to_json()`; the trial completed.
 - ``{"event": "error", "outcome": "failed|oom|diverged|invalid", "type", "message", "traceback"}``.
 
@@ -33,8 +34,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 # In the trial directory: its presence asks the running trial to end its epoch now, validate and
-# stop (the driver writes it when a study's compute budget is spent).
+# stop (the driver writes it when a study's compute budget is spent, or a method gives up on it).
+# Its text DISCARD (also a reply's "discard") says the trial is not kept: a method or a pruner
+# stopped it, so it is never the study's choice and scoring its test split or saving its model would
+# only cost time. A trial the budget stopped may still be the choice: it is tested and saved.
 STOP_FILE = "stop"
+DISCARD = "discard"
 
 _T0 = time.monotonic()
 TEST_FAULT_ENV = "VIRTUALMLE_TEST_FAULT"
@@ -176,6 +181,8 @@ def run(spec: dict[str, Any], events: _Events) -> None:
         return
     events.send(event="timing", **timing)
 
+    told = {"discard": False}  # the parent's last reply said the trial is not kept
+
     def on_epoch(log: Any) -> bool:
         events.send(event="epoch", log=_epoch_dict(log))
         if not spec.get("report_epochs"):
@@ -183,7 +190,9 @@ def run(spec: dict[str, Any], events: _Events) -> None:
         reply = sys.stdin.readline()
         if not reply:  # parent gone
             os._exit(1)
-        return bool(json.loads(reply).get("stop"))
+        answer = json.loads(reply)
+        told["discard"] = bool(answer.get("stop") and answer.get("discard"))
+        return bool(answer.get("stop"))
 
     checkpoint = spec.get("checkpoint")
     source = spec.get("resume_from")
@@ -194,14 +203,23 @@ def run(spec: dict[str, Any], events: _Events) -> None:
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, f"{checkpoint}.part")
         os.replace(f"{checkpoint}.part", checkpoint)
-    result = train(data, config, device=device, on_epoch=on_epoch, checkpoint=checkpoint,
-                   stop_file=Path(spec["trial_dir"]) / STOP_FILE)
+    stop_file = Path(spec["trial_dir"]) / STOP_FILE
+    result = train(data, config, device=device, on_epoch=on_epoch, checkpoint=checkpoint, stop_file=stop_file,
+                   discarded=lambda: told["discard"] or _says_discard(stop_file))
     doc = result.to_json()
-    if spec.get("save_model"):
+    if spec.get("save_model") and not result.discarded:
         # Before the result: the driver takes the model on it, or drops it when a pruner or a
         # screen stopped the trial (a trial the budget stopped may still be the study's choice).
         _save(spec, result, doc, data)
     events.send(event="result", result=doc)
+
+
+def _says_discard(stop_file: Path) -> bool:
+    """Whether the stop file asks for the trial to be discarded (`DISCARD`)."""
+    try:
+        return stop_file.read_text().strip() == DISCARD
+    except OSError:
+        return False
 
 
 def _save(spec: dict[str, Any], result: Any, doc: dict[str, Any], data: Any) -> None:

@@ -76,6 +76,7 @@ class TrainResult:
     stopped: str  # "early_stop" | "max_epochs" | "pruned"
     eval_mask: str = "history"  # the resolved evaluation mask both splits were ranked with
     resumed_epoch: int = 0  # the checkpoint's last epoch this run continued from (0 = from scratch)
+    discarded: bool = False  # stopped early and not kept (`train(discarded=...)`): test not scored
     # The trained model holding the best-validation weights (what --save writes); not in to_json.
     model: SequentialRecommender | None = field(default=None, repr=False, compare=False)
 
@@ -93,6 +94,7 @@ class TrainResult:
             "stopped": self.stopped,
             "eval_mask": self.eval_mask,
             "resumed_epoch": self.resumed_epoch,
+            "discarded": self.discarded,
         }
 
 
@@ -225,6 +227,7 @@ def train(
     progress: bool = False,
     checkpoint: str | Path | None = None,
     stop_file: str | Path | None = None,
+    discarded: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train `config` on `data`, select the best epoch on validation, test it once.
 
@@ -241,6 +244,9 @@ def train(
         stop_file: when this file appears, the epoch ends after its current batch, the model is
             validated and training stops ("pruned"); a search writes it when its compute budget
             is spent. A cut epoch writes no checkpoint (the last one stays resumable).
+        discarded: asked once when training was stopped early ("pruned"); True says the run
+            will not be kept (a method or pruner gave up on it), so its test split is not scored
+            (`TrainResult.test` is empty and `TrainResult.discarded` set).
     Raises:
         DivergedError: the loss or the gradient norm became NaN / infinite.
         CheckpointError: `checkpoint` belongs to another configuration or dataset.
@@ -317,7 +323,8 @@ def train(
     best_valid = next((e.valid for e in logs if e.epoch == best_epoch), None)
     if best_valid is None:
         best_valid = evaluate(model, valid_batches, priors)
-    test = evaluate(model, build_eval_batches(data, "test", config.max_len, dev, eval_mask), priors)
+    dropped = stopped == "pruned" and discarded is not None and discarded()
+    test = {} if dropped else evaluate(model, build_eval_batches(data, "test", config.max_len, dev, eval_mask), priors)
     return TrainResult(
         config=config,
         profile=profile,
@@ -332,6 +339,7 @@ def train(
         eval_mask=eval_mask,
         resumed_epoch=resumed,
         model=model.eval(),
+        discarded=dropped,
     )
 
 
