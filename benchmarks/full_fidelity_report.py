@@ -14,8 +14,10 @@ compute to the target. With step 3's journal (`hstu.journal`) it adds the HSTU s
 runs of steps 4-6 (`agent_current.journal`: the agent of today on step 1's setting;
 `tpe_current.journal`: TPE + Hyperband again, on the same machine as step 4;
 `agent_early.journal`: the agent with early promotion) and of step 7 (`agent_step7.journal`: the
-agent after the fixes step 6 called for) join the methods table as `<method> (current)`,
-`agent-screen (early promotion)` and `agent-screen (step 7)`, measured against step 1's target.
+agent after the fixes step 6 called for) and of step 8 (`agent_code.journal`: the same agent with
+its LLM steps off) join the methods table as `<method> (current)`, `agent-screen (early
+promotion)`, `agent-screen (step 7)` and `agent-code-screen (step 8)`, measured against step 1's
+target.
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
 budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
@@ -52,8 +54,8 @@ TRANSFER_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "transfer.jour
 HSTU_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "hstu.journal"
 CURRENT_JOURNALS = [ROOT / "benchmarks" / "tables" / "ff_search" / name
                     for name in ("agent_current.journal", "tpe_current.journal", "agent_early.journal",
-                                 "agent_step7.journal")]
-LABELS = {"agent_early": "early promotion", "agent_step7": "step 7"}  # the row label of a later step's runs (default: current)
+                                 "agent_step7.journal", "agent_code.journal")]
+LABELS = {"agent_early": "early promotion", "agent_step7": "step 7", "agent_code": "step 8"}  # the row label of a later step's runs (default: current)
 # The transfer step's studies (bench/transfer.py): sources, then the target's arms.
 SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
 ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
@@ -201,7 +203,9 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
               "`agent-screen (step 7)` (`agent_step7.journal`) is step 6's agent after three fixes: a screen's "
               "cost is projected from its validated epochs' pace (start-up no longer counted as if every "
               "epoch paid it), a screen is spared when it is ahead of what the incumbent had by the same "
-              "epoch, and a trial the method or the pruner stopped does not score its test split. "
+              "epoch, and a trial the method or the pruner stopped does not score its test split; "
+              "`agent-code-screen (step 8)` (`agent_code.journal`) is step 7's agent with every LLM step off "
+              "(no reflection, no memory, the surrogate's top candidate). "
               "What changed in the agent since the `agent-screen` rows: candidates with "
               "a decaying learning-rate schedule are screened too; parameters a configuration never reads "
               "do not make a new candidate (`virtualmle/inert.py`); a screen far costlier than the study's "

@@ -34,7 +34,9 @@
 #      the incumbent's best of many epochs later instead of what the incumbent had by the same
 #      epoch) and a third in the loop (a trial a method or pruner stopped still scored its test
 #      split). TPE + Hyperband is not rerun: of the three, only the last touches it (its pruner's
-#      stops), and step 5 is its same-machine baseline.
+#      stops), and step 5 is its same-machine baseline;
+#   8. the agent with its LLM steps off (`--agent-code`: no reflection, no memory, the surrogate's
+#      top candidate), step 7's code otherwise: the issue's fourth method "if compute allows".
 set -u
 cd "$(dirname "$0")/.."
 VM=${VM:-.venv/bin/virtualmle}
@@ -92,5 +94,12 @@ for seeds in 1 3; do
     rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_step7 (exit $rc)"
     mkdir -p "$TABLES/agent_step7" && cp "$CACHE"/agent_step7/{runs.csv,summary.csv,curves.csv,bench.md} \
         "$TABLES"/agent_step7/ 2>/dev/null
+done
+for seeds in 1 3; do
+    "$VM" bench "${BASE[@]}" --memory "$TABLES/banks_code" --methods agent --agent-code --agent-screen 5 \
+        --seeds $seeds --storage "journal:///$(pwd)/$TABLES/agent_code.journal" --out "$CACHE/agent_code"
+    rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_code (exit $rc)"
+    mkdir -p "$TABLES/agent_code" && cp "$CACHE"/agent_code/{runs.csv,summary.csv,curves.csv,bench.md} \
+        "$TABLES"/agent_code/ 2>/dev/null
 done
 echo "done; commit $TABLES"

@@ -217,6 +217,16 @@ def test_tabular_bench_with_the_agent_counts_llm_usage(tmp_path):
     assert runs["random"]["llm_calls"] == "0"
 
 
+def test_the_agent_with_its_llm_steps_off_is_a_method_of_its_own_that_asks_no_llm(tmp_path):
+    out = tmp_path / "bench"
+    r = cli("bench", "--table", str(TABLE), "--methods", "agent", "--trials", "3", "--seeds", "1",
+            "--agent-code", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    (run,) = read_csv(out / "runs.csv")
+    assert run["method"] == "agent-code" and run["study"].endswith("agent-code-s0") and run["trials"] == "3"
+    assert run["llm_calls"] == "0" and run["llm_tokens"] == "0"
+
+
 def test_a_compute_budget_stops_every_method_at_equal_compute_and_resumes(table, tmp_path):
     out = tmp_path / "bench"
     args = ["bench", "--table", str(TABLE), "--methods", "random,tpe+hyperband", "--seeds", "1",

@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--agent-no-memory", action="store_true",
                    help="ablation: the agent without long-term memory (no insights, no cognition summary; "
                         "reported as agent-nomem)")
+    p.add_argument("--agent-code", action="store_true",
+                   help="ablation: the agent with every LLM step off (no reflection, no memory, the surrogate's "
+                        "top candidate taken without asking the LLM; reported as agent-code)")
     p.add_argument("--space", default=None, metavar="FILE",
                    help="search space of real runs: a YAML file or a preset (extended); default the shipped "
                         "space of --model (a --table's points are its own space)")
@@ -110,8 +113,10 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage, table=Path(args.table) if args.table else None,
         table_space=args.table_space, space=args.space, max_epochs=args.max_epochs, slice_users=args.slice_users,
         workers=args.workers, target_frac=args.target_frac, metric=args.metric, llm=llm_options(args),
-        agent_options={"transfer": args.agent_transfer, **({"reflection": False} if args.agent_no_reflection else {}),
-                       **({"memory": False} if args.agent_no_memory else {}),
+        agent_options={"transfer": args.agent_transfer,
+                       **({"reflection": False} if args.agent_no_reflection or args.agent_code else {}),
+                       **({"memory": False} if args.agent_no_memory or args.agent_code else {}),
+                       **({"shortlist": 1} if args.agent_code else {}),
                        **({"screen_epochs": args.agent_screen} if args.agent_screen else {})}, seed0=args.seed, device=args.device,
         timeout_per_trial=args.timeout_per_trial, progress=not args.quiet, data_options=data_options(args),
     )
