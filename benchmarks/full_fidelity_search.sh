@@ -70,36 +70,26 @@ HSTU=(--data beauty --model hstu --space extended --budget 45m --trials 1000 --w
     --storage "journal:///$(pwd)/$TABLES/hstu.journal" --out "$CACHE/hstu"
 rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: hstu (exit $rc)"
 mkdir -p "$TABLES/hstu" && cp "$CACHE"/hstu/{runs.csv,summary.csv,curves.csv,bench.md} "$TABLES"/hstu/ 2>/dev/null
+# One later step's bench on step 1's setting: NAME (its journal, cache and table directory), BANKS
+# (its agent memory), then the bench's own options (methods, seeds, ...). Its result tables are
+# copied beside the journals.
+step() {
+    local name=$1 banks=$2; shift 2
+    "$VM" bench "${BASE[@]}" --memory "$TABLES/$banks" "$@" \
+        --storage "journal:///$(pwd)/$TABLES/$name.journal" --out "$CACHE/$name"
+    rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: $name (exit $rc)"
+    mkdir -p "$TABLES/$name" && cp "$CACHE/$name"/{runs.csv,summary.csv,curves.csv,bench.md} "$TABLES/$name"/ 2>/dev/null
+}
 # Its own banks: step 1's runs of the same names left theirs in banks/.
-"$VM" bench "${BASE[@]}" --memory "$TABLES/banks_current" \
-    --methods agent --agent-screen 5 --seeds 3 --storage "journal:///$(pwd)/$TABLES/agent_current.journal" --out "$CACHE/agent_current"
-rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_current (exit $rc)"
-mkdir -p "$TABLES/agent_current" && cp "$CACHE"/agent_current/{runs.csv,summary.csv,curves.csv,bench.md} \
-    "$TABLES"/agent_current/ 2>/dev/null
+step agent_current banks_current --methods agent --agent-screen 5 --seeds 3
 for seeds in 1 3; do
-    "$VM" bench "${BASE[@]}" --memory "$TABLES/banks_current" --methods tpe+hyperband --seeds $seeds \
-        --storage "journal:///$(pwd)/$TABLES/tpe_current.journal" --out "$CACHE/tpe_current"
-    rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: tpe_current (exit $rc)"
-    mkdir -p "$TABLES/tpe_current" && cp "$CACHE"/tpe_current/{runs.csv,summary.csv,curves.csv,bench.md} \
-        "$TABLES"/tpe_current/ 2>/dev/null
-    "$VM" bench "${BASE[@]}" --memory "$TABLES/banks_early" --methods agent --agent-screen 5 --seeds $seeds \
-        --storage "journal:///$(pwd)/$TABLES/agent_early.journal" --out "$CACHE/agent_early"
-    rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_early (exit $rc)"
-    mkdir -p "$TABLES/agent_early" && cp "$CACHE"/agent_early/{runs.csv,summary.csv,curves.csv,bench.md} \
-        "$TABLES"/agent_early/ 2>/dev/null
+    step tpe_current banks_current --methods tpe+hyperband --seeds $seeds
+    step agent_early banks_early --methods agent --agent-screen 5 --seeds $seeds
 done
 for seeds in 1 3; do
-    "$VM" bench "${BASE[@]}" --memory "$TABLES/banks_step7" --methods agent --agent-screen 5 --seeds $seeds \
-        --storage "journal:///$(pwd)/$TABLES/agent_step7.journal" --out "$CACHE/agent_step7"
-    rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_step7 (exit $rc)"
-    mkdir -p "$TABLES/agent_step7" && cp "$CACHE"/agent_step7/{runs.csv,summary.csv,curves.csv,bench.md} \
-        "$TABLES"/agent_step7/ 2>/dev/null
+    step agent_step7 banks_step7 --methods agent --agent-screen 5 --seeds $seeds
 done
 for seeds in 1 3; do
-    "$VM" bench "${BASE[@]}" --memory "$TABLES/banks_code" --methods agent --agent-code --agent-screen 5 \
-        --seeds $seeds --storage "journal:///$(pwd)/$TABLES/agent_code.journal" --out "$CACHE/agent_code"
-    rc=$?; stopped $rc && exit $rc; [ $rc -eq 0 ] || echo "failed: agent_code (exit $rc)"
-    mkdir -p "$TABLES/agent_code" && cp "$CACHE"/agent_code/{runs.csv,summary.csv,curves.csv,bench.md} \
-        "$TABLES"/agent_code/ 2>/dev/null
+    step agent_code banks_code --methods agent --agent-code --agent-screen 5 --seeds $seeds
 done
 echo "done; commit $TABLES"
