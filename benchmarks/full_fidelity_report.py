@@ -14,10 +14,10 @@ compute to the target. With step 3's journal (`hstu.journal`) it adds the HSTU s
 runs of steps 4-6 (`agent_current.journal`: the agent of today on step 1's setting;
 `tpe_current.journal`: TPE + Hyperband again, on the same machine as step 4;
 `agent_early.journal`: the agent with early promotion) and of step 7 (`agent_step7.journal`: the
-agent after the fixes step 6 called for) and of step 8 (`agent_code.journal`: the same agent with
-its LLM steps off) join the methods table as `<method> (current)`, `agent-screen (early
-promotion)`, `agent-screen (step 7)` and `agent-code-screen (step 8)`, measured against step 1's
-target.
+agent after the fixes step 6 called for), of step 8 (`agent_step8.journal`: step 7 with one of
+them undone) and of step 9 (`agent_code.journal`: step 8's agent with its LLM steps off) join the
+methods table as `<method> (current)`, `agent-screen (early promotion)`, `agent-screen (step 7)`,
+`agent-screen (step 8)` and `agent-code-screen (step 9)`, measured against step 1's target.
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
 budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
@@ -54,8 +54,9 @@ TRANSFER_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "transfer.jour
 HSTU_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "hstu.journal"
 CURRENT_JOURNALS = [ROOT / "benchmarks" / "tables" / "ff_search" / name
                     for name in ("agent_current.journal", "tpe_current.journal", "agent_early.journal",
-                                 "agent_step7.journal", "agent_code.journal")]
-LABELS = {"agent_early": "early promotion", "agent_step7": "step 7", "agent_code": "step 8"}  # the row label of a later step's runs (default: current)
+                                 "agent_step7.journal", "agent_step8.journal", "agent_code.journal")]
+LABELS = {"agent_early": "early promotion", "agent_step7": "step 7", "agent_step8": "step 8",
+          "agent_code": "step 9"}  # the row label of a later step's runs (default: current)
 # The transfer step's studies (bench/transfer.py): sources, then the target's arms.
 SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
 ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
@@ -204,7 +205,9 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
               "cost is projected from its validated epochs' pace (start-up no longer counted as if every "
               "epoch paid it), a screen is spared when it is ahead of what the incumbent had by the same "
               "epoch, and a trial the method or the pruner stopped does not score its test split; "
-              "`agent-code-screen (step 8)` (`agent_code.journal`) is step 7's agent with every LLM step off "
+              "`agent-screen (step 8)` (`agent_step8.journal`) is step 7's agent with the second of those "
+              "fixes undone (a screen is ahead only at or above the incumbent's best); "
+              "`agent-code-screen (step 9)` (`agent_code.journal`) is step 8's agent with every LLM step off "
               "(no reflection, no memory, the surrogate's top candidate). "
               "What changed in the agent since the `agent-screen` rows: candidates with "
               "a decaying learning-rate schedule are screened too; parameters a configuration never reads "

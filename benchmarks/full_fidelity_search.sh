@@ -35,8 +35,11 @@
 #      epoch) and a third in the loop (a trial a method or pruner stopped still scored its test
 #      split). TPE + Hyperband is not rerun: of the three, only the last touches it (its pruner's
 #      stops), and step 5 is its same-machine baseline;
-#   8. the agent with its LLM steps off (`--agent-code`: no reflection, no memory, the surrogate's
-#      top candidate), step 7's code otherwise: the issue's fourth method "if compute allows".
+#   8. the agent once more, with step 7's second fix undone: holding a screen to what the incumbent
+#      had by the same epoch spared expensive screens whenever the incumbent had started slowly
+#      (seeds 1 and 2 of step 7), so "ahead" means at or above the incumbent's best again;
+#   9. the agent with its LLM steps off (`--agent-code`: no reflection, no memory, the surrogate's
+#      top candidate), step 8's code otherwise: the issue's fourth method "if compute allows".
 set -u
 cd "$(dirname "$0")/.."
 VM=${VM:-.venv/bin/virtualmle}
@@ -88,6 +91,9 @@ for seeds in 1 3; do
 done
 for seeds in 1 3; do
     step agent_step7 banks_step7 --methods agent --agent-screen 5 --seeds $seeds
+done
+for seeds in 1 3; do
+    step agent_step8 banks_step8 --methods agent --agent-screen 5 --seeds $seeds
 done
 for seeds in 1 3; do
     step agent_code banks_code --methods agent --agent-code --agent-screen 5 --seeds $seeds

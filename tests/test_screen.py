@@ -336,13 +336,13 @@ def test_the_agent_watches_its_screens_cost_only_when_it_screens(tmp_path):
     ctx.history = [cheap, finished[1], _done(9, {"hidden": 64}, 0.008)]
     assert "500 s" in screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.0085,)}))
     assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.009,)})) is None
-    # The incumbent is held to what it had by the screen's epoch, not to its best many epochs
-    # later: a screen that learns faster than the incumbent did is ahead, and is spared.
+    # The incumbent is held to its best, not to what it had by the screen's epoch: step 7 tried the
+    # latter, and a slow-starting incumbent made expensive screens below its best look ahead.
     slow_starter = TrialRecord(number=9, params={"hidden": 64}, outcome=Outcome.COMPLETE, value=0.02,
                                epochs=tuple({"epoch": e, "valid": {M: v}} for e, v in ((1, 0.002), (2, 0.004), (3, 0.02))))
     ctx.history = finished + [slow_starter]
-    assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.005,)})) is None
-    assert "500 s" in screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.0015,)}))
+    assert "500 s" in screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.019,)}))
+    assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "curve": (0.02,)})) is None
     ctx.history = finished
     # A full (promoted or unscreened) trial of the same pace is not a screen: never capped.
     assert screening.watch(ctx, RunningTrial(**{**slow.__dict__, "screen": False})) is None
