@@ -48,6 +48,21 @@ def test_the_agent_stops_hopeless_trials_through_the_loop_and_says_why(tmp_path)
         assert float(t.user_attrs["seconds"]) < table.lookup(t.params).row.seconds
 
 
+def _stopped_run(tmp_path, method, *, max_epochs: int, eval_every: int):
+    """The one trial of a tiny real search that ``method`` watches (and stops)."""
+    from virtualmle.search.space import load_space
+    from virtualmle.search.storage import open_storage
+    from virtualmle.search.testing import TINY_FIXED, TINY_SLICE_USERS, write_tiny_space
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    opts = SearchOptions(data="beauty", model="sasrec", space=load_space(path=write_tiny_space(tmp_path)),
+                         slice_users=TINY_SLICE_USERS, max_epochs=max_epochs, run_dir=tmp_path / "runs", device="cpu",
+                         fixed={**TINY_FIXED, "eval_every": eval_every, "patience": 0}, trials=1, keep_models=1)
+    summary = run_search(method, opts, storage=storage)
+    (t,) = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    return t
+
+
 class _SlowOnePlan:
     """A user method whose watch gives up on its trial by time alone, before any validation."""
 
@@ -73,17 +88,8 @@ def test_a_method_can_stop_a_trial_between_validations_and_it_ends_after_its_bat
     """The loop looks at running trials every few seconds (not only at validations): a trial that
     validates only at the end is stopped mid-run through its stop file, validated once, recorded
     as pruned by the method with the reason."""
-    from virtualmle.search.storage import open_storage
-    from virtualmle.search.testing import TINY_FIXED, TINY_SLICE_USERS, write_tiny_space
-    from virtualmle.search.space import load_space
-
-    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     method = _SlowOnePlan()
-    opts = SearchOptions(data="beauty", model="sasrec", space=load_space(path=write_tiny_space(tmp_path)),
-                         slice_users=TINY_SLICE_USERS, max_epochs=500, run_dir=tmp_path / "runs", device="cpu",
-                         fixed={**TINY_FIXED, "eval_every": 500, "patience": 0}, trials=1)
-    summary = run_search(method, opts, storage=storage)
-    (t,) = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    t = _stopped_run(tmp_path, method, max_epochs=500, eval_every=500)
     assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["stopped_by"] == "method"
     assert t.user_attrs["stop_reason"].startswith("too slow")
     (log,) = t.user_attrs["epochs"]  # one validation: the one after the cut
@@ -105,23 +111,9 @@ class _FirstLook(_SlowOnePlan):
         return "seen enough" if len(trial.curve) >= 2 else None
 
 
-def _stopped_run(tmp_path, method, **fixed):
-    from virtualmle.search.space import load_space
-    from virtualmle.search.storage import open_storage
-    from virtualmle.search.testing import TINY_FIXED, TINY_SLICE_USERS, write_tiny_space
-
-    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    opts = SearchOptions(data="beauty", model="sasrec", space=load_space(path=write_tiny_space(tmp_path)),
-                         slice_users=TINY_SLICE_USERS, max_epochs=6, run_dir=tmp_path / "runs", device="cpu",
-                         fixed={**TINY_FIXED, "eval_every": 1, "patience": 0, **fixed}, trials=1, keep_models=1)
-    summary = run_search(method, opts, storage=storage)
-    (t,) = optuna.load_study(study_name=summary.study_name, storage=storage).trials
-    return t
-
-
 def test_a_trial_the_method_stops_at_a_validation_skips_its_test_and_reports_its_pace(tmp_path):
     method = _FirstLook()
-    t = _stopped_run(tmp_path, method)
+    t = _stopped_run(tmp_path, method, max_epochs=6, eval_every=1)
     assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["stopped_by"] == "method"
     assert [e["epoch"] for e in t.user_attrs["epochs"]] == [1, 2]
     assert t.user_attrs["test"] == {} and set(t.user_attrs["valid"]) >= {"ndcg@10"}

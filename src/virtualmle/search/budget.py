@@ -99,6 +99,10 @@ class ComputeBudget:
         self.running.pop(number, None)
         self.started.pop(number, None)
 
+    def epoch_seconds(self, number: int) -> float:
+        """What a running trial's validated epochs took (their logs' seconds; start-up excluded)."""
+        return self.running.get(number, 0.0)
+
     def trial_seconds(self, number: int, now: float | None = None) -> float:
         """What a running trial has spent so far: its epochs' seconds, or its wall time if more."""
         now = time.monotonic() if now is None else now

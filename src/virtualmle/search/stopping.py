@@ -47,14 +47,13 @@ class Running:
     max_epochs: int = 0  # epochs this run trains at most
     curve: list[float] = field(default_factory=list)  # validation metric per validation so far
     epochs: int = 0  # epochs trained by the last validation
-    epoch_seconds: float = 0.0  # seconds its validated epochs took, validation included (their logs)
     validated_at: float = 0.0  # compute seconds it had used at its last validation
     stop_file: Path | None = None  # written to ask the trial to stop mid-epoch (`train(stop_file=...)`)
 
-    def view(self, seconds: float) -> RunningTrial:
+    def view(self, seconds: float, epoch_seconds: float) -> RunningTrial:
         return RunningTrial(number=self.trial.number, params=dict(self.params), curve=tuple(self.curve),
                             epochs=self.epochs, max_epochs=self.max_epochs, seconds=seconds, screen=self.screen,
-                            epoch_seconds=self.epoch_seconds, validated_at=self.validated_at)
+                            epoch_seconds=epoch_seconds, validated_at=self.validated_at)
 
 
 class Stopper:
@@ -82,12 +81,12 @@ class Stopper:
         return self.requests.pop(number, None)
 
     def on_epoch(self, run: Running) -> Callable[[dict[str, Any]], bool]:
-        """The executor's per-validation callback for ``run``: True asks the trial to stop."""
+        """The executor's per-validation callback for ``run``: True asks the trial to stop (kept),
+        `DISCARD` to stop and not be kept (`_answer`)."""
         number = run.trial.number
 
         def callback(log: dict[str, Any]) -> bool | str:
             self.compute.epoch(number, log.get("seconds") or 0.0)
-            run.epoch_seconds += float(log.get("seconds") or 0.0)
             run.validated_at = self.compute.trial_seconds(number)
             value = (log.get("valid") or {}).get(self.metric)
             ok = value is not None and math.isfinite(value)
@@ -136,10 +135,12 @@ class Stopper:
         """Ask the method's ``watch`` hook; True (and the reason kept) to stop the trial."""
         if self.watch is None:
             return False
-        reason = self.watch(self.ctx, run.view(self.compute.trial_seconds(run.trial.number)))
+        number = run.trial.number
+        view = run.view(self.compute.trial_seconds(number), self.compute.epoch_seconds(number))
+        reason = self.watch(self.ctx, view)
         if not reason:
             return False
-        self.requests[run.trial.number] = ("method", str(reason)[:500])
+        self.requests[number] = ("method", str(reason)[:500])
         return True
 
     def _write_stop_file(self, run: Running) -> None:
