@@ -221,6 +221,24 @@ def test_a_screened_configuration_is_not_proposed_again(tmp_path):
     assert _propose(tmp_path, space, [_done(0, {"hidden": 16}, 0.02), screen]) is None  # nothing left
 
 
+def test_a_screen_that_repeated_the_incumbents_curve_marks_its_parameter_flat(tmp_path):
+    from virtualmle.records import A_CHANGED, A_CONTEXT, A_PARENT
+
+    # 0.1% below the incumbent at each validation (below its best, so not promoted early).
+    screen = TrialRecord(number=1, params={"hidden": 16, "dropout": 0.3}, outcome=Outcome.PRUNED, value=0.01998,
+                         epochs=tuple({"epoch": i + 1, "valid": {M: 0.01998}} for i in range(3)),
+                         user_attrs={A_SCREEN: {"round": 0, "epochs": 3}, "stopped_by": "screen",
+                                     A_PARENT: 0, A_CHANGED: ["dropout"]})
+    proposal = _propose(tmp_path, SPACE, [_done(0, {"hidden": 16, "dropout": 0.2}, 0.02), screen])
+    assert proposal.user_attrs["agent"]["flat"] == ["dropout"]
+    assert "FLAT near the incumbent: changing dropout alone" in proposal.user_attrs[A_CONTEXT]
+    # A screen whose curve differs says nothing of the kind.
+    moved = dataclasses.replace(screen, epochs=tuple({"epoch": i + 1, "valid": {M: 0.015}} for i in range(3)),
+                                value=0.015)
+    proposal = _propose(tmp_path / "b", SPACE, [_done(0, {"hidden": 16, "dropout": 0.2}, 0.02), moved])
+    assert proposal.user_attrs["agent"]["flat"] == [] and "FLAT" not in proposal.user_attrs[A_CONTEXT]
+
+
 def test_a_change_of_training_length_alone_is_trained_in_full_not_screened(tmp_path):
     space = """\
 model: sasrec
