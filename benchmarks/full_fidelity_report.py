@@ -15,8 +15,8 @@ runs of steps 4-6 (`agent_current.journal`: the agent of today on step 1's setti
 `tpe_current.journal`: TPE + Hyperband again, on the same machine as step 4;
 `agent_early.journal`: the agent with early promotion) and of step 7 (`agent_step7.journal`: the
 agent after the fixes step 6 called for), of step 8 (`agent_step8.journal`: step 7 with one of
-them undone), of step 9 (`agent_code.journal`: step 8's agent with its LLM steps off) and of step 10
-(`agent_step10.journal`: step 8's agent after three more fixes) join the methods table as
+them undone), of step 10 (`agent_step10.journal`: step 8's agent after three more fixes) and of step 9
+(`agent_code.journal`: step 10's agent with its LLM steps off) join the methods table as
 `<method> (current)`, `agent-screen (early promotion)`, `agent-screen (step 7)`, `agent-screen (step 8)`,
 `agent-code-screen (step 9)` and `agent-screen (step 10)`, measured against step 1's target.
 
@@ -210,7 +210,7 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
               "epoch, and a trial the method or the pruner stopped does not score its test split; "
               "`agent-screen (step 8)` (`agent_step8.journal`) is step 7's agent with the second of those "
               "fixes undone (a screen is ahead only at or above the incumbent's best); "
-              "`agent-code-screen (step 9)` (`agent_code.journal`) is step 8's agent with every LLM step off "
+              "`agent-code-screen (step 9)` (`agent_code.journal`) is step 10's agent with every LLM step off "
               "(no reflection, no memory, the surrogate's top candidate); "
               "`agent-screen (step 10)` (`agent_step10.journal`) is step 8's agent after three more fixes: a "
               "screen falling since its peak below the incumbent's best is not promoted, a screen that ran "
