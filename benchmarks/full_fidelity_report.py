@@ -15,9 +15,10 @@ runs of steps 4-6 (`agent_current.journal`: the agent of today on step 1's setti
 `tpe_current.journal`: TPE + Hyperband again, on the same machine as step 4;
 `agent_early.journal`: the agent with early promotion) and of step 7 (`agent_step7.journal`: the
 agent after the fixes step 6 called for), of step 8 (`agent_step8.journal`: step 7 with one of
-them undone) and of step 9 (`agent_code.journal`: step 8's agent with its LLM steps off) join the
-methods table as `<method> (current)`, `agent-screen (early promotion)`, `agent-screen (step 7)`,
-`agent-screen (step 8)` and `agent-code-screen (step 9)`, measured against step 1's target.
+them undone), of step 10 (`agent_step10.journal`: step 8's agent after three more fixes) and of step 9
+(`agent_code.journal`: step 10's agent with its LLM steps off) join the methods table as
+`<method> (current)`, `agent-screen (early promotion)`, `agent-screen (step 7)`, `agent-screen (step 8)`,
+`agent-code-screen (step 9)` and `agent-screen (step 10)`, measured against step 1's target.
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
 budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
@@ -54,9 +55,11 @@ TRANSFER_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "transfer.jour
 HSTU_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "hstu.journal"
 CURRENT_JOURNALS = [ROOT / "benchmarks" / "tables" / "ff_search" / name
                     for name in ("agent_current.journal", "tpe_current.journal", "agent_early.journal",
-                                 "agent_step7.journal", "agent_step8.journal", "agent_code.journal")]
+                                 "agent_step7.journal", "agent_step8.journal", "agent_code.journal",
+                                 "agent_step10.journal")]
+# The row label of a later step's runs (default: current).
 LABELS = {"agent_early": "early promotion", "agent_step7": "step 7", "agent_step8": "step 8",
-          "agent_code": "step 9"}  # the row label of a later step's runs (default: current)
+          "agent_code": "step 9", "agent_step10": "step 10"}
 # The transfer step's studies (bench/transfer.py): sources, then the target's arms.
 SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
 ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
@@ -207,8 +210,12 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
               "epoch, and a trial the method or the pruner stopped does not score its test split; "
               "`agent-screen (step 8)` (`agent_step8.journal`) is step 7's agent with the second of those "
               "fixes undone (a screen is ahead only at or above the incumbent's best); "
-              "`agent-code-screen (step 9)` (`agent_code.journal`) is step 8's agent with every LLM step off "
-              "(no reflection, no memory, the surrogate's top candidate). "
+              "`agent-code-screen (step 9)` (`agent_code.journal`) is step 10's agent with every LLM step off "
+              "(no reflection, no memory, the surrogate's top candidate); "
+              "`agent-screen (step 10)` (`agent_step10.journal`) is step 8's agent after three more fixes: a "
+              "screen falling since its peak below the incumbent's best is not promoted, a screen that ran "
+              "its epochs does not score its test split, and a parameter whose change alone repeated the "
+              "incumbent's curve is left alone (flat). "
               "What changed in the agent since the `agent-screen` rows: candidates with "
               "a decaying learning-rate schedule are screened too; parameters a configuration never reads "
               "do not make a new candidate (`virtualmle/inert.py`); a screen far costlier than the study's "

@@ -39,7 +39,12 @@
 #      had by the same epoch spared expensive screens whenever the incumbent had started slowly
 #      (seeds 1 and 2 of step 7), so "ahead" means at or above the incumbent's best again;
 #   9. the agent with its LLM steps off (`--agent-code`: no reflection, no memory, the surrogate's
-#      top candidate), step 8's code otherwise: the issue's fourth method "if compute allows".
+#      top candidate), on step 10's code (it runs after step 10): the issue's fourth method "if
+#      compute allows";
+#  10. the agent once more, after steps 7-8 showed three wastes: a screen falling since its peak,
+#      below the incumbent's best, was promoted (step 7 seed 1); a screen that ran its epochs still
+#      scored its test split; and the last minutes went to screens that changed one parameter and
+#      repeated the incumbent's curve to four decimals (a flat parameter, seed 0 of steps 6-8).
 set -u
 cd "$(dirname "$0")/.."
 VM=${VM:-.venv/bin/virtualmle}
@@ -94,6 +99,10 @@ for seeds in 1 3; do
 done
 for seeds in 1 3; do
     step agent_step8 banks_step8 --methods agent --agent-screen 5 --seeds $seeds
+done
+# Step 10 runs before step 9, so that the agent with and without its LLM steps run on one version.
+for seeds in 1 3; do
+    step agent_step10 banks_step10 --methods agent --agent-screen 5 --seeds $seeds
 done
 for seeds in 1 3; do
     step agent_code banks_code --methods agent --agent-code --agent-screen 5 --seeds $seeds

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from virtualmle.agent.candidates import RuleHint, generate_candidates, plateau_state
+from virtualmle.agent.candidates import RuleHint, flat_params, generate_candidates, plateau_state
 from virtualmle.agent.global_candidates import global_candidates, tpe_candidates
 from virtualmle.agent.space_view import ProposalRejected, random_config, space_view
 from virtualmle.agent.diagnostics import Observation, best_of, curve_shape, diagnose, estimate_noise
@@ -125,6 +125,26 @@ def test_plateau_forces_an_uncovered_parameter(view, default):
     assert cs.plateau and cs.candidates
     assert all(any(n != "lr" for n in c.changed) for c in cs.candidates)
     assert not plateau_state(hist[:3], 3)[0]
+
+
+def test_a_parameter_whose_change_left_the_incumbents_curve_as_it_was_is_flat(view, default):
+    # Step 8's seed 0: strong score priors; a screen changing dropout alone repeated the
+    # incumbent's curve to four decimals (its value is the best of a partial curve).
+    curve = [0.0609, 0.0609, 0.0609, 0.0613, 0.0615, 0.0614]
+    inc = obs(12, default, 0.0615, curve=curve)
+    same = obs(13, {**default, "dropout": 0.3}, 0.06146, base=12, changed=["dropout"],
+               curve=[0.0609, 0.0609, 0.0609, 0.06131, 0.06146])
+    moved = obs(15, {**default, "lr": 1e-4}, 0.0607, base=12, changed=["lr"], curve=[0.0607, 0.0607, 0.0608])
+    assert flat_params(inc, [inc, same, moved]) == ["dropout"]
+    # Not from another parent, two changes at once, or fewer than three shared validations.
+    assert flat_params(inc, [obs(13, same.params, 0.0615, base=9, changed=["dropout"], curve=curve)]) == []
+    assert flat_params(inc, [obs(13, same.params, 0.0615, base=12, changed=["dropout", "lr"], curve=curve)]) == []
+    assert flat_params(inc, [obs(13, same.params, 0.0609, base=12, changed=["dropout"], curve=curve[:2])]) == []
+    # The candidates leave the flat parameter alone while others remain; the default pool moves it.
+    moving = generate_candidates(view, inc, [inc], flat=["dropout"])
+    assert moving.flat == ["dropout"] and moving.candidates
+    assert all(any(n != "dropout" for n in c.changed) for c in moving.candidates)
+    assert any(set(c.changed) == {"dropout"} for c in generate_candidates(view, inc, [inc]).candidates)
 
 
 def test_surrogate_learns_direction_and_uses_prior(view, default):

@@ -97,6 +97,45 @@ def test_a_round_with_an_early_promotion_promotes_only_a_screen_that_beats_it():
     assert _decide([inc, _screen(1, 0.031), _screen(2, 0.032), _promoted(3, 2, 0.033, early=False)],
                    inc).promote is None
 
+def _curved_screen(number: int, curve: list[float], rnd: int = 0) -> TrialRecord:
+    """A screen validated at epochs 1, 3, 5 (``eval_every`` 2 over 5 epochs), valued at its best."""
+    return TrialRecord(number=number, params={"hidden": number}, outcome=Outcome.PRUNED, value=max(curve),
+                       epochs=tuple({"epoch": 2 * i + 1, "valid": {M: v}} for i, v in enumerate(curve)),
+                       user_attrs={A_SCREEN: {"round": rnd, "epochs": 5}, "stopped_by": "screen"})
+
+
+def test_a_screen_falling_since_its_peak_below_the_incumbents_best_is_not_promoted():
+    # Step 7's seed 1: the incumbent started slowly (0.0212 by epoch 5) and peaked at 0.0578;
+    # screen #6 peaked at its first validation and fell, and was promoted for 459 s.
+    inc = _full(4, [0.0097, 0.0101, 0.0132, 0.0173, 0.0212, 0.0400, 0.0578, 0.0570])
+    fell, slow = _curved_screen(6, [0.0570, 0.0554, 0.0541]), _curved_screen(5, [0.0111, 0.0148, 0.0187])
+    d = decide([inc, slow, fell], inc, {}, width=2, epochs=5, metric=M, tolerance=0.1)
+    assert d.promote is None and d.settle is not None and d.settle["round"] == 0
+    # The other screen is judged as before (0.0187 trails 0.0212 by more than 10%), and the
+    # falling one is named with why it was left out.
+    assert "best screen #5 0.0187" in d.settle["reason"] and "not promoted" in d.settle["reason"]
+    assert "#6 0.0570 left out: falling since its peak, below the incumbent's best 0.0578" in d.settle["reason"]
+    # Alone in its round it is not promoted either.
+    d = decide([inc, fell, _curved_screen(7, [0.0560, 0.0550, 0.0540])], inc, {}, width=2, epochs=5, metric=M,
+               tolerance=0.1)
+    assert d.promote is None and d.settle["reason"].startswith("no screen worth continuing")
+
+
+def test_a_falling_screen_above_the_incumbents_best_or_a_single_dip_is_still_promoted():
+    inc = _full(4, [0.0097, 0.0212, 0.0550])
+    # Step 7's seed 0: a screen that peaked at 0.0603, above the incumbent's 0.0550, is worth a
+    # full run (it became the incumbent).
+    above = _curved_screen(7, [0.0603, 0.0598, 0.0595])
+    d = decide([inc, above, _curved_screen(5, [0.01, 0.02, 0.0255])], inc, {}, width=2, epochs=5, metric=M,
+               tolerance=0.1)
+    assert d.promote is not None and d.promote.number == 7 and "left out" not in d.reason
+    # One lower validation after the peak is noise, not a trend: promoted.
+    dip = _curved_screen(8, [0.0500, 0.0530, 0.0525], rnd=1)
+    d = decide([inc, _curved_screen(9, [0.01, 0.02, 0.03], rnd=1), dip], inc, {}, width=2, epochs=5, metric=M,
+               tolerance=0.5)
+    assert d.promote is not None and d.promote.number == 8
+
+
 SPACE = """\
 model: sasrec
 fixed: {max_len: 20, batch_size: 256, patience: 0, heads: 1, max_epochs: 3, negatives: 16}
@@ -134,10 +173,13 @@ def test_a_live_study_screens_then_continues_the_best_from_its_checkpoint(tmp_pa
         assert s.user_attrs["outcome"] == "pruned"  # what a resumed study reads back, as the state says
         assert [e["epoch"] for e in s.user_attrs["epochs"]] == [1]
         assert (tmp_path / "run" / "trials" / f"{s.number:04d}" / CHECKPOINT).is_file()
+        # A screen is compared, never the choice: its test split was not scored.
+        assert s.user_attrs["test"] == {} and s.user_attrs["valid"][M] >= 0
     best = max((s1, s2), key=lambda s: (s.value if s.value is not None else s.user_attrs["valid"][M], -s.number))
     assert promoted.user_attrs["resume_from"] == best.number == promoted.user_attrs["promoted_from"]
     assert promoted.user_attrs["resumed_epoch"] == 1 and "continues from its checkpoint" in promoted.user_attrs["promotion"]
     assert promoted.params == best.params and promoted.state == optuna.trial.TrialState.COMPLETE
+    assert set(promoted.user_attrs["test"]) >= {M} and set(base.user_attrs["test"]) >= {M}
     # The promoted trial's first epoch is the screen's own, not a new training of it.
     assert [e["epoch"] for e in promoted.user_attrs["epochs"]] == [1, 2, 3]
     assert promoted.user_attrs["epochs"][0] == best.user_attrs["epochs"][0]
@@ -177,6 +219,24 @@ def test_a_screened_configuration_is_not_proposed_again(tmp_path):
                          epochs=({"epoch": 1, "valid": {M: 0.01}},),
                          user_attrs={A_SCREEN: {"round": 0, "epochs": 1}, "stopped_by": "screen"})
     assert _propose(tmp_path, space, [_done(0, {"hidden": 16}, 0.02), screen]) is None  # nothing left
+
+
+def test_a_screen_that_repeated_the_incumbents_curve_marks_its_parameter_flat(tmp_path):
+    from virtualmle.records import A_CHANGED, A_CONTEXT, A_PARENT
+
+    # 0.1% below the incumbent at each validation (below its best, so not promoted early).
+    screen = TrialRecord(number=1, params={"hidden": 16, "dropout": 0.3}, outcome=Outcome.PRUNED, value=0.01998,
+                         epochs=tuple({"epoch": i + 1, "valid": {M: 0.01998}} for i in range(3)),
+                         user_attrs={A_SCREEN: {"round": 0, "epochs": 3}, "stopped_by": "screen",
+                                     A_PARENT: 0, A_CHANGED: ["dropout"]})
+    proposal = _propose(tmp_path, SPACE, [_done(0, {"hidden": 16, "dropout": 0.2}, 0.02), screen])
+    assert proposal.user_attrs["agent"]["flat"] == ["dropout"]
+    assert "FLAT near the incumbent: changing dropout alone" in proposal.user_attrs[A_CONTEXT]
+    # A screen whose curve differs says nothing of the kind.
+    moved = dataclasses.replace(screen, epochs=tuple({"epoch": i + 1, "valid": {M: 0.015}} for i in range(3)),
+                                value=0.015)
+    proposal = _propose(tmp_path / "b", SPACE, [_done(0, {"hidden": 16, "dropout": 0.2}, 0.02), moved])
+    assert proposal.user_attrs["agent"]["flat"] == [] and "FLAT" not in proposal.user_attrs[A_CONTEXT]
 
 
 def test_a_change_of_training_length_alone_is_trained_in_full_not_screened(tmp_path):

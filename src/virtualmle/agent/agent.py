@@ -52,7 +52,7 @@ from virtualmle.agent.act import (
     pool_counts,
 )
 from virtualmle.agent.act import validate_change as _validate_change
-from virtualmle.agent.candidates import Candidate, generate_candidates
+from virtualmle.agent.candidates import Candidate, flat_params, generate_candidates
 from virtualmle.agent.config import AgentConfig
 from virtualmle.agent.diagnostics import Observation, best_of, diagnose
 from virtualmle.agent.fallback_notice import FallbackNotice
@@ -217,7 +217,7 @@ class VirtualMLEAgent:
         if decision is not None and decision.promote is not None:
             return self._promotion(decision)
         tried = {self.view.key(o.params) for o in obs} | pending_keys
-        obs = [o for o in obs if not is_screen(o.attrs)]  # partial curves: never fitted
+        screened, obs = obs, [o for o in obs if not is_screen(o.attrs)]  # partial curves: never fitted
         rng = np.random.default_rng([self.seed, len(obs), len(ctx.pending)])
         incumbent = best_of(obs) or Observation(number=-1, params={n: defaults[n] for n in self.view.axes},
                                                 value=None)
@@ -226,7 +226,7 @@ class VirtualMLEAgent:
         mem_hints, insights_text = insight_hints(self.bank(), ctx)
         cset = generate_candidates(self.view, incumbent, obs, last=last, hints=transfer.hints + mem_hints,
                                    pending=ctx.pending, plateau_k=self.cfg.plateau_k,
-                                   max_changes=self.cfg.max_changes)
+                                   max_changes=self.cfg.max_changes, flat=flat_params(incumbent, screened))
         # Screens are left out of `obs` (partial curves), not out of what was tried.
         cset.candidates = [c for c in cset.candidates if self.view.key(c.config) not in tried]
         if self.cfg.mode == "hybrid":
@@ -251,6 +251,7 @@ class VirtualMLEAgent:
                                             transfer, self.cfg.plateau_k)
         t_plan = time.perf_counter() - t0
         step: dict[str, Any] = {"mode": self.cfg.mode, "plateau": cset.plateau, "stale": cset.stale_params,
+                                "flat": cset.flat,
                                 "n_candidates": len(ranked), "fallback": None,
                                 "injection_flags": ["dataset name"] if prompts.looks_like_instruction(ctx.dataset) else []}
         choice = self._act(ctx, compact if self._compact() else context, incumbent, tried, ranked, rng)

@@ -165,6 +165,9 @@ def planning_context(view: SpaceView, ctx: SearchContext, memory: Any, obs: list
                    "another parameter (uncovered first: " + (", ".join(cset.uncovered[:6]) or "none") + ")")
     else:
         plateau = "no plateau; parameters never varied: " + (", ".join(cset.uncovered[:8]) or "none")
+    if cset.flat:
+        plateau += ("\nFLAT near the incumbent: changing " + ", ".join(cset.flat) + " alone left its "
+                    "validation curve as it was; change something else")
     changed_counts: dict[str, int] = {}
     for o in obs:
         for n in o.changed:

@@ -67,6 +67,8 @@ class TrialSpec:
         checkpoint: file the run's resumable state is written to after every validation, or None.
         resume_from: a checkpoint to continue from (copied to ``checkpoint`` first, so the
             screened trial's own stays as it was), or None.
+        partial: a screen: the first epochs of a longer run, compared and never kept, so a run
+            that reaches its ``max_epochs`` (or is stopped) scores no test split and saves no model.
     """
 
     number: int
@@ -83,6 +85,7 @@ class TrialSpec:
     save_model: bool = False
     checkpoint: str | None = None
     resume_from: str | None = None
+    partial: bool = False
 
 
 @dataclass

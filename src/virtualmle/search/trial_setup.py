@@ -80,6 +80,7 @@ def prepare_trial(trial: optuna.Trial, params: dict[str, Any], options: SearchOp
         report_epochs=report_epochs,
         data_options=dict(options.data_options),
         save_model=options.keep_models > 0,
+        partial=screen,
     )
     if fidelity or resume_from is not None:  # screens and promotions keep resumable state
         spec.checkpoint = str(Path(spec.trial_dir) / CHECKPOINT)

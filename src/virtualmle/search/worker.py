@@ -205,7 +205,7 @@ def run(spec: dict[str, Any], events: _Events) -> None:
         os.replace(f"{checkpoint}.part", checkpoint)
     stop_file = Path(spec["trial_dir"]) / STOP_FILE
     result = train(data, config, device=device, on_epoch=on_epoch, checkpoint=checkpoint, stop_file=stop_file,
-                   discarded=lambda: told["discard"] or _says_discard(stop_file))
+                   discarded=lambda: told["discard"] or _says_discard(stop_file), partial=bool(spec.get("partial")))
     doc = result.to_json()
     if spec.get("save_model") and not result.discarded:
         # Before the result: the driver takes the model on it, or drops it when a pruner or a

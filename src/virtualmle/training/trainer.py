@@ -228,6 +228,7 @@ def train(
     checkpoint: str | Path | None = None,
     stop_file: str | Path | None = None,
     discarded: Callable[[], bool] | None = None,
+    partial: bool = False,
 ) -> TrainResult:
     """Train `config` on `data`, select the best epoch on validation, test it once.
 
@@ -247,6 +248,8 @@ def train(
         discarded: asked once when training was stopped early ("pruned"); True says the run
             will not be kept (a method or pruner gave up on it), so its test split is not scored
             (`TrainResult.test` is empty and `TrainResult.discarded` set).
+        partial: the run is a screen, the first epochs of a longer one, to be compared and never
+            kept: unless early stopping ended it (then it is a full run), it is discarded as above.
     Raises:
         DivergedError: the loss or the gradient norm became NaN / infinite.
         CheckpointError: `checkpoint` belongs to another configuration or dataset.
@@ -323,7 +326,8 @@ def train(
     best_valid = next((e.valid for e in logs if e.epoch == best_epoch), None)
     if best_valid is None:
         best_valid = evaluate(model, valid_batches, priors)
-    dropped = stopped == "pruned" and discarded is not None and discarded()
+    dropped = (partial and stopped != "early_stop") or (
+        stopped == "pruned" and discarded is not None and discarded())
     test = {} if dropped else evaluate(model, build_eval_batches(data, "test", config.max_len, dev, eval_mask), priors)
     return TrainResult(
         config=config,
