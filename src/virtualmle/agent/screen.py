@@ -9,7 +9,7 @@ its first epochs are not paid twice, and that trial is the round's full observat
 screen is not promoted when it trails the incumbent's own curve at the same epoch by more than
 ``tolerance`` (relative): the round's compute stops there and the reason is recorded. A screen
 whose curve is `falling` (past its peak, its last two validations each lower) and whose best is
-below the incumbent's best is left out: continuing the same run cannot make it the choice.
+below the incumbent's best is left out: continuing the same run is unlikely to make it the choice.
 
 A finished screen that already matches the incumbent's best validation, and leads its round so
 far, is promoted *early*, without waiting for the round's other screens (as ASHA promotes
@@ -195,7 +195,7 @@ def falling(rec: TrialRecord, metric: str) -> bool:
 
 def _spent(rec: TrialRecord, incumbent: TrialRecord | None, metric: str) -> bool:
     """A screen not worth continuing: `falling`, and its best is below the incumbent's best, so
-    more epochs of the same run cannot make it the choice (step 7 of the full-fidelity script
+    more epochs of the same run are unlikely to make it the choice (step 7 of the full-fidelity script
     promoted one, 0.0570 then 0.0554, 0.0541, against the incumbent's 0.0578: 459 s spent on a run
     that went on falling)."""
     return (incumbent is not None and incumbent.value is not None and falling(rec, metric)
