@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from virtualmle.agent.candidates import RuleHint, flat_params, generate_candidates, plateau_state
+from virtualmle.agent.candidates import RuleHint, generate_candidates, plateau_state
+from virtualmle.agent.flat import flat_params, without_flat
 from virtualmle.agent.global_candidates import global_candidates, tpe_candidates
 from virtualmle.agent.space_view import ProposalRejected, random_config, space_view
 from virtualmle.agent.diagnostics import Observation, best_of, curve_shape, diagnose, estimate_noise
@@ -127,24 +128,49 @@ def test_plateau_forces_an_uncovered_parameter(view, default):
     assert not plateau_state(hist[:3], 3)[0]
 
 
+def _epochs(values, start=1, step=1):
+    return {start + i * step: v for i, v in enumerate(values)}
+
+
 def test_a_parameter_whose_change_left_the_incumbents_curve_as_it_was_is_flat(view, default):
     # Step 8's seed 0: strong score priors; a screen changing dropout alone repeated the
-    # incumbent's curve to four decimals (its value is the best of a partial curve).
-    curve = [0.0609, 0.0609, 0.0609, 0.0613, 0.0615, 0.0614]
-    inc = obs(12, default, 0.0615, curve=curve)
+    # incumbent's curve to four decimals through its best epoch (5).
+    ref = [0.0609, 0.0609, 0.0609, 0.0613, 0.0615, 0.0614]
+    inc = obs(12, default, 0.0615, by_epoch=_epochs(ref))
     same = obs(13, {**default, "dropout": 0.3}, 0.06146, base=12, changed=["dropout"],
-               curve=[0.0609, 0.0609, 0.0609, 0.06131, 0.06146])
-    moved = obs(15, {**default, "lr": 1e-4}, 0.0607, base=12, changed=["lr"], curve=[0.0607, 0.0607, 0.0608])
+               by_epoch=_epochs([0.0609, 0.0609, 0.0609, 0.06131, 0.06146]))
+    moved = obs(15, {**default, "lr": 1e-4}, 0.0608, base=12, changed=["lr"], by_epoch=_epochs([0.0607, 0.0607, 0.0608]))
     assert flat_params(inc, [inc, same, moved]) == ["dropout"]
-    # Not from another parent, two changes at once, or fewer than three shared validations.
-    assert flat_params(inc, [obs(13, same.params, 0.0615, base=9, changed=["dropout"], curve=curve)]) == []
-    assert flat_params(inc, [obs(13, same.params, 0.0615, base=12, changed=["dropout", "lr"], curve=curve)]) == []
-    assert flat_params(inc, [obs(13, same.params, 0.0609, base=12, changed=["dropout"], curve=curve[:2])]) == []
-    # The candidates leave the flat parameter alone while others remain; the default pool moves it.
-    moving = generate_candidates(view, inc, [inc], flat=["dropout"])
-    assert moving.flat == ["dropout"] and moving.candidates
-    assert all(any(n != "dropout" for n in c.changed) for c in moving.candidates)
-    assert any(set(c.changed) == {"dropout"} for c in generate_candidates(view, inc, [inc]).candidates)
+    # Not from another parent, with two changes, or fewer than three shared validations.
+    assert flat_params(inc, [obs(13, same.params, 0.06, base=9, changed=["dropout"], by_epoch=same.by_epoch)]) == []
+    assert flat_params(inc, [obs(13, same.params, 0.06, base=12, changed=["dropout", "lr"],
+                                 by_epoch=same.by_epoch)]) == []
+    assert flat_params(inc, [obs(13, same.params, 0.06, base=12, changed=["dropout"],
+                                 by_epoch=_epochs(ref[:2]))]) == []
+    # Matching only before the incumbent's best epoch says nothing of the rest of the run.
+    early = obs(13, same.params, 0.0609, base=12, changed=["dropout"], by_epoch=_epochs(ref[:3]))
+    assert flat_params(inc, [early]) == []
+    # Epochs, not positions: validated every 2 epochs (2, 4, 6), it is compared at those epochs.
+    sparse = obs(14, {**default, "dropout": 0.1}, 0.0614, base=12, changed=["dropout"],
+                 by_epoch={2: 0.0609, 4: 0.0613, 6: 0.0614})
+    assert flat_params(inc, [sparse]) == ["dropout"]
+    # One trial with the same single change that moved the curve clears it.
+    other = obs(16, {**default, "dropout": 0.1}, 0.058, base=12, changed=["dropout"],
+                by_epoch=_epochs([0.0590, 0.0585, 0.0580]))
+    assert flat_params(inc, [same, other]) == []
+    # A change of training length alone replays the parent's first epochs by construction.
+    shorter = obs(17, {**default, "max_epochs": 10}, 0.0615, base=12, changed=["max_epochs"], by_epoch=_epochs(ref))
+    assert flat_params(inc, [shorter]) == []
+
+
+def test_candidates_that_move_only_flat_parameters_are_dropped_while_others_remain(view, default):
+    inc = obs(0, default, 0.03)
+    cands = generate_candidates(view, inc, [inc]).candidates
+    assert any(set(c.changed) == {"dropout"} for c in cands)
+    kept = without_flat(cands, ["dropout"])
+    assert kept and all(any(n != "dropout" for n in c.changed) for c in kept)
+    only = [c for c in cands if set(c.changed) == {"dropout"}]
+    assert without_flat(only, ["dropout"]) == only  # none would remain: all kept
 
 
 def test_surrogate_learns_direction_and_uses_prior(view, default):

@@ -208,6 +208,21 @@ def test_on_epoch_returning_true_prunes(beauty):
     assert set(result.test) == set(METRICS)
 
 
+def test_a_partial_run_scores_its_test_split_only_when_early_stopping_ended_it(beauty):
+    # A screen (the first epochs of a longer run) is compared, never kept: run to its cap or cut,
+    # its test split is not scored; early stopping makes it a full run, which is.
+    cfg = TrainConfig.for_model("sasrec", **{**SMALL, "max_epochs": 2, "patience": 0})
+    capped = train(beauty, cfg, partial=True)
+    assert capped.stopped == "max_epochs" and capped.test == {} and capped.discarded
+    assert set(capped.valid) == set(METRICS)
+    cut = train(beauty, cfg, partial=True, on_epoch=lambda log: True)
+    assert cut.stopped == "pruned" and cut.test == {} and cut.discarded
+    # lr 1e-12 leaves the weights as they were: the second validation does not improve.
+    still = TrainConfig.for_model("sasrec", **{**SMALL, "max_epochs": 5, "patience": 1, "lr": 1e-12})
+    stopped = train(beauty, still, partial=True)
+    assert stopped.stopped == "early_stop" and set(stopped.test) == set(METRICS) and not stopped.discarded
+
+
 def test_absurd_learning_rate_raises_diverged(beauty):
     cfg = TrainConfig.for_model("sasrec", **{**SMALL, "lr": 1e6})
     with pytest.raises(DivergedError, match=r"training diverged: the loss became nan at epoch 1"):

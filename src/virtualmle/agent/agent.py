@@ -52,10 +52,11 @@ from virtualmle.agent.act import (
     pool_counts,
 )
 from virtualmle.agent.act import validate_change as _validate_change
-from virtualmle.agent.candidates import Candidate, flat_params, generate_candidates
+from virtualmle.agent.candidates import Candidate, generate_candidates
 from virtualmle.agent.config import AgentConfig
 from virtualmle.agent.diagnostics import Observation, best_of, diagnose
 from virtualmle.agent.fallback_notice import FallbackNotice
+from virtualmle.agent.flat import flat_params, without_flat
 from virtualmle.agent.global_candidates import global_candidates, random_candidate, tpe_candidates
 from virtualmle.agent.training_length import rerun_check
 from virtualmle.agent.llm_call import LLMCaller
@@ -226,7 +227,7 @@ class VirtualMLEAgent:
         mem_hints, insights_text = insight_hints(self.bank(), ctx)
         cset = generate_candidates(self.view, incumbent, obs, last=last, hints=transfer.hints + mem_hints,
                                    pending=ctx.pending, plateau_k=self.cfg.plateau_k,
-                                   max_changes=self.cfg.max_changes, flat=flat_params(incumbent, screened))
+                                   max_changes=self.cfg.max_changes)
         # Screens are left out of `obs` (partial curves), not out of what was tried.
         cset.candidates = [c for c in cset.candidates if self.view.key(c.config) not in tried]
         if self.cfg.mode == "hybrid":
@@ -242,6 +243,8 @@ class VirtualMLEAgent:
         reruns = rerun_check(incumbent, running=not obs and self.view.key(defaults) in pending_keys,
                              fixed=self.space.fixed)
         cset.candidates = [c for c in cset.candidates if not reruns(c)]
+        cset.flat = flat_params(incumbent, screened)  # screens count: a curve is a curve
+        cset.candidates = without_flat(cset.candidates, cset.flat)
         surrogate = Surrogate(self.view, ard=self.cfg.ard).fit([o.params for o in obs], [o.value for o in obs],
                                                                 prior=transfer.prior)
         ranked = rank_candidates(cset.candidates, surrogate, kappa=self.cfg.kappa, rng=rng,

@@ -17,9 +17,8 @@ Every value is snapped to the space's legal values, configurations that break a 
 were already tried are dropped (the agent also drops a change of training length alone that would
 repeat the incumbent's run epoch for epoch: `training_length.reruns_parent`). After K trials on the same parameters without
 improvement (plateau) only candidates touching another parameter survive (forced diversity).
-A parameter whose change alone left the incumbent's validation curve as it was (a screen counts:
-`flat_params`) is flat near the incumbent: candidates that move only flat parameters are dropped
-while others remain.
+Parameters along which the incumbent's neighbourhood is flat are left alone by the agent
+(`flat.py`).
 
 Next to these local moves, three whole-configuration sources live in `global_candidates.py`.
 The space itself is `space_view.SpaceView`.
@@ -126,7 +125,7 @@ class CandidateSet:
     plateau: bool = False
     stale_params: list[str] = field(default_factory=list)
     uncovered: list[str] = field(default_factory=list)
-    flat: list[str] = field(default_factory=list)
+    flat: list[str] = field(default_factory=list)  # set by the agent (`flat.flat_params`)
 
 
 def coverage(history: list[Observation], space: SpaceView) -> dict[str, list[Any]]:
@@ -158,31 +157,6 @@ def plateau_state(history: list[Observation], k: int) -> tuple[bool, list[str]]:
         return False, []
     stale = sorted({p for o in since[-k:] for p in o.changed})
     return bool(stale), stale
-
-
-# Two runs of the same seed whose validation curves agree this closely (relative, at every shared
-# validation) trained the same model: far inside run-to-run noise (a few percent).
-FLAT_TOLERANCE = 0.002
-FLAT_MIN_POINTS = 3
-
-
-def flat_params(incumbent: Observation, trials: list[Observation], *, tolerance: float = FLAT_TOLERANCE,
-                min_points: int = FLAT_MIN_POINTS) -> list[str]:
-    """Parameters the incumbent's neighbourhood is flat along: a trial (a screen counts) that
-    changed only that parameter from the incumbent and whose validation curve matched the
-    incumbent's at each of its first validations (at least ``min_points``, within ``tolerance``).
-
-    Full-fidelity step 8, seed 0: with strong score priors the first validation was already 0.0609;
-    screens changing ``attn_dropout`` alone repeated the incumbent's curve to four decimals, and
-    the next ones moved it again and ``lr`` (about 700 s of the last 15 minutes)."""
-    out: set[str] = set()
-    for o in trials:
-        n = min(len(o.curve), len(incumbent.curve))
-        if o.base != incumbent.number or o.number == incumbent.number or len(o.changed) != 1 or n < min_points:
-            continue
-        if all(abs(a - b) <= tolerance * abs(b) for a, b in zip(o.curve[:n], incumbent.curve[:n])):
-            out.add(o.changed[0])
-    return sorted(out)
 
 
 def _move_value(axis: Axis, current: Any, direction: str | None, value: Any) -> Any | None:
@@ -353,12 +327,10 @@ def generate_candidates(
     plateau_k: int = 3,
     max_changes: int = 2,
     min_pool: int = 0,
-    flat: list[str] | None = None,
 ) -> CandidateSet:
     """All local candidate changes of the incumbent (one function per source above), merged by
     configuration, illegal and tried ones removed, with a prior bonus per source (see
-    `SOURCE_PRIOR`). When fewer than `min_pool` remain, pairs of neighbour moves are added.
-    ``flat``: parameters the incumbent's neighbourhood is flat along (`flat_params`)."""
+    `SOURCE_PRIOR`). When fewer than `min_pool` remain, pairs of neighbour moves are added."""
     base = {n: incumbent.params.get(n) for n in space.axes}
     tried = {space.key(o.params) for o in history} | {space.key(p) for p in pending or []}
     pool = _Pool(space, base, tried, max_changes)
@@ -392,8 +364,4 @@ def generate_candidates(
             for c in cands:
                 if any(n in uncovered for n in c.changed):
                     c.prior += SOURCE_PRIOR["coverage"]
-    flat = sorted(flat or [])
-    moving = [c for c in cands if any(n not in flat for n in c.changed)]
-    if moving:
-        cands = moving
-    return CandidateSet(cands, plateau=plateau, stale_params=stale, uncovered=uncovered, flat=flat)
+    return CandidateSet(cands, plateau=plateau, stale_params=stale, uncovered=uncovered)

@@ -49,6 +49,7 @@ class Observation:
         base: trial number of the incumbent the change was made from (None for the first).
         changed: names of parameters that differ from the base configuration.
         attrs: the agent's stored user attrs for the trial (hypothesis, reflection, ...).
+        by_epoch: validation metric per validated epoch number (the curve with its epochs).
     """
 
     number: int
@@ -64,6 +65,7 @@ class Observation:
     changed: list[str] = field(default_factory=list)
     attrs: dict[str, Any] = field(default_factory=dict)
     last_epoch: int | None = None
+    by_epoch: dict[int, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -8,8 +8,9 @@ its checkpoint. When every screen of a round has finished, the best one by valid
 its first epochs are not paid twice, and that trial is the round's full observation. The best
 screen is not promoted when it trails the incumbent's own curve at the same epoch by more than
 ``tolerance`` (relative): the round's compute stops there and the reason is recorded. A screen
-whose curve is `falling` (past its peak, its last two validations each lower) and whose best is
-below the incumbent's best is left out: continuing the same run is unlikely to make it the choice.
+whose curve is `falling` (past its peak, its last two validations each lower, the last more than
+2% below its best) and whose best is below the incumbent's best is left out: continuing the same
+run is unlikely to make it the choice.
 
 A finished screen that already matches the incumbent's best validation, and leads its round so
 far, is promoted *early*, without waiting for the round's other screens (as ASHA promotes
@@ -43,6 +44,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtualmle.agent.diagnostics import OVERFIT_DROP
 from virtualmle.records import A_PROMOTED_FROM, A_SCREEN, A_SCREEN_SETTLED, Outcome, TrialRecord
 from virtualmle.search.method import RunningTrial
 
@@ -188,9 +190,10 @@ def decide(history: list[TrialRecord], incumbent: TrialRecord | None, issued: di
 
 def falling(rec: TrialRecord, metric: str) -> bool:
     """Whether a screen's validation curve has passed its peak and keeps falling: each of its last
-    two validations below the one before (a dip at one validation is noise, not a trend)."""
+    two validations below the one before (a dip at one validation is noise, not a trend), and the
+    last more than `OVERFIT_DROP` (relative) below its best (two drops of 0.0001 are noise too)."""
     curve = rec.curve(metric)
-    return len(curve) >= 3 and curve[-1] < curve[-2] < curve[-3]
+    return len(curve) >= 3 and curve[-1] < curve[-2] < curve[-3] and curve[-1] < max(curve) * (1 - OVERFIT_DROP)
 
 
 def _spent(rec: TrialRecord, incumbent: TrialRecord | None, metric: str) -> bool:

@@ -76,7 +76,7 @@ class TrainResult:
     stopped: str  # "early_stop" | "max_epochs" | "pruned"
     eval_mask: str = "history"  # the resolved evaluation mask both splits were ranked with
     resumed_epoch: int = 0  # the checkpoint's last epoch this run continued from (0 = from scratch)
-    discarded: bool = False  # stopped early and not kept (`train(discarded=...)`): test not scored
+    discarded: bool = False  # not kept (`train(discarded=..., partial=...)`): test not scored
     # The trained model holding the best-validation weights (what --save writes); not in to_json.
     model: SequentialRecommender | None = field(default=None, repr=False, compare=False)
 
