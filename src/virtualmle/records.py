@@ -89,6 +89,16 @@ class TrialRecord:
                 out.append(float(v))
         return out
 
+    def by_epoch(self, metric: str) -> dict[int, float]:
+        """The validation ``metric`` per validated epoch number (finite values only)."""
+        out: dict[int, float] = {}
+        for e in self.epochs:
+            epoch = e.get("epoch") if isinstance(e, dict) else None
+            v = (e.get("valid") or {}).get(metric) if isinstance(e, dict) else None
+            if isinstance(epoch, int) and isinstance(v, (int, float)) and math.isfinite(v):
+                out[epoch] = float(v)
+        return out
+
 
 # ---- user attributes a method stores on a trial ------------------------------------------------
 # The agent writes them; the memory package, the report and the agent itself (on resume) read

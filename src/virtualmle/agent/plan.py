@@ -13,8 +13,6 @@ Everything is a function of storage and the memory bank, so a resumed study plan
 
 from __future__ import annotations
 
-import math
-
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,23 +59,11 @@ def observation(view: SpaceView, ctx: SearchContext, rec: TrialRecord, attrs: di
         number=rec.number, params=params, value=float(rec.value) if ok else None,  # type: ignore[arg-type]
         state="complete" if ok else rec.outcome.value, curve=rec.curve(ctx.metric), seconds=rec.seconds or None,
         num_params=rec.num_params, stopped="pruned" if rec.outcome is Outcome.PRUNED else rec.stopped,
-        last_epoch=_last_epoch(rec), by_epoch=_by_epoch(rec, ctx.metric),
+        last_epoch=_last_epoch(rec), by_epoch=rec.by_epoch(ctx.metric),
         error=None if ok else rec.outcome.failure_class,
         base=base_obs.number if base_obs is not None else (parent if isinstance(parent, int) else None),
         changed=list(changed), attrs=attrs,
     )
-
-
-def _by_epoch(rec: TrialRecord, metric: str) -> dict[int, float]:
-    """The validation ``metric`` per validated epoch (finite values only)."""
-    out: dict[int, float] = {}
-    for e in rec.epochs:
-        epoch = e.get("epoch") if isinstance(e, dict) else None
-        v = (e.get("valid") or {}).get(metric) if isinstance(e, dict) else None
-        if (isinstance(epoch, int) and not isinstance(epoch, bool) and isinstance(v, (int, float))
-                and math.isfinite(v)):
-            out[epoch] = float(v)
-    return out
 
 
 def _last_epoch(rec: TrialRecord) -> int | None:

@@ -95,10 +95,7 @@ def rounds(history: list[TrialRecord]) -> dict[int, Round]:
 
 def epoch_value(rec: TrialRecord, metric: str, epoch: int) -> float | None:
     """The best validation ``metric`` a trial had reached by ``epoch`` (None: not validated by then)."""
-    values = [float(e["valid"][metric]) for e in rec.epochs
-              if isinstance(e, dict) and isinstance(e.get("epoch"), int) and e["epoch"] <= epoch
-              and isinstance((e.get("valid") or {}).get(metric), (int, float))
-              and math.isfinite((e.get("valid") or {})[metric])]
+    values = [v for e, v in rec.by_epoch(metric).items() if e <= epoch]
     return max(values) if values else None
 
 
