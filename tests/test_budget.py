@@ -48,7 +48,7 @@ def test_compute_budget_counts_finished_and_running_trials():
     assert not ComputeBudget(None).used_up() and ComputeBudget(None).left is None
 
 
-def test_a_trial_the_budget_ended_can_be_the_choice_and_a_pruned_one_cannot(tmp_path):
+def test_a_trial_the_budget_ended_can_be_the_choice_a_screen_included_and_a_pruned_one_cannot(tmp_path):
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
@@ -73,11 +73,13 @@ def test_a_trial_the_budget_ended_can_be_the_choice_and_a_pruned_one_cannot(tmp_
                                      params={"lr": 1e-3 * (n + 1)}, distributions=dist, user_attrs=attrs,
                                      intermediate_values={1: best, 2: best - 0.01}))
     s = summarize(study, "random", "ndcg@10", len(rows))
-    # Cut at the deadline after its best epoch, trial 5 holds that epoch's weights: the choice, at
-    # its best validation (0.025, not its last epoch's 0.015). The others are never chosen.
-    assert s.best_number == 5 and s.best_value == 0.025 and s.best_test == {"ndcg@10": 0.0125}
+    # A run cut at the deadline holds its best epoch's weights, a screen's too (its first epochs
+    # are its full run's): trial 3 is the choice at its best validation (0.07, not its last
+    # epoch's 0.06), as trial 5 (0.025, not 0.015) would be without it. The pruned, the screen that
+    # ran its epochs and the untested are never chosen.
+    assert s.best_number == 3 and s.best_value == 0.07 and s.best_test == {"ndcg@10": 0.035}
     run = read_run(study, "random", 0, tmp_path)
-    assert run.values == [0.02, None, None, None, None, 0.025]
+    assert run.values == [0.02, None, None, 0.07, None, 0.025]
 
 
 def test_a_running_trial_spends_from_its_start_not_from_its_first_validation():

@@ -208,15 +208,33 @@ def test_on_epoch_returning_true_prunes(beauty):
     assert set(result.test) == set(METRICS)
 
 
-def test_a_partial_run_scores_its_test_split_only_when_early_stopping_ended_it(beauty):
-    # A screen (the first epochs of a longer run) is compared, never kept: run to its cap or cut,
-    # its test split is not scored; early stopping makes it a full run, which is.
+def test_a_run_its_method_gives_up_mid_epoch_does_not_validate_the_cut_epoch(beauty, tmp_path):
+    # The stop file is there from the start: the first epoch ends after one batch. Given up (the
+    # cost cap of step 10, seed 2: the cut epoch's validation took about 130 s), the run ends with
+    # nothing validated; a budget stop keeps the run, so its cut epoch is validated and tested.
+    cfg = TrainConfig.for_model("sasrec", **{**SMALL, "max_epochs": 3, "patience": 0})
+    stop = tmp_path / "stop"
+    stop.write_text("discard")
+    given_up = train(beauty, cfg, stop_file=stop, discarded=lambda: True, partial=True)
+    assert given_up.stopped == "pruned" and given_up.epochs == [] and given_up.valid == {}
+    assert given_up.test == {} and given_up.discarded
+    kept = train(beauty, cfg, stop_file=stop, discarded=lambda: False)
+    assert kept.stopped == "pruned" and [e.epoch for e in kept.epochs] == [1]
+    assert set(kept.valid) == set(METRICS) and set(kept.test) == set(METRICS) and not kept.discarded
+
+
+def test_a_partial_run_scores_its_test_split_unless_it_ran_its_epochs_or_was_given_up(beauty):
+    # A screen (the first epochs of a longer run) is compared, not kept: run to its cap, or given
+    # up by its method, its test split is not scored; early stopping makes it a full run, and a stop
+    # that keeps it (the compute budget) a run cut at the deadline: both are tested.
     cfg = TrainConfig.for_model("sasrec", **{**SMALL, "max_epochs": 2, "patience": 0})
     capped = train(beauty, cfg, partial=True)
     assert capped.stopped == "max_epochs" and capped.test == {} and capped.discarded
     assert set(capped.valid) == set(METRICS)
-    cut = train(beauty, cfg, partial=True, on_epoch=lambda log: True)
-    assert cut.stopped == "pruned" and cut.test == {} and cut.discarded
+    given_up = train(beauty, cfg, partial=True, on_epoch=lambda log: True, discarded=lambda: True)
+    assert given_up.stopped == "pruned" and given_up.test == {} and given_up.discarded
+    cut = train(beauty, cfg, partial=True, on_epoch=lambda log: True, discarded=lambda: False)
+    assert cut.stopped == "pruned" and set(cut.test) == set(METRICS) and not cut.discarded
     # lr 1e-12 leaves the weights as they were: the second validation does not improve.
     still = TrainConfig.for_model("sasrec", **{**SMALL, "max_epochs": 5, "patience": 1, "lr": 1e-12})
     stopped = train(beauty, still, partial=True)

@@ -86,19 +86,19 @@ class _SlowOnePlan:
 
 def test_a_method_can_stop_a_trial_between_validations_and_it_ends_after_its_batch(tmp_path):
     """The loop looks at running trials every few seconds (not only at validations): a trial that
-    validates only at the end is stopped mid-run through its stop file, validated once, recorded
-    as pruned by the method with the reason."""
+    validates only at the end is stopped mid-run through its stop file and recorded as pruned by
+    the method with the reason. Given up, its cut epoch is not validated (that would only cost
+    time: about 130 s for step 10's 380 s-per-epoch screen)."""
     method = _SlowOnePlan()
     t = _stopped_run(tmp_path, method, max_epochs=500, eval_every=500)
     assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["stopped_by"] == "method"
     assert t.user_attrs["stop_reason"].startswith("too slow")
-    (log,) = t.user_attrs["epochs"]  # one validation: the one after the cut
-    assert log["epoch"] < 500
+    assert t.user_attrs["epochs"] == [] and t.user_attrs["valid"] == {} and t.value is None
     assert method.seen and method.seen[0].epochs == 0 and method.seen[0].curve == ()
     assert method.seen[0].max_epochs == 500 and method.seen[0].screen is False
-    # Given up on, it is never the study's choice: its test split was not scored (the stop file
-    # said so), while its validation was.
-    assert t.user_attrs["test"] == {} and t.user_attrs["valid"]["ndcg@10"] >= 0
+    # Given up on, it is never the study's choice: its test split was not scored either (the stop
+    # file said so).
+    assert t.user_attrs["test"] == {} and t.user_attrs["stopped"] == "pruned"
 
 
 class _FirstLook(_SlowOnePlan):

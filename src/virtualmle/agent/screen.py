@@ -15,8 +15,9 @@ run is unlikely to make it the choice.
 A finished screen that already matches the incumbent's best validation, and leads its round so
 far, is promoted *early*, without waiting for the round's other screens (as ASHA promotes
 without waiting for a rung to fill). Waiting cost the most promising runs of step 4: a screen at
-0.0615 (incumbent 0.0603) waited for its round until the compute budget ran out, and screens are
-never the study's choice. The round still ends as above, but then promotes only a screen that
+0.0615 (incumbent 0.0603) waited for its round until the compute budget ran out, and a screen
+that runs its epochs is never the study's choice (one the budget cuts is: `stored.cut_by_budget`).
+The round still ends as above, but then promotes only a screen that
 beats the one promoted early.
 
 Screens are partial curves: the surrogate never fits them, the incumbent is never one, but their

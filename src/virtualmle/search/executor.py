@@ -67,8 +67,9 @@ class TrialSpec:
         checkpoint: file the run's resumable state is written to after every validation, or None.
         resume_from: a checkpoint to continue from (copied to ``checkpoint`` first, so the
             screened trial's own stays as it was), or None.
-        partial: a screen: the first epochs of a longer run, compared and never kept, so a run
-            that reaches its ``max_epochs`` (or is stopped) scores no test split and saves no model.
+        partial: a screen: the first epochs of a longer run, compared, not kept, so a run that
+            reaches its ``max_epochs`` (or a method stops) scores no test split and saves no model;
+            one the compute budget cut is tested and kept like any run cut at the deadline.
     """
 
     number: int

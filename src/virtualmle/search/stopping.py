@@ -7,12 +7,13 @@ The loop (`search.loop`) keeps a `Running` entry per trial it runs and asks the 
 - every few seconds in between (`Stopper.poll`): the compute budget and the ``watch`` hook, so a
   trial in a long epoch, or one that validates rarely, is stopped without waiting for its next
   validation. Such a request writes the trial's stop file: its epoch ends after the current batch,
-  the model is validated, and the trial ends as pruned (`train(stop_file=...)`). Where the file
-  cannot be written (a remote node), the trial stops at its next validation instead.
+  the model is validated (unless the method gave it up: then the cut epoch is not), and the trial
+  ends as pruned (`train(stop_file=...)`). Where the file cannot be written (a remote node), the
+  trial stops at its next validation instead.
 
 A trial the method or the pruner stopped is told so (the stop file's text, or the reply to its
 validation, is `worker.DISCARD`): it is never the study's choice, so its test split is not scored.
-A trial the budget stopped is: it may still be the best the study has.
+A trial the budget stopped is, a screen included: it may still be the best the study has.
 
 Each request is kept as ``(who, reason)`` and stored with the trial only when it did end early
 (`search.recording.result_attrs`).

@@ -8,7 +8,8 @@ module and reads JSON lines from its stdout:
 - ``{"event": "epoch", "log": {...}}``: after each epoch's validation. If the spec has
   ``report_epochs``, the worker then reads one line ``{"stop": bool, "discard": bool}`` from stdin
   (pruning; ``discard``: the trial is not kept, so its test split is not scored nor its model saved).
-  A spec with ``partial`` (a screen) is not kept either unless early stopping ended it.
+  A spec with ``partial`` (a screen) that runs its ``max_epochs`` is not kept either; early
+  stopping makes it a full run, and a budget stop a run cut at the deadline (both kept).
 - ``{"event": "result", "result": {...}}``: `TrainResult.to_json()`; the trial completed.
 - ``{"event": "error", "outcome": "failed|oom|diverged|invalid", "type", "message", "traceback"}``.
 
@@ -38,8 +39,8 @@ from typing import Any, TextIO
 # stop (the driver writes it when a study's compute budget is spent, or a method gives up on it).
 # Its text DISCARD (also a reply's "discard") says the trial is not kept: a method or a pruner
 # stopped it, so it is never the study's choice and scoring its test split or saving its model would
-# only cost time. A trial the budget stopped may still be the choice: it is tested and saved
-# (not a screen: `TrialSpec.partial`, never the choice however it ends, unless it early-stopped).
+# only cost time, as would validating the epoch it was cut in (`train` skips it). A trial the budget
+# stopped may still be the choice, a screen (`TrialSpec.partial`) included: it is tested and saved.
 STOP_FILE = "stop"
 DISCARD = "discard"
 

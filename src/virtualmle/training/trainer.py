@@ -244,12 +244,15 @@ def train(
             `patience` and `eval_every` may differ from the run that wrote it).
         stop_file: when this file appears, the epoch ends after its current batch, the model is
             validated and training stops ("pruned"); a search writes it when its compute budget
-            is spent. A cut epoch writes no checkpoint (the last one stays resumable).
-        discarded: asked once when training was stopped early ("pruned"); True says the run
-            will not be kept (a method or pruner gave up on it), so its test split is not scored
+            is spent, or when its method gives the run up (then `discarded` says so and the cut
+            epoch is not validated). A cut epoch writes no checkpoint (the last one stays
+            resumable).
+        discarded: asked when training was stopped early ("pruned"); True says the run will not
+            be kept (a method or pruner gave up on it), so its test split is not scored
             (`TrainResult.test` is empty and `TrainResult.discarded` set).
         partial: the run is a screen, the first epochs of a longer one, to be compared and never
-            kept: unless early stopping ended it (then it is a full run), it is discarded as above.
+            kept when it runs its epochs (it is discarded as above); early stopping makes it a full
+            run, and a stop that keeps it (the compute budget) a run cut at the deadline.
     Raises:
         DivergedError: the loss or the gradient norm became NaN / infinite.
         CheckpointError: `checkpoint` belongs to another configuration or dataset.
@@ -276,6 +279,7 @@ def train(
     stopped = "max_epochs"
     since_best = 0  # validations without improvement
     resumed = 0
+    given_up = False  # a method or pruner gave the run up (`discarded`)
     blob = ckpt.load(checkpoint, config=config, data=data) if checkpoint is not None else None
     if blob is not None:
         state = ckpt.restore(blob, model=model, optimizer=optimizer, scheduler=scheduler, rng=rng, gen=gen)
@@ -292,6 +296,11 @@ def train(
         first = resumed + 1 if stopped == "max_epochs" else config.max_epochs + 1
         for epoch in range(first, config.max_epochs + 1):
             train_loss = run.train_epoch(config, epoch, display, stop)
+            if run.cut and discarded is not None and discarded():
+                # Stopped mid-epoch by a method or pruner that gives the run up: validating the
+                # cut epoch would only cost time (a large model's validation can take minutes).
+                stopped, given_up = "pruned", True
+                break
             # Validate every `eval_every` epochs, after the last and after a cut one; a log covers
             # the epochs since the previous validation (its seconds) and reports this epoch's loss.
             if epoch % config.eval_every and epoch != config.max_epochs and not run.cut:
@@ -323,11 +332,13 @@ def train(
             display.close()
 
     model.load_state_dict(best_state)
-    best_valid = next((e.valid for e in logs if e.epoch == best_epoch), None)
-    if best_valid is None:
-        best_valid = evaluate(model, valid_batches, priors)
-    dropped = (partial and stopped != "early_stop") or (
+    # A screen that ran its epochs is compared, never kept; one the budget cut may still be the
+    # study's choice (it holds its best epoch's weights, as any run cut at the deadline does).
+    dropped = given_up or (partial and stopped == "max_epochs") or (
         stopped == "pruned" and discarded is not None and discarded())
+    best_valid = next((e.valid for e in logs if e.epoch == best_epoch), None)
+    if best_valid is None:  # (a run given up before its first validation has none)
+        best_valid = {} if dropped else evaluate(model, valid_batches, priors)
     test = {} if dropped else evaluate(model, build_eval_batches(data, "test", config.max_len, dev, eval_mask), priors)
     return TrainResult(
         config=config,
