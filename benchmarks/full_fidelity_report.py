@@ -16,9 +16,11 @@ runs of steps 4-6 (`agent_current.journal`: the agent of today on step 1's setti
 `agent_early.journal`: the agent with early promotion) and of step 7 (`agent_step7.journal`: the
 agent after the fixes step 6 called for), of step 8 (`agent_step8.journal`: step 7 with one of
 them undone), of step 10 (`agent_step10.journal`: step 8's agent after three more fixes) and of step 9
-(`agent_code.journal`: step 10's agent with its LLM steps off) join the methods table as
-`<method> (current)`, `agent-screen (early promotion)`, `agent-screen (step 7)`, `agent-screen (step 8)`,
-`agent-code-screen (step 9)` and `agent-screen (step 10)`, measured against step 1's target.
+(`agent_code.journal`: step 10's agent with its LLM steps off) and of step 11 (`agent_step11.journal`:
+step 10's agent after two fixes in the loop) join the methods table as `<method> (current)`,
+`agent-screen (early promotion)`, `agent-screen (step 7)`, `agent-screen (step 8)`,
+`agent-code-screen (step 9)`, `agent-screen (step 10)` and `agent-screen (step 11)`, measured
+against step 1's target.
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
 budget ended: `stored.choice_value`), its test NDCG@10 / HR@10 (never used to choose), the compute
@@ -56,10 +58,10 @@ HSTU_JOURNAL = ROOT / "benchmarks" / "tables" / "ff_search" / "hstu.journal"
 CURRENT_JOURNALS = [ROOT / "benchmarks" / "tables" / "ff_search" / name
                     for name in ("agent_current.journal", "tpe_current.journal", "agent_early.journal",
                                  "agent_step7.journal", "agent_step8.journal", "agent_code.journal",
-                                 "agent_step10.journal")]
+                                 "agent_step10.journal", "agent_step11.journal")]
 # The row label of a later step's runs (default: current).
 LABELS = {"agent_early": "early promotion", "agent_step7": "step 7", "agent_step8": "step 8",
-          "agent_code": "step 9", "agent_step10": "step 10"}
+          "agent_code": "step 9", "agent_step10": "step 10", "agent_step11": "step 11"}
 # The transfer step's studies (bench/transfer.py): sources, then the target's arms.
 SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
 ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
@@ -215,7 +217,10 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
               "`agent-screen (step 10)` (`agent_step10.journal`) is step 8's agent after three more fixes: a "
               "screen falling since its peak below the incumbent's best is not promoted, a screen that ran "
               "its epochs does not score its test split, and a parameter whose change alone repeated the "
-              "incumbent's curve is left alone (flat). "
+              "incumbent's curve is left alone (flat); "
+              "`agent-screen (step 11)` (`agent_step11.journal`) is step 10's agent after two fixes in the "
+              "loop: a screen the compute budget cuts may be the study's choice (as any run cut at the "
+              "deadline), and a screen the cost cap stops mid-epoch ends without validating the cut epoch. "
               "What changed in the agent since the `agent-screen` rows: candidates with "
               "a decaying learning-rate schedule are screened too; parameters a configuration never reads "
               "do not make a new candidate (`virtualmle/inert.py`); a screen far costlier than the study's "
