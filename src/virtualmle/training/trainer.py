@@ -279,7 +279,6 @@ def train(
     stopped = "max_epochs"
     since_best = 0  # validations without improvement
     resumed = 0
-    given_up = False  # a method or pruner gave the run up (`discarded`)
     blob = ckpt.load(checkpoint, config=config, data=data) if checkpoint is not None else None
     if blob is not None:
         state = ckpt.restore(blob, model=model, optimizer=optimizer, scheduler=scheduler, rng=rng, gen=gen)
@@ -299,7 +298,7 @@ def train(
             if run.cut and discarded is not None and discarded():
                 # Stopped mid-epoch by a method or pruner that gives the run up: validating the
                 # cut epoch would only cost time (a large model's validation can take minutes).
-                stopped, given_up = "pruned", True
+                stopped = "pruned"
                 break
             # Validate every `eval_every` epochs, after the last and after a cut one; a log covers
             # the epochs since the previous validation (its seconds) and reports this epoch's loss.
@@ -334,7 +333,7 @@ def train(
     model.load_state_dict(best_state)
     # A screen that ran its epochs is compared, never kept; one the budget cut may still be the
     # study's choice (it holds its best epoch's weights, as any run cut at the deadline does).
-    dropped = given_up or (partial and stopped == "max_epochs") or (
+    dropped = (partial and stopped == "max_epochs") or (
         stopped == "pruned" and discarded is not None and discarded())
     best_valid = next((e.valid for e in logs if e.epoch == best_epoch), None)
     if best_valid is None:  # (a run given up before its first validation has none)
