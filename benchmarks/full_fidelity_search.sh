@@ -115,4 +115,8 @@ done
 for seeds in 1 3; do
     step agent_step11 banks_step11 --methods agent --agent-screen 5 --seeds $seeds
 done
+# Step 12: step 11's agent with promotions that only confirm cut short (agent/screen.py `confirming`).
+for seeds in 1 3; do
+    step agent_step12 banks_step12 --methods agent --agent-screen 5 --seeds $seeds
+done
 echo "done; commit $TABLES"

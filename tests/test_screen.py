@@ -450,3 +450,96 @@ def test_a_resumed_study_ranks_its_screens_by_their_best_epoch_as_the_live_proce
     records = [record_from_trial(t, M) for t in stored]
     assert [r.value for r in records] == [pytest.approx(0.0622), pytest.approx(0.0597)]
     assert _decide(records).promote.number == 0
+
+
+def test_a_promotion_that_would_only_confirm_its_screen_continues_with_less_patience():
+    from virtualmle.agent.screen import confirming
+
+    def screen(curve):
+        return _curved_screen(3, curve)
+
+    # Step 11's seed 1: #8 peaked at 0.0622 and fell; its promotion ran 17 epochs (267 s) to
+    # confirm the peak. Now it continues with the patience its screen already spent.
+    patience, why = confirming(screen([0.0533, 0.0622, 0.0617, 0.0525, 0.0463]), M, patience=20, flat_patience=5)
+    assert patience == 3 and "peaked at 0.0622 3 validations back" in why and "ends at once" in why
+    # Flat (within 3% of its best): at most 5 validations without gain, not the configuration's 43
+    # (or none at all: patience 0 is no early stopping).
+    flat = screen([0.0609, 0.0609, 0.0609, 0.0613, 0.0615])
+    assert confirming(flat, M, patience=43, flat_patience=5)[0] == 5
+    assert confirming(flat, M, patience=0, flat_patience=5)[0] == 5
+    # Nothing to change: a flat screen whose patience is already short or not known (the
+    # configuration's default), a rising screen, one dip, a drop under 5%, or too few validations.
+    assert confirming(flat, M, patience=3, flat_patience=5) is None
+    assert confirming(flat, M, patience=None, flat_patience=5) is None
+    for curve in ([0.0095, 0.0208, 0.0314, 0.0385, 0.0463], [0.0500, 0.0530, 0.0400],
+                  [0.0603, 0.0598, 0.0595, 0.0580], [0.0630, 0.0500]):
+        assert confirming(screen(curve), M, patience=20, flat_patience=5) is None, curve
+
+
+def test_the_agent_promotes_a_screen_past_its_peak_with_the_patience_it_spent(tmp_path):
+    inc = _done(0, {"hidden": 16, "dropout": 0.2}, 0.02)
+    peaked = TrialRecord(number=1, params={"hidden": 24, "dropout": 0.2}, outcome=Outcome.PRUNED, value=0.03,
+                         epochs=tuple({"epoch": i + 1, "valid": {M: v}} for i, v in enumerate([0.03, 0.025, 0.02])),
+                         user_attrs={A_SCREEN: {"round": 0, "epochs": 3}, "stopped_by": "screen"})
+    rising = dataclasses.replace(peaked, number=2, params={"hidden": 32, "dropout": 0.2}, value=0.01,
+                                 epochs=tuple({"epoch": i + 1, "valid": {M: v}} for i, v in enumerate([0.005, 0.008, 0.01])))
+    proposal = _propose(tmp_path, SPACE, [inc, peaked, rising])
+    assert proposal.resume_from == 1 and proposal.fidelity == {"patience": 2}
+    assert "continues with patience 2, so it ends at once" in proposal.user_attrs["promotion"]
+    # Switched off, the promotion keeps its configuration's patience.
+    (tmp_path / "off").mkdir()
+    (tmp_path / "off" / "space.yaml").write_text(SPACE)
+    space = load_space("sasrec", tmp_path / "off" / "space.yaml")
+    agent = VirtualMLEAgent(space=space, seed=0, llm=None, config=AgentConfig(
+        reflection=False, memory=False, shortlist=1, transfer="none", screen_epochs=1, screen_width=2,
+        screen_tolerance=1.0, confirm_patience=0))
+    ctx = SearchContext(space=space, dataset="beauty", profile=PROFILE, model="sasrec", seed=0, metric=M,
+                        budget=10, study_name="st", run_dir=tmp_path / "off" / "run", history=[inc, peaked, rising])
+    off = agent.propose(ctx)
+    assert off.resume_from == 1 and off.fidelity == {} and "patience" not in off.user_attrs["promotion"]
+
+
+class _ScreenThenConfirm:
+    """Screens one configuration, then promotes it as the agent would (`confirming`)."""
+
+    name = "plan"
+
+    def __init__(self, params: dict) -> None:
+        self.params = params
+
+    def propose(self, ctx):
+        from virtualmle.agent.screen import confirming
+        from virtualmle.search.method import Proposal
+
+        if not ctx.history and not ctx.pending:
+            return Proposal(params=dict(self.params), fidelity={"max_epochs": 4}, user_attrs={A_SCREEN: {"round": 0}})
+        if len(ctx.history) == 1 and not ctx.pending:
+            confirm = confirming(ctx.history[0], M, patience=0, flat_patience=5)
+            assert confirm is not None, ctx.history[0].curve(M)  # the screen peaked at epoch 2
+            return Proposal(params=dict(self.params), resume_from=0, fidelity={"patience": confirm[0]})
+        return None
+
+    def observe(self, ctx, record):
+        return {}
+
+
+def test_a_promotion_past_its_peak_ends_at_once_and_is_tested_at_its_best_epoch(tmp_path, beauty_dir):
+    # A high learning rate on 600 users: validation peaks at epoch 2 and falls (seeded, deterministic).
+    (tmp_path / "space.yaml").write_text(
+        "model: sasrec\nfixed: {max_len: 20, batch_size: 128, patience: 0, heads: 1, blocks: 1, max_epochs: 6, "
+        "negatives: 50, dropout: 0.0, hidden: 32}\nparams:\n"
+        "  lr: {type: float, low: 0.001, high: 0.01, default: 0.01, grid: [0.01]}\n")
+    space = load_space("sasrec", tmp_path / "space.yaml")
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    opts = SearchOptions(data="beauty", model="sasrec", trials=2, seed=0, space=space, slice_users=600,
+                         run_dir=tmp_path / "run", keep_models=0, study_name="confirm")
+    run_search(_ScreenThenConfirm({"lr": 0.01}), opts, storage=storage)
+    screen, promoted = optuna.load_study(study_name="confirm", storage=storage).trials
+    assert screen.state == optuna.trial.TrialState.PRUNED and screen.user_attrs["test"] == {}
+    assert promoted.state == optuna.trial.TrialState.COMPLETE and promoted.user_attrs["fidelity"] == {"patience": 2}
+    # No epoch trained again or added: the screen's four, ended by early stopping at once.
+    assert promoted.user_attrs["epochs"] == screen.user_attrs["epochs"]
+    assert promoted.user_attrs["stopped"] == "early_stop" and promoted.user_attrs["resumed_epoch"] == 4
+    # Tested at its best epoch, the screen's peak: a result that may be the study's choice.
+    assert promoted.user_attrs["best_epoch"] == 2 == screen.user_attrs["best_epoch"]
+    assert promoted.value == screen.user_attrs["valid"][M] and set(promoted.user_attrs["test"]) >= {M}

@@ -73,7 +73,7 @@ from virtualmle.agent.plan import (
 )
 from virtualmle.agent.reflect import reflect
 from virtualmle.agent.remember import base_rejections, distil, remember, trial_evidence
-from virtualmle.agent.screen import Decision, decide, is_screen, note_settled, screen_too_costly
+from virtualmle.agent.screen import Decision, confirming, decide, is_screen, note_settled, screen_too_costly
 from virtualmle.agent.space_view import SpaceView, space_view
 from virtualmle.agent.surrogate import Surrogate, rank_candidates
 from virtualmle.agent.watch import hopeless
@@ -216,7 +216,7 @@ class VirtualMLEAgent:
                 A_AGENT: {"mode": self.cfg.mode, "source": "default", "fallback": None}})
         decision = self._screening(ctx)
         if decision is not None and decision.promote is not None:
-            return self._promotion(decision)
+            return self._promotion(decision, ctx.metric)
         tried = {self.view.key(o.params) for o in obs} | pending_keys
         screened, obs = obs, [o for o in obs if not is_screen(o.attrs)]  # partial curves: never fitted
         rng = np.random.default_rng([self.seed, len(obs), len(ctx.pending)])
@@ -296,11 +296,17 @@ class VirtualMLEAgent:
                       promoting={n for n, e in self._promoting.items() if not e},
                       early={n for n, e in self._promoting.items() if e})
 
-    def _promotion(self, decision: Decision) -> Proposal:
-        """Continue the round's best screen from its checkpoint, as the trial it was proposed as."""
+    def _promotion(self, decision: Decision, metric: str) -> Proposal:
+        """Continue the round's best screen from its checkpoint, as the trial it was proposed as
+        (with less patience where more epochs would only confirm its curve: `confirming`)."""
         src = decision.promote
         assert src is not None
         a = self._attrs(src)
+        patience = {**self.space.fixed, **src.params}.get("patience")
+        confirm = (confirming(src, metric, patience=patience, flat_patience=self.cfg.confirm_patience)
+                   if self.cfg.confirm_patience > 0 else None)
+        if confirm is not None:
+            decision.reason += f"; {confirm[1]}"
         step = {"mode": self.cfg.mode, "source": "promotion", "reason": decision.reason, "fallback": None,
                 "kind": "promotion", "early": decision.early}
         attrs: dict[str, Any] = {A_HYPOTHESIS: a.get(A_HYPOTHESIS), A_PARENT: a.get(A_PARENT),
@@ -309,7 +315,8 @@ class VirtualMLEAgent:
         note_settled(decision, attrs, step)
         self._promoting[src.number] = decision.early
         self._print(f"  plan: {decision.reason}")
-        return Proposal(params=dict(src.params), user_attrs=attrs, resume_from=src.number)
+        return Proposal(params=dict(src.params), user_attrs=attrs, resume_from=src.number,
+                        fidelity={"patience": confirm[0]} if confirm is not None else {})
 
     def _screen_mark(self, decision: Decision | None, attrs: dict[str, Any],
                      step: dict[str, Any]) -> dict[str, Any]:

@@ -66,6 +66,10 @@ class AgentConfig:
             (`agent/screen.py`, `costly`); 0 turns the cap off.
         screen_cost_share: with a compute budget, the cap is never below this share of it: a
             screen is stopped only when it is also a large part of what the study may spend.
+        confirm_patience: a promotion that would only confirm its screen's curve continues with
+            less patience (`agent/screen.py`, `confirming`): one past its peak ends at once, a
+            flat one with at most this patience; 0: every promotion keeps its configuration's
+            patience.
     """
 
     mode: Mode = "hybrid"
@@ -95,6 +99,7 @@ class AgentConfig:
     screen_tolerance: float = 0.1
     screen_cost_factor: float = 5.0
     screen_cost_share: float = 0.15
+    confirm_patience: int = 5
 
     def check(self) -> None:
         """Refuse switches no agent can run with (one line, `ConfigError`)."""
@@ -103,6 +108,8 @@ class AgentConfig:
         if self.screen_epochs < 0 or self.screen_width < 1:
             raise ConfigError(f"screening needs screen_epochs >= 0 and screen_width >= 1, not "
                               f"{self.screen_epochs} and {self.screen_width}")
+        if self.confirm_patience < 0:
+            raise ConfigError(f"confirm_patience must be >= 0 (0: promotions keep their patience), not {self.confirm_patience}")
         if not self.screen_cost_factor >= 0 or not 0 <= self.screen_cost_share <= 1:
             raise ConfigError(f"screen_cost_factor must be >= 0 (0: no cap) and screen_cost_share in [0, 1], not "
                               f"{self.screen_cost_factor} and {self.screen_cost_share}")
