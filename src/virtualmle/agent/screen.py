@@ -262,7 +262,7 @@ def confirming(screen: TrialRecord, metric: str, *, patience: int | None, flat_p
       below it): the patience is the validations since its best, so the promotion ends at once
       and is tested at its best epoch, as early stopping would have ended it had the curve not
       climbed back within the configuration's patience. In the full-fidelity runs (steps 1-11)
-      none of the 14 promotions of such screens climbed back; they cost 115-440 s each.
+      none of the 16 promotions of such screens climbed back; they cost 116-441 s each.
     - Flat (every validation within `FLAT_RANGE` of its best, three or more of them): at most
       ``flat_patience`` (0: this rule is off). A flat curve's gains are noise-sized: a promotion
       with patience 43 crept from 0.0599 to 0.0600 in 106 epochs (672 s); with patience 5 it
