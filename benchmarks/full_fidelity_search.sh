@@ -49,7 +49,11 @@
 #      choice that the budget cut were never a choice (seed 1: two at 0.0641 against the 0.0630 it
 #      chose), and a screen the cost cap stopped mid-epoch still validated the cut epoch (about
 #      130 s at 380 s per epoch, seed 2). Its rows are read with the choice rule of today, as are
-#      the earlier steps' (`stored.choice_value`).
+#      the earlier steps' (`stored.choice_value`);
+#  12. the agent once more, after steps 1-11 showed promotions that only confirmed their screen:
+#      16 promotions of screens already past their peak gained nothing and cost 116-441 s each,
+#      and flat screens' promotions waited out noise-sized gains (672 s for +0.0001). Now such a
+#      promotion continues with less patience (agent/screen.py `confirming`).
 set -u
 cd "$(dirname "$0")/.."
 VM=${VM:-.venv/bin/virtualmle}
