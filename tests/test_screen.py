@@ -469,6 +469,8 @@ def test_a_promotion_that_would_only_confirm_its_screen_continues_with_less_pati
     assert confirming(flat, M, patience=0, flat_patience=5)[0] == 5
     # Nothing to change: a flat screen whose patience is already short or not known (the
     # configuration's default), a rising screen, one dip, a drop under 5%, or too few validations.
+    # A configuration without early stopping (patience 0) is not cut at its peak: its run goes on.
+    assert confirming(screen([0.0533, 0.0622, 0.0617, 0.0525, 0.0463]), M, patience=0, flat_patience=5) is None
     assert confirming(flat, M, patience=3, flat_patience=5) is None
     assert confirming(flat, M, patience=None, flat_patience=5) is None
     for curve in ([0.0095, 0.0208, 0.0314, 0.0385, 0.0463], [0.0500, 0.0530, 0.0400],
@@ -483,12 +485,13 @@ def test_the_agent_promotes_a_screen_past_its_peak_with_the_patience_it_spent(tm
                          user_attrs={A_SCREEN: {"round": 0, "epochs": 3}, "stopped_by": "screen"})
     rising = dataclasses.replace(peaked, number=2, params={"hidden": 32, "dropout": 0.2}, value=0.01,
                                  epochs=tuple({"epoch": i + 1, "valid": {M: v}} for i, v in enumerate([0.005, 0.008, 0.01])))
-    proposal = _propose(tmp_path, SPACE, [inc, peaked, rising])
+    space_yaml = SPACE.replace("patience: 0", "patience: 10")  # a configuration that stops early
+    proposal = _propose(tmp_path, space_yaml, [inc, peaked, rising])
     assert proposal.resume_from == 1 and proposal.fidelity == {"patience": 2}
     assert "continues with patience 2, so it ends at once" in proposal.user_attrs["promotion"]
     # Switched off, the promotion keeps its configuration's patience.
     (tmp_path / "off").mkdir()
-    (tmp_path / "off" / "space.yaml").write_text(SPACE)
+    (tmp_path / "off" / "space.yaml").write_text(space_yaml)
     space = load_space("sasrec", tmp_path / "off" / "space.yaml")
     agent = VirtualMLEAgent(space=space, seed=0, llm=None, config=AgentConfig(
         reflection=False, memory=False, shortlist=1, transfer="none", screen_epochs=1, screen_width=2,
@@ -497,6 +500,9 @@ def test_the_agent_promotes_a_screen_past_its_peak_with_the_patience_it_spent(tm
                         budget=10, study_name="st", run_dir=tmp_path / "off" / "run", history=[inc, peaked, rising])
     off = agent.propose(ctx)
     assert off.resume_from == 1 and off.fidelity == {} and "patience" not in off.user_attrs["promotion"]
+    # Without early stopping (patience 0) the run is left to run: a later epoch may still lift it.
+    kept = _propose(tmp_path / "no_stop", SPACE, [inc, peaked, rising])
+    assert kept.resume_from == 1 and kept.fidelity == {}
 
 
 class _ScreenThenConfirm:
@@ -514,7 +520,7 @@ class _ScreenThenConfirm:
         if not ctx.history and not ctx.pending:
             return Proposal(params=dict(self.params), fidelity={"max_epochs": 4}, user_attrs={A_SCREEN: {"round": 0}})
         if len(ctx.history) == 1 and not ctx.pending:
-            confirm = confirming(ctx.history[0], M, patience=0, flat_patience=5)
+            confirm = confirming(ctx.history[0], M, patience=10, flat_patience=5)
             assert confirm is not None, ctx.history[0].curve(M)  # the screen peaked at epoch 2
             return Proposal(params=dict(self.params), resume_from=0, fidelity={"patience": confirm[0]})
         return None
@@ -526,7 +532,7 @@ class _ScreenThenConfirm:
 def test_a_promotion_past_its_peak_ends_at_once_and_is_tested_at_its_best_epoch(tmp_path, beauty_dir):
     # A high learning rate on 600 users: validation peaks at epoch 2 and falls (seeded, deterministic).
     (tmp_path / "space.yaml").write_text(
-        "model: sasrec\nfixed: {max_len: 20, batch_size: 128, patience: 0, heads: 1, blocks: 1, max_epochs: 6, "
+        "model: sasrec\nfixed: {max_len: 20, batch_size: 128, patience: 10, heads: 1, blocks: 1, max_epochs: 6, "
         "negatives: 50, dropout: 0.0, hidden: 32}\nparams:\n"
         "  lr: {type: float, low: 0.001, high: 0.01, default: 0.01, grid: [0.01]}\n")
     space = load_space("sasrec", tmp_path / "space.yaml")

@@ -259,9 +259,11 @@ def confirming(screen: TrialRecord, metric: str, *, patience: int | None, flat_p
     (0: no early stopping; None: not known, so the flat rule does not apply).
 
     - Past its peak (its best two or more validations back, its last more than `PAST_PEAK_DROP`
-      below it): the patience is the validations since its best, so the promotion ends at once
-      and is tested at its best epoch, as early stopping would have ended it had the curve not
-      climbed back within the configuration's patience. In the full-fidelity runs (steps 1-11)
+      below it) in a configuration that stops early (patience not 0; None is the trainer's
+      default, 3): the patience is the validations since its best, so the promotion ends at
+      once and is tested at its best epoch, as early stopping would have ended it had the curve
+      not climbed back within the configuration's patience (a run without early stopping, e.g.
+      one whose decaying learning rate may lift a later epoch, is left to run). In the full-fidelity runs (steps 1-11)
       none of the 16 promotions of such screens climbed back; they cost 116-441 s each.
     - Flat (every validation within `FLAT_RANGE` of its best, three or more of them): at most
       ``flat_patience`` (0: this rule is off). A flat curve's gains are noise-sized: a promotion
@@ -273,7 +275,7 @@ def confirming(screen: TrialRecord, metric: str, *, patience: int | None, flat_p
         return None
     best = max(curve)
     since = len(curve) - 1 - curve.index(best)
-    if since >= 2 and curve[-1] < best * (1 - PAST_PEAK_DROP):
+    if patience != 0 and since >= 2 and curve[-1] < best * (1 - PAST_PEAK_DROP):
         return since, (f"its curve peaked at {best:.4f} {since} validations back and fell to {curve[-1]:.4f}: "
                        f"it continues with patience {since}, so it ends at once and is tested at its best epoch")
     longer = patience is not None and (patience == 0 or patience > flat_patience > 0)
