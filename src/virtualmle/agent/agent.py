@@ -305,16 +305,15 @@ class VirtualMLEAgent:
         patience = {**self.space.fixed, **src.params}.get("patience")
         confirm = (confirming(src, metric, patience=patience, flat_patience=self.cfg.confirm_patience)
                    if self.cfg.confirm_patience > 0 else None)
-        if confirm is not None:
-            decision.reason += f"; {confirm[1]}"
-        step = {"mode": self.cfg.mode, "source": "promotion", "reason": decision.reason, "fallback": None,
+        reason = decision.reason + (f"; {confirm[1]}" if confirm is not None else "")
+        step = {"mode": self.cfg.mode, "source": "promotion", "reason": reason, "fallback": None,
                 "kind": "promotion", "early": decision.early}
         attrs: dict[str, Any] = {A_HYPOTHESIS: a.get(A_HYPOTHESIS), A_PARENT: a.get(A_PARENT),
                                  A_CHANGED: a.get(A_CHANGED) or [], A_PROMOTED_FROM: src.number,
-                                 A_PROMOTION: decision.reason, A_AGENT: step}
+                                 A_PROMOTION: reason, A_AGENT: step}
         note_settled(decision, attrs, step)
         self._promoting[src.number] = decision.early
-        self._print(f"  plan: {decision.reason}")
+        self._print(f"  plan: {reason}")
         return Proposal(params=dict(src.params), user_attrs=attrs, resume_from=src.number,
                         fidelity={"patience": confirm[0]} if confirm is not None else {})
 
