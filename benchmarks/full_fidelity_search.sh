@@ -53,7 +53,10 @@
 #  12. the agent once more, after steps 1-11 showed promotions that only confirmed their screen:
 #      16 promotions of screens already past their peak gained nothing and cost 116-441 s each,
 #      and flat screens' promotions waited out noise-sized gains (672 s for +0.0001). Now such a
-#      promotion continues with less patience (agent/screen.py `confirming`).
+#      promotion continues with less patience (agent/screen.py `confirming`);
+#  13. the agent once more, after step 12's flat promotion (patience 5) still crept 0.0582 ->
+#      0.0587, a new best every two or three validations, until the budget cut it: a flat screen's
+#      promotion is now reset only by a gain of more than 0.5% (`min_delta` 0.005).
 set -u
 cd "$(dirname "$0")/.."
 VM=${VM:-.venv/bin/virtualmle}
@@ -122,5 +125,9 @@ done
 # Step 12: step 11's agent with promotions that only confirm cut short (agent/screen.py `confirming`).
 for seeds in 1 3; do
     step agent_step12 banks_step12 --methods agent --agent-screen 5 --seeds $seeds
+done
+# Step 13: step 12's agent, a flat screen's promotion reset only by a gain over 0.5% (min_delta).
+for seeds in 1 3; do
+    step agent_step13 banks_step13 --methods agent --agent-screen 5 --seeds $seeds
 done
 echo "done; commit $TABLES"

@@ -134,3 +134,35 @@ def test_a_decaying_schedule_binds_its_span_not_max_epochs(beauty, tmp_path):
     with pytest.raises(ConfigError, match="schedule_epochs .3. must be 0 or at least max_epochs .4."):
         TrainConfig.for_model("sasrec", max_epochs=4, schedule_epochs=3)
 
+
+
+def test_min_delta_stops_a_creeping_curve_and_keeps_its_best_epoch(beauty, tmp_path):
+    # lr 0.003 on 600 users: validation rises by large steps, then creeps (seeded, deterministic).
+    creep = {"hidden": 32, "blocks": 1, "heads": 1, "batch_size": 128, "negatives": 50, "max_len": 20,
+             "dropout": 0.0, "lr": 0.003, "max_epochs": 10}
+    straight = train(beauty, TrainConfig.for_model("sasrec", **creep, patience=3))
+    curve = [e.score for e in straight.epochs]
+    # With min_delta 0 any gain resets patience 3, so it runs its 10 epochs.
+    assert straight.stopped == "max_epochs" and len(curve) == 10, curve
+    strict = TrainConfig.for_model("sasrec", **creep, patience=3, min_delta=0.15)
+    cut = train(beauty, strict)
+    # Gains under 15% do not reset patience: it stops early, on the same curve so far ...
+    assert cut.stopped == "early_stop" and len(cut.epochs) < 10
+    assert [e.score for e in cut.epochs] == curve[:len(cut.epochs)]
+    # ... yet its weights are its best validation's, a gain that did not reset patience: the best
+    # epoch is fewer than 3 validations before the stop.
+    assert cut.best_epoch == 1 + curve.index(max(curve[:len(cut.epochs)]))
+    assert len(cut.epochs) - cut.best_epoch < 3 and cut.valid == cut.epochs[cut.best_epoch - 1].valid
+    # A screen written with min_delta 0 (5 epochs) and promoted with min_delta 0.15 is the same
+    # run; so is one whose checkpoint predates min_delta (it resumes from its best score).
+    for old in (False, True):
+        path = tmp_path / f"screen{old}.ckpt"
+        train(beauty, TrainConfig.for_model("sasrec", **{**creep, "max_epochs": 5}, patience=3), checkpoint=path)
+        if old:
+            blob = torch.load(path, weights_only=True)
+            del blob["ref_score"]
+            torch.save(blob, path)
+        promoted = train(beauty, strict, checkpoint=path)
+        assert promoted.resumed_epoch == 5 and promoted.stopped == "early_stop"
+        assert [e.score for e in promoted.epochs] == [e.score for e in cut.epochs]
+        assert promoted.best_epoch == cut.best_epoch and promoted.test == cut.test

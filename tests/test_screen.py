@@ -460,19 +460,30 @@ def test_a_promotion_that_would_only_confirm_its_screen_continues_with_less_pati
 
     # Step 11's seed 1: #8 peaked at 0.0622 and fell; its promotion ran 17 epochs (267 s) to
     # confirm the peak. Now it continues with the patience its screen already spent.
-    patience, why = confirming(screen([0.0533, 0.0622, 0.0617, 0.0525, 0.0463]), M, patience=20, flat_patience=5)
-    assert patience == 3 and "peaked at 0.0622 3 validations back" in why and "ends at once" in why
-    # Flat (within 3% of its best): at most 5 validations without gain, not the configuration's 43
-    # (or none at all: patience 0 is no early stopping).
+    fidelity, why = confirming(screen([0.0533, 0.0622, 0.0617, 0.0525, 0.0463]), M, patience=20, flat_patience=5)
+    assert fidelity == {"patience": 3} and "peaked at 0.0622 3 validations back" in why and "ends at once" in why
+    # Flat (within 3% of its best): at most 5 validations without a gain over 0.5%, not the
+    # configuration's 43 (or none at all: patience 0 is no early stopping); a configuration whose
+    # patience is already short keeps it, and only the size of a gain that resets it changes.
     flat = screen([0.0609, 0.0609, 0.0609, 0.0613, 0.0615])
-    assert confirming(flat, M, patience=43, flat_patience=5)[0] == 5
-    assert confirming(flat, M, patience=0, flat_patience=5)[0] == 5
-    # Nothing to change: a flat screen whose patience is already short or not known (the
-    # configuration's default), a rising screen, one dip, a drop under 5%, or too few validations.
+    assert confirming(flat, M, patience=43, flat_patience=5)[0] == {"patience": 5, "min_delta": 0.005}
+    assert confirming(flat, M, patience=0, flat_patience=5)[0] == {"patience": 5, "min_delta": 0.005}
+    fidelity, why = confirming(flat, M, patience=3, flat_patience=5)
+    assert fidelity == {"min_delta": 0.005} and "patience 3, reset only by a gain over 0.5%" in why
+    # Nothing to change: a flat screen whose patience is not known (the configuration's
+    # default) or with the rule off, a rising screen, one dip, a drop under 5%, or too few validations.
     # A configuration without early stopping (patience 0) is not cut at its peak: its run goes on.
     assert confirming(screen([0.0533, 0.0622, 0.0617, 0.0525, 0.0463]), M, patience=0, flat_patience=5) is None
-    assert confirming(flat, M, patience=3, flat_patience=5) is None
     assert confirming(flat, M, patience=None, flat_patience=5) is None
+    # The loop stores such a fidelity with the trial (a resumed study runs it the same); a key a
+    # checkpoint may not change is refused.
+    from virtualmle.search.recording import fidelity_attrs
+    from virtualmle.search.method import Proposal
+    stored = fidelity_attrs(Proposal(params={}, resume_from=3, fidelity={"patience": 5, "min_delta": 0.005}))
+    assert stored["fidelity"] == {"patience": 5, "min_delta": 0.005}
+    with pytest.raises(ValueError, match="may set only .* not lr"):
+        fidelity_attrs(Proposal(params={}, resume_from=3, fidelity={"lr": 0.1}))
+    assert confirming(flat, M, patience=43, flat_patience=0) is None
     for curve in ([0.0095, 0.0208, 0.0314, 0.0385, 0.0463], [0.0500, 0.0530, 0.0400],
                   [0.0603, 0.0598, 0.0595, 0.0580], [0.0630, 0.0500]):
         assert confirming(screen(curve), M, patience=20, flat_patience=5) is None, curve
@@ -522,7 +533,7 @@ class _ScreenThenConfirm:
         if len(ctx.history) == 1 and not ctx.pending:
             confirm = confirming(ctx.history[0], M, patience=10, flat_patience=5)
             assert confirm is not None, ctx.history[0].curve(M)  # the screen peaked at epoch 2
-            return Proposal(params=dict(self.params), resume_from=0, fidelity={"patience": confirm[0]})
+            return Proposal(params=dict(self.params), resume_from=0, fidelity=confirm[0])
         return None
 
     def observe(self, ctx, record):

@@ -315,7 +315,7 @@ class VirtualMLEAgent:
         self._promoting[src.number] = decision.early
         self._print(f"  plan: {reason}")
         return Proposal(params=dict(src.params), user_attrs=attrs, resume_from=src.number,
-                        fidelity={"patience": confirm[0]} if confirm is not None else {})
+                        fidelity=confirm[0] if confirm is not None else {})
 
     def _screen_mark(self, decision: Decision | None, attrs: dict[str, Any],
                      step: dict[str, Any]) -> dict[str, Any]:

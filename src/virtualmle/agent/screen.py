@@ -251,24 +251,30 @@ def _early(all_rounds: dict[int, Round], incumbent: TrialRecord | None, epochs: 
 
 PAST_PEAK_DROP = 0.05  # a screen this far below its best, two validations after it, has peaked
 FLAT_RANGE = 0.03  # a screen whose validations all lie within this share of its best is flat
+FLAT_MIN_DELTA = 0.005  # a flat screen's promotion: the relative gain that resets its patience
 
 
-def confirming(screen: TrialRecord, metric: str, *, patience: int | None, flat_patience: int) -> tuple[int, str] | None:
-    """The patience a promotion of ``screen`` continues with when more epochs would only confirm
-    what its curve already shows, with the reason; None to keep the configuration's ``patience``
-    (0: no early stopping; None: not known, so the flat rule does not apply).
+def confirming(screen: TrialRecord, metric: str, *, patience: int | None,
+               flat_patience: int) -> tuple[dict[str, Any], str] | None:
+    """The fidelity a promotion of ``screen`` continues with when more epochs would only confirm
+    what its curve already shows (less patience, a gain size that resets it), with the reason;
+    None to keep the configuration's (``patience`` 0: no early stopping; None: not known, so the
+    flat rule does not apply).
 
     - Past its peak (its best two or more validations back, its last more than `PAST_PEAK_DROP`
       below it) in a configuration that stops early (patience not 0; None is the trainer's
-      default, 3): the patience is the validations since its best, so the promotion ends at
-      once and is tested at its best epoch, as early stopping would have ended it had the curve
-      not climbed back within the configuration's patience (a run without early stopping, e.g.
-      one whose decaying learning rate may lift a later epoch, is left to run). In the full-fidelity runs (steps 1-11)
-      none of the 16 promotions of such screens climbed back; they cost 116-441 s each.
-    - Flat (every validation within `FLAT_RANGE` of its best, three or more of them): at most
-      ``flat_patience`` (0: this rule is off). A flat curve's gains are noise-sized: a promotion
-      with patience 43 crept from 0.0599 to 0.0600 in 106 epochs (672 s); with patience 5 it
-      would have ended after 69 s at 0.0599.
+      default, 3): ``{"patience": k}`` with k the validations since its best, so the promotion
+      ends at once and is tested at its best epoch, as early stopping would have ended it had the
+      curve not climbed back within the configuration's patience (a run without early stopping,
+      e.g. one whose decaying learning rate may lift a later epoch, is left to run). In the
+      full-fidelity runs (steps 1-11) none of the 16 promotions of such screens climbed back; they
+      cost 116-441 s each.
+    - Flat (every validation within `FLAT_RANGE` of its best, three or more of them): patience at
+      most ``flat_patience`` and ``min_delta`` `FLAT_MIN_DELTA`, so only a gain larger than noise
+      resets it (``flat_patience`` 0: this rule is off). A flat curve's gains are noise-sized: a
+      promotion with patience 43 crept from 0.0599 to 0.0600 in 106 epochs (672 s); step 12's
+      with patience 5 still crept from 0.0582 to 0.0587, a new best every two or three
+      validations, until the budget cut it.
     """
     curve = screen.curve(metric)
     if len(curve) < 3 or max(curve) <= 0:
@@ -276,13 +282,17 @@ def confirming(screen: TrialRecord, metric: str, *, patience: int | None, flat_p
     best = max(curve)
     since = len(curve) - 1 - curve.index(best)
     if patience != 0 and since >= 2 and curve[-1] < best * (1 - PAST_PEAK_DROP):
-        return since, (f"its curve peaked at {best:.4f} {since} validations back and fell to {curve[-1]:.4f}: "
-                       f"it continues with patience {since}, so it ends at once and is tested at its best epoch")
-    longer = patience is not None and (patience == 0 or patience > flat_patience > 0)
-    if longer and min(curve) >= best * (1 - FLAT_RANGE):
-        return flat_patience, (f"its curve is flat ({min(curve):.4f}-{best:.4f}): it continues with patience "
-                               f"{flat_patience}, not {patience}, so it stops once noise-sized gains end")
-    return None
+        return {"patience": since}, (
+            f"its curve peaked at {best:.4f} {since} validations back and fell to {curve[-1]:.4f}: "
+            f"it continues with patience {since}, so it ends at once and is tested at its best epoch")
+    if flat_patience <= 0 or patience is None or min(curve) < best * (1 - FLAT_RANGE):
+        return None
+    fidelity: dict[str, Any] = {"min_delta": FLAT_MIN_DELTA}
+    if patience == 0 or patience > flat_patience:
+        fidelity["patience"] = flat_patience
+    return fidelity, (f"its curve is flat ({min(curve):.4f}-{best:.4f}): it continues with patience "
+                      f"{fidelity.get('patience', patience)}, reset only by a gain over "
+                      f"{FLAT_MIN_DELTA:.1%}, so it stops once noise-sized gains end")
 
 
 def costly(seconds: float, epochs: int, max_epochs: int, finished: list[float], *, factor: float,

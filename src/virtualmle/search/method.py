@@ -38,7 +38,7 @@ class Proposal:
             choose" (random, TPE).
         user_attrs: JSON-ready values stored on the trial, e.g. ``{"hypothesis": "..."}``.
         fidelity: overrides of how long *this* trial trains, not part of its configuration:
-            ``max_epochs``, ``patience``, ``eval_every`` (`FIDELITY_KEYS`). A trial cut short by
+            ``max_epochs``, ``patience``, ``min_delta``, ``eval_every`` (`FIDELITY_KEYS`). A trial cut short by
             a smaller ``max_epochs`` is a screen: it keeps a checkpoint and is recorded as
             pruned (``stopped_by: screen``), never as a full observation.
         resume_from: the number of a screened trial of this study whose checkpoint this trial
@@ -53,7 +53,7 @@ class Proposal:
 
 
 # What a proposal's ``fidelity`` may set: what a checkpoint allows a resumed run to change.
-FIDELITY_KEYS = frozenset({"max_epochs", "patience", "eval_every"})
+FIDELITY_KEYS = frozenset({"max_epochs", "patience", "min_delta", "eval_every"})
 
 
 @dataclass

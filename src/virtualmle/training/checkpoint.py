@@ -6,9 +6,9 @@ epoch's weights. Training resumed from it continues bit for bit where it stopped
 
 - a long run killed mid-way (a session that ends, a crash) loses at most `eval_every` epochs;
 - a trial screened at a few epochs is *promoted* to a longer run by raising `max_epochs` (and
-  `patience`) and continuing from its checkpoint instead of training again.
+  `patience`, `min_delta`) and continuing from its checkpoint instead of training again.
 
-Only `max_epochs`, `patience` and `eval_every` may differ between the run that wrote a checkpoint
+Only `max_epochs`, `patience`, `min_delta` and `eval_every` may differ between the run that wrote a checkpoint
 and the one that resumes it; with a decaying learning-rate schedule `max_epochs` may not either
 (the schedule's length is part of the trajectory). Anything else is a `CheckpointError`.
 """
@@ -29,7 +29,7 @@ from virtualmle.files import write_atomic
 
 FORMAT = 1
 # What a resumed run may change: how long it trains and how often it validates.
-CHANGEABLE = frozenset({"max_epochs", "patience", "eval_every"})
+CHANGEABLE = frozenset({"max_epochs", "patience", "min_delta", "eval_every"})
 
 
 class CheckpointError(ConfigError):
@@ -69,7 +69,8 @@ class RunState:
     best_score: float
     best_epoch: int
     best_state: dict[str, torch.Tensor]
-    since_best: int
+    since_best: int  # validations since patience was last reset
+    ref_score: float | None = None  # the score that reset it (`min_delta`); None: best_score
 
 
 def save(path: str | os.PathLike[str], *, config: Any, data: Any, state: RunState,
@@ -86,6 +87,7 @@ def save(path: str | os.PathLike[str], *, config: Any, data: Any, state: RunStat
         "best_epoch": state.best_epoch,
         "best_state": state.best_state,
         "since_best": state.since_best,
+        "ref_score": state.best_score if state.ref_score is None else state.ref_score,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -145,7 +147,8 @@ def restore(blob: dict[str, Any], *, model: torch.nn.Module, optimizer: torch.op
     gen.set_state(blob["rng"]["negatives"])
     return RunState(epoch=blob["epoch"], logs=blob["logs"], best_score=blob["best_score"],
                     best_epoch=blob["best_epoch"], best_state=blob["best_state"],
-                    since_best=blob["since_best"])
+                    since_best=blob["since_best"],
+                    ref_score=blob.get("ref_score", blob["best_score"]))  # (older checkpoints: the best)
 
 
 def _plain(value: Any) -> Any:

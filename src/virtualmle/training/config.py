@@ -172,6 +172,9 @@ class TrainConfig(BaseModel):
     mask_padding_keys: bool = True  # sasrec: hide padding keys (published PyTorch code: causal only)
     max_epochs: int = Field(20, ge=1, le=10_000)
     patience: int = Field(3, ge=0, le=10_000)  # validations without improvement, 0 = never stop early
+    # Relative gain a validation needs to reset patience (0.005: 0.5% of the score it must beat);
+    # the best epoch's weights still follow every gain. 0 = any gain resets it.
+    min_delta: float = Field(0.0, ge=0.0, le=1.0)
     eval_every: int = Field(1, ge=1, le=1000)  # validate every k epochs (and after the last)
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"  # decay after warm-up
     warmup_epochs: float = Field(0.0, ge=0.0, le=1000.0)  # linear warm-up length (fractions ok)
@@ -316,6 +319,7 @@ PARAM_HELP: dict[str, str] = {
     "mask_padding_keys": "sasrec: hide padding keys from attention (the published PyTorch code does not)",
     "max_epochs": "epochs at most",
     "patience": "validations without improvement before stopping, 0 = never",
+    "min_delta": "relative gain a validation needs to reset patience (0.005 = 0.5%), 0 = any gain",
     "eval_every": "validate every k epochs (and after the last one)",
     "lr_schedule": "constant | linear | cosine: decay to 0 at max_epochs after the warm-up",
     "warmup_epochs": "linear learning-rate warm-up, in epochs (fractions allowed), 0 = none",

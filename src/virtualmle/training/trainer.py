@@ -153,6 +153,14 @@ def xavier_init(model: torch.nn.Module, *, keep_ffn: bool = False) -> None:
                     module.weight[module.padding_idx].zero_()
 
 
+def resets_patience(score: float, reference: float, min_delta: float) -> bool:
+    """Whether a validation `score` resets early stopping's patience: it beats `reference` (the
+    score that last reset it) by more than `min_delta` of it. Any gain counts with min_delta 0."""
+    if not math.isfinite(reference):
+        return score > reference
+    return score > reference + min_delta * abs(reference)
+
+
 def _check_finite(value: float, what: str, epoch: int, step: int, config: TrainConfig) -> None:
     if not math.isfinite(value):
         raise DivergedError(
@@ -241,7 +249,7 @@ def train(
         progress: show a rich progress display (batches per epoch and one line per epoch).
         checkpoint: a file the run's state is written to after every validation; when it
             exists, training continues from it (training/checkpoint.py: only `max_epochs`,
-            `patience` and `eval_every` may differ from the run that wrote it).
+            `patience`, `min_delta` and `eval_every` may differ from the run that wrote it).
         stop_file: when this file appears, the epoch ends after its current batch, the model is
             validated and training stops ("pruned"); a search writes it when its compute budget
             is spent, or when its method gives the run up (then `discarded` says so and the cut
@@ -277,7 +285,8 @@ def train(
     logs: list[EpochLog] = []
     best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
     stopped = "max_epochs"
-    since_best = 0  # validations without improvement
+    since_best = 0  # validations since patience was last reset (a gain of more than min_delta)
+    ref_score = -math.inf  # the score that last reset it
     resumed = 0
     blob = ckpt.load(checkpoint, config=config, data=data) if checkpoint is not None else None
     if blob is not None:
@@ -286,6 +295,7 @@ def train(
                 for e in state.logs]
         best_score, best_epoch, best_state = state.best_score, state.best_epoch, state.best_state
         since_best, resumed = state.since_best, state.epoch
+        ref_score = state.best_score if state.ref_score is None else state.ref_score
         logger.info("resumed from %s at epoch %d (best %d)", checkpoint, resumed, best_epoch)
         if config.patience and since_best >= config.patience:
             stopped = "early_stop"
@@ -308,8 +318,10 @@ def train(
             log = EpochLog(epoch, train_loss, valid, time.perf_counter() - t0, config.metric)
             t0 = time.perf_counter()
             if log.score > best_score:
-                best_score, best_epoch, log.is_best, since_best = log.score, epoch, True, 0
+                best_score, best_epoch, log.is_best = log.score, epoch, True
                 best_state = copy.deepcopy(model.state_dict())
+            if resets_patience(log.score, ref_score, config.min_delta):
+                ref_score, since_best = log.score, 0
             else:
                 since_best += 1
             logs.append(log)
@@ -317,7 +329,7 @@ def train(
                 ckpt.save(checkpoint, config=config, data=data, model=model, optimizer=optimizer,
                           scheduler=scheduler, rng=rng, gen=gen, state=ckpt.RunState(
                               epoch, [{**e.to_json(), "is_best": e.is_best} for e in logs],
-                              best_score, best_epoch, best_state, since_best))
+                              best_score, best_epoch, best_state, since_best, ref_score))
             if display:
                 display.epoch_done(log)
             if (on_epoch is not None and on_epoch(log)) or run.cut:
