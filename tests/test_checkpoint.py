@@ -14,7 +14,9 @@ from conftest import beauty_slice
 from virtualmle.data import SequenceData, load_dataset
 from virtualmle.errors import ConfigError
 from virtualmle.training import TrainConfig, train
+from virtualmle.training import checkpoint as ckpt
 from virtualmle.training.checkpoint import CheckpointError
+from virtualmle.training.trainer import setup_run
 
 SMALL = {"hidden": 32, "blocks": 1, "batch_size": 128, "negatives": 50, "patience": 0}
 
@@ -154,7 +156,8 @@ def test_min_delta_stops_a_creeping_curve_and_keeps_its_best_epoch(beauty, tmp_p
     assert cut.best_epoch == 1 + curve.index(max(curve[:len(cut.epochs)]))
     assert len(cut.epochs) - cut.best_epoch < 3 and cut.valid == cut.epochs[cut.best_epoch - 1].valid
     # A screen written with min_delta 0 (5 epochs) and promoted with min_delta 0.15 is the same
-    # run; so is one whose checkpoint predates min_delta (it resumes from its best score).
+    # run (on this curve its gains up to epoch 5 are all over 15%); so is one whose checkpoint
+    # predates min_delta (it resumes from its best score).
     for old in (False, True):
         path = tmp_path / f"screen{old}.ckpt"
         train(beauty, TrainConfig.for_model("sasrec", **{**creep, "max_epochs": 5}, patience=3), checkpoint=path)
@@ -166,3 +169,17 @@ def test_min_delta_stops_a_creeping_curve_and_keeps_its_best_epoch(beauty, tmp_p
         assert promoted.resumed_epoch == 5 and promoted.stopped == "early_stop"
         assert [e.score for e in promoted.epochs] == [e.score for e in cut.epochs]
         assert promoted.best_epoch == cut.best_epoch and promoted.test == cut.test
+    # The checkpoint keeps the score that last reset patience, apart from the best: after a best
+    # that did not reset it, the two differ, and a resume reads the former back.
+    path = tmp_path / "strict.ckpt"
+    train(beauty, TrainConfig.for_model("sasrec", **{**creep, "max_epochs": cut.best_epoch}, patience=0,
+                                        min_delta=0.15), checkpoint=path)
+    blob = torch.load(path, weights_only=True)
+    resets = [e for e in cut.epochs if e.epoch < cut.best_epoch]
+    assert blob["best_score"] == curve[cut.best_epoch - 1] > blob["ref_score"]
+    assert blob["ref_score"] in [e.score for e in resets] and blob["since_best"] >= 1
+    run = setup_run(beauty, strict)
+    state = ckpt.restore(blob, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, rng=run.rng,
+                         gen=run.gen)
+    assert (state.ref_score, state.best_score, state.since_best) == (blob["ref_score"], blob["best_score"],
+                                                                    blob["since_best"])

@@ -296,6 +296,12 @@ def test_training_length_changes_that_would_repeat_the_parent_run_are_not_candid
     assert reruns_parent({"eval_every": [1, 5]}, capped)  # after the cap: coarser, patience of 25 epochs
     # The default failed (a timeout, say): a shorter run is a remedy, not a repeat.
     assert not reruns_parent({"max_epochs": [200, 170]}, pending_default)
+    # min_delta is training length: a smaller one after the cap resets patience at least as often
+    # (the same run); a larger one, or any change after an early stop, may stop at another epoch.
+    assert reruns_parent({"min_delta": [0.01, 0.0]}, capped)
+    assert not reruns_parent({"min_delta": [0.0, 0.01]}, capped)
+    assert not reruns_parent({"min_delta": [0.01, 0.0]}, early)
+    assert reruns_parent({"min_delta": [0.0, 0.01]}, pending_default, running=True)
 
 
 def test_the_agent_does_not_retrain_an_early_stopped_incumbent_with_a_longer_or_same_cap(tmp_path):

@@ -254,12 +254,12 @@ FLAT_RANGE = 0.03  # a screen whose validations all lie within this share of its
 FLAT_MIN_DELTA = 0.005  # a flat screen's promotion: the relative gain that resets its patience
 
 
-def confirming(screen: TrialRecord, metric: str, *, patience: int | None,
-               flat_patience: int) -> tuple[dict[str, Any], str] | None:
+def confirming(screen: TrialRecord, metric: str, *, patience: int | None, flat_patience: int,
+               min_delta: float = 0.0) -> tuple[dict[str, Any], str] | None:
     """The fidelity a promotion of ``screen`` continues with when more epochs would only confirm
     what its curve already shows (less patience, a gain size that resets it), with the reason;
     None to keep the configuration's (``patience`` 0: no early stopping; None: not known, so the
-    flat rule does not apply).
+    flat rule does not apply; ``min_delta``: the configuration's, never lowered).
 
     - Past its peak (its best two or more validations back, its last more than `PAST_PEAK_DROP`
       below it) in a configuration that stops early (patience not 0; None is the trainer's
@@ -287,12 +287,16 @@ def confirming(screen: TrialRecord, metric: str, *, patience: int | None,
             f"it continues with patience {since}, so it ends at once and is tested at its best epoch")
     if flat_patience <= 0 or patience is None or min(curve) < best * (1 - FLAT_RANGE):
         return None
-    fidelity: dict[str, Any] = {"min_delta": FLAT_MIN_DELTA}
+    fidelity: dict[str, Any] = {}
     if patience == 0 or patience > flat_patience:
         fidelity["patience"] = flat_patience
+    if min_delta < FLAT_MIN_DELTA:
+        fidelity["min_delta"] = FLAT_MIN_DELTA
+    if not fidelity:
+        return None
     return fidelity, (f"its curve is flat ({min(curve):.4f}-{best:.4f}): it continues with patience "
                       f"{fidelity.get('patience', patience)}, reset only by a gain over "
-                      f"{FLAT_MIN_DELTA:.1%}, so it stops once noise-sized gains end")
+                      f"{max(min_delta, FLAT_MIN_DELTA):.1%}, so it stops once noise-sized gains end")
 
 
 def costly(seconds: float, epochs: int, max_epochs: int, finished: list[float], *, factor: float,

@@ -17,6 +17,7 @@ from typing import Any
 
 from virtualmle.agent.candidates import Candidate
 from virtualmle.agent.diagnostics import Observation
+from virtualmle.search.method import FIDELITY_KEYS
 
 
 def _patience(p: Any) -> float:
@@ -25,20 +26,21 @@ def _patience(p: Any) -> float:
 
 def reruns_parent(changed: dict[str, list[Any]], parent: Observation, *, running: bool = False,
                   schedule: str = "constant") -> bool:
-    """Whether a change of training length alone (``max_epochs``, ``patience``, ``eval_every``)
-    would train `parent`'s run again, epoch for epoch (or validated more coarsely): a whole trial
+    """Whether a change of training length alone (``max_epochs``, ``patience``, ``min_delta``,
+    ``eval_every``: `FIDELITY_KEYS`) would train `parent`'s run again, epoch for epoch (or validated more coarsely): a whole trial
     that measures nothing.
 
     `parent` trained epochs 1..``last_epoch`` and ended by early stopping or at its cap (its own
     ``max_epochs``, or a search's ``--max-epochs`` below it). The same run comes out when the new
     cap still reaches that epoch and the run neither stops sooner nor goes on longer: after an
     early stop, the same patience in epochs (``patience * eval_every``); after the cap, the same
-    cap and at least as much patience (0 means none). With a decaying learning-rate `schedule` (searched or fixed) the schedule
+    cap and at least as much patience (0 means none) and no larger ``min_delta`` (a smaller one
+    resets patience at least as often; after an early stop any change of it is a new run). With a decaying learning-rate `schedule` (searched or fixed) the schedule
     stretches with ``max_epochs``, so a ``max_epochs`` change is always a new run. `running`: the
     parent is still training (the default, while another worker proposes): a change of its
     training length alone would repeat its first epochs at best, so it waits for the curve.
     """
-    if not changed or set(changed) - {"max_epochs", "patience", "eval_every"}:
+    if not changed or set(changed) - FIDELITY_KEYS:
         return False
     if running:
         return True
@@ -50,6 +52,9 @@ def reruns_parent(changed: dict[str, list[Any]], parent: Observation, *, running
     old_max, new_max = changed.get("max_epochs", [params.get("max_epochs")] * 2)
     old_p, new_p = changed.get("patience", [params.get("patience")] * 2)
     old_k, new_k = changed.get("eval_every", [params.get("eval_every") or 1] * 2)
+    old_d, new_d = changed.get("min_delta", [params.get("min_delta") or 0.0] * 2)
+    if new_d != old_d and (parent.stopped == "early_stop" or not new_d < old_d):
+        return False  # it may stop at another epoch: a new run
     if not isinstance(old_k, int) or not isinstance(new_k, int) or new_k < old_k:
         return False  # validated more often: it may find a better epoch
     old_p, new_p = _patience(old_p) * old_k, _patience(new_p) * new_k  # in epochs

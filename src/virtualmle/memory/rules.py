@@ -31,7 +31,7 @@ REGIMES: dict[str, list[float]] = {
 }
 
 # Parameters whose best value is about the run, not the data; never transferred.
-NON_TRANSFERABLE = frozenset({"seed", "metric", "model", "max_epochs", "patience"})
+NON_TRANSFERABLE = frozenset({"seed", "metric", "model", "max_epochs", "patience", "min_delta"})
 
 
 class Action(BaseModel):

@@ -45,6 +45,7 @@ _SHARED: dict[str, Any] = {
     "mask_padding_keys": True,
     "max_epochs": 20,
     "patience": 3,
+    "min_delta": 0.0,
     "eval_every": 1,
     "lr_schedule": "constant",
     "warmup_epochs": 0.0,

@@ -320,7 +320,8 @@ def train(
             if log.score > best_score:
                 best_score, best_epoch, log.is_best = log.score, epoch, True
                 best_state = copy.deepcopy(model.state_dict())
-            if resets_patience(log.score, ref_score, config.min_delta):
+            # (Only a new best resets it: a resume with a lower min_delta keeps "any gain" a gain.)
+            if log.is_best and resets_patience(log.score, ref_score, config.min_delta):
                 ref_score, since_best = log.score, 0
             else:
                 since_best += 1
