@@ -18,11 +18,11 @@ agent after the fixes step 6 called for), of step 8 (`agent_step8.journal`: step
 them undone), of step 10 (`agent_step10.journal`: step 8's agent after three more fixes) and of step 9
 (`agent_code.journal`: step 10's agent with its LLM steps off), of step 11 (`agent_step11.journal`:
 step 10's agent after two fixes in the loop), of step 12 (`agent_step12.journal`: step 11's agent
-with promotions that only confirm cut short) and of step 13 (`agent_step13.journal`: step 12's agent
-with a flat screen's promotion reset only by a gain over 0.5%) join the methods table as `<method> (current)`,
+with promotions that only confirm cut short) and of step 13 (`agent_seeds.journal`,
+`tpe_seeds.journal`: the agent of today and TPE + Hyperband on seeds 3-5) join the methods table as `<method> (current)`,
 `agent-screen (early promotion)`, `agent-screen (step 7)`, `agent-screen (step 8)`,
 `agent-code-screen (step 9)`, `agent-screen (step 10)`, `agent-screen (step 11)` and
-`agent-screen (step 12)` and `agent-screen (step 13)`, measured
+`agent-screen (step 12)`, `agent-screen (seeds 3-5)` and `tpe+hyperband (seeds 3-5)`, measured
 against step 1's target.
 
 Per run: the configuration chosen on validation (the best completed trial, or one the compute
@@ -62,11 +62,11 @@ CURRENT_JOURNALS = [ROOT / "benchmarks" / "tables" / "ff_search" / name
                     for name in ("agent_current.journal", "tpe_current.journal", "agent_early.journal",
                                  "agent_step7.journal", "agent_step8.journal", "agent_code.journal",
                                  "agent_step10.journal", "agent_step11.journal", "agent_step12.journal",
-                                 "agent_step13.journal")]
+                                 "agent_seeds.journal", "tpe_seeds.journal")]
 # The row label of a later step's runs (default: current).
 LABELS = {"agent_early": "early promotion", "agent_step7": "step 7", "agent_step8": "step 8",
           "agent_code": "step 9", "agent_step10": "step 10", "agent_step11": "step 11",
-          "agent_step12": "step 12", "agent_step13": "step 13"}
+          "agent_step12": "step 12", "agent_seeds": "seeds 3-5", "tpe_seeds": "seeds 3-5"}
 # The transfer step's studies (bench/transfer.py): sources, then the target's arms.
 SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
 ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
@@ -229,8 +229,9 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
               "`agent-screen (step 12)` (`agent_step12.journal`) is step 11's agent with promotions that "
               "would only confirm their screen cut short: one past its peak ends at once and is tested at "
               "its best epoch, a flat one continues with patience 5 at most (`confirming`); "
-              "`agent-screen (step 13)` (`agent_step13.journal`) is step 12's agent with a flat screen's "
-              "promotion reset only by a gain of more than 0.5% (`min_delta` 0.005). "
+              "`agent-screen (seeds 3-5)` and `tpe+hyperband (seeds 3-5)` (step 13, `agent_seeds.journal`, "
+              "`tpe_seeds.journal`) are the agent of today (step 12's, its past-peak rule narrowed to "
+              "configurations that stop early) and TPE + Hyperband on seeds 3-5. "
               "What changed in the agent since the `agent-screen` rows: candidates with "
               "a decaying learning-rate schedule are screened too; parameters a configuration never reads "
               "do not make a new candidate (`virtualmle/inert.py`); a screen far costlier than the study's "

@@ -468,20 +468,19 @@ def test_a_promotion_that_would_only_confirm_its_screen_continues_with_less_pati
     # confirm the peak. Now it continues with the patience its screen already spent.
     fidelity, why = confirming(screen([0.0533, 0.0622, 0.0617, 0.0525, 0.0463]), M, patience=20, flat_patience=5)
     assert fidelity == {"patience": 3} and "peaked at 0.0622 3 validations back" in why and "ends at once" in why
-    # Flat (within 3% of its best): at most 5 validations without a gain over 0.5%, not the
-    # configuration's 43 (or none at all: patience 0 is no early stopping); a configuration whose
-    # patience is already short keeps it, and only the size of a gain that resets it changes.
+    # Flat (within 3% of its best): at most 5 validations without gain, not the configuration's 43
+    # (or none at all: patience 0 is no early stopping).
     flat = screen([0.0609, 0.0609, 0.0609, 0.0613, 0.0615])
-    assert confirming(flat, M, patience=43, flat_patience=5)[0] == {"patience": 5, "min_delta": 0.005}
-    assert confirming(flat, M, patience=0, flat_patience=5)[0] == {"patience": 5, "min_delta": 0.005}
-    fidelity, why = confirming(flat, M, patience=3, flat_patience=5)
-    assert fidelity == {"min_delta": 0.005} and "patience 3, reset only by a gain over 0.5%" in why
-    # Nothing to change: a flat screen whose patience is not known (the configuration's
-    # default) or with the rule off, a rising screen, one dip, a drop under 5%, or too few validations.
+    fidelity, why = confirming(flat, M, patience=43, flat_patience=5)
+    assert fidelity == {"patience": 5} and "continues with patience 5, not 43" in why
+    assert confirming(flat, M, patience=0, flat_patience=5)[0] == {"patience": 5}
+    # Nothing to change: a flat screen whose patience is already short or not known (the
+    # configuration's default) or with the rule off, a rising screen, one dip, a drop under 5%, or too few validations.
     # A configuration without early stopping (patience 0) is not cut at its peak: its run goes on.
     assert confirming(screen([0.0533, 0.0622, 0.0617, 0.0525, 0.0463]), M, patience=0, flat_patience=5) is None
+    assert confirming(flat, M, patience=3, flat_patience=5) is None
     assert confirming(flat, M, patience=None, flat_patience=5) is None
-    # The loop stores such a fidelity with the trial (a resumed study runs it the same); a key a
+    # The loop stores a fidelity with the trial (a resumed study runs it the same); a key a
     # checkpoint may not change is refused.
     from virtualmle.search.recording import fidelity_attrs
     from virtualmle.search.method import Proposal

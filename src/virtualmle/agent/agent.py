@@ -302,9 +302,8 @@ class VirtualMLEAgent:
         src = decision.promote
         assert src is not None
         a = self._attrs(src)
-        config = {**self.space.fixed, **src.params}
-        confirm = (confirming(src, metric, patience=config.get("patience"), flat_patience=self.cfg.confirm_patience,
-                              min_delta=config.get("min_delta") or 0.0)
+        patience = {**self.space.fixed, **src.params}.get("patience")
+        confirm = (confirming(src, metric, patience=patience, flat_patience=self.cfg.confirm_patience)
                    if self.cfg.confirm_patience > 0 else None)
         reason = decision.reason + (f"; {confirm[1]}" if confirm is not None else "")
         step = {"mode": self.cfg.mode, "source": "promotion", "reason": reason, "fallback": None,

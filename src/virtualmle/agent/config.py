@@ -68,8 +68,8 @@ class AgentConfig:
             screen is stopped only when it is also a large part of what the study may spend.
         confirm_patience: a promotion that would only confirm its screen's curve continues with
             less patience (`agent/screen.py`, `confirming`): one past its peak ends at once, a
-            flat one with at most this patience, reset only by a gain over 0.5% (`min_delta`);
-            0: every promotion keeps its configuration's patience and min_delta.
+            flat one with at most this patience; 0: every promotion keeps its configuration's
+            patience.
     """
 
     mode: Mode = "hybrid"

@@ -76,8 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--confirm-patience", type=int, default=5, metavar="P",
                    help="with --screen-epochs: a promotion that would only confirm its screen's curve continues "
                         "with less patience: one past its peak ends at once (tested at its best epoch), a flat "
-                        "one with at most P validations without a gain over 0.5% (default 5; 0: promotions "
-                        "keep their configuration's patience and min_delta)")
+                        "one with at most P validations without gain (default 5; 0: promotions keep their "
+                        "configuration's patience)")
     p.add_argument("--plateau-k", type=int, default=3, metavar="K",
                    help="after K trials on the same parameters without improvement, force another parameter (default 3)")
     p.add_argument("--shortlist", type=int, default=4, metavar="N",
