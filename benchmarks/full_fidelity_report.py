@@ -67,6 +67,11 @@ CURRENT_JOURNALS = [ROOT / "benchmarks" / "tables" / "ff_search" / name
 LABELS = {"agent_early": "early promotion", "agent_step7": "step 7", "agent_step8": "step 8",
           "agent_code": "step 9", "agent_step10": "step 10", "agent_step11": "step 11",
           "agent_step12": "step 12", "agent_seeds": "seeds 3-5", "tpe_seeds": "seeds 3-5"}
+# Rows pooled over seeds 0-5 (step 13 added seeds 3-5): the agent of today's code path (step 12's
+# seeds 0-2; its one later change, the narrowed past-peak rule, did not fire there) and TPE +
+# Hyperband (step 5's seeds 0-2, on the machine of steps 4-12).
+POOLS = {"agent-screen, seeds 0-5 (step 12 + seeds 3-5)": ("agent-screen (step 12)", "agent-screen (seeds 3-5)"),
+         "tpe+hyperband, seeds 0-5 (current + seeds 3-5)": ("tpe+hyperband (current)", "tpe+hyperband (seeds 3-5)")}
 # The transfer step's studies (bench/transfer.py): sources, then the target's arms.
 SOURCE = re.compile(r"^transfer-src-(?P<method>[a-z_]+)-[a-z]+-[a-z0-9_]+-s(?P<seed>\d+)$")
 ARM = re.compile(r"^bench-transfer-[a-z_]+-[a-z]+-(?P<method>auto|rules|trials|none)-[a-z0-9_]+-s(?P<seed>\d+)$")
@@ -196,6 +201,7 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
         L.append(f"| {method} | {len(rs)} | {_f(mean(valid))} ± {_f(se(valid))} | {_f(mean(test))} ± {_f(se(test))} "
                  f"| {_f(mean(hr))} | {_f(mean(cut_v))} / {_f(mean(cut_t))} | {_min(mean([r.spent for r in rs]))} "
                  f"| {len(hit)}/{len(rs)} | {_min(mean(hit))} |")
+    L += pooled(done, target)
     L += ["", "Every run, finished or not:", "",
           "| method | seed | status | trials (how they ended) | compute, min | best valid | test NDCG@10 | test HR@10 | "
           "chosen configuration (some of its parameters) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -240,6 +246,34 @@ def section(runs: list[Run], plot: str | None, current: list[Run] = ()) -> str: 
     if plot:
         L += ["", f"![best validation NDCG@10 against compute]({plot})"]
     return "\n".join(L) + "\n"
+
+
+def pooled(done: list[Run], target: float | None) -> list[str]:
+    """The `POOLS` rows (finished runs only), and the difference of their mean tests."""
+    rows, tests = [], {}
+    for label, methods in POOLS.items():
+        rs = [r for r in done if r.method in methods]
+        if not rs:
+            continue
+        valid = [r.best_valid for r in rs if r.best_valid is not None]
+        tests[label] = test = [r.test["ndcg@10"] for r in rs if "ndcg@10" in r.test]
+        hit = [x for x in (r.to_reach(target) for r in rs) if x is not None] if target is not None else []
+        rows.append(f"| {label} | {', '.join(str(r.seed) for r in sorted(rs, key=lambda r: r.seed))} "
+                    f"| {_f(mean(valid))} ± {_f(se(valid))} | {_f(mean(test))} ± {_f(se(test))} "
+                    f"| {len(hit)}/{len(rs)} |")
+    if not rows:
+        return []
+    L = ["", "Pooled over seeds (finished runs; step 13 adds seeds 3-5 to the agent of step 12 and to "
+         "TPE + Hyperband of step 5):", "",
+         "| pool | seeds | best valid NDCG@10 (mean ± se) | test NDCG@10 of chosen (mean ± se) | reached target |",
+         "|---|---|---|---|---|", *rows]
+    pools = list(tests.values())
+    if len(pools) == 2 and all(len(t) >= 2 for t in pools):
+        ta, tb = pools
+        diff, err = mean(ta) - mean(tb), (se(ta) ** 2 + se(tb) ** 2) ** 0.5
+        L += ["", f"Difference of the mean tests (first pool minus second): {diff:+.4f} ± {err:.4f} (se of the "
+                  f"difference, unpaired: a seed means nothing shared across methods)."]
+    return L
 
 
 def transfer_section(sources: list[Run], arms: list[Run], target: float | None,
