@@ -274,7 +274,7 @@ def confirming(screen: TrialRecord, metric: str, *, patience: int | None,
       counts any gain; a gain-size threshold (``min_delta``) on top of patience 5 was replayed on
       the 38 flat promotions of the committed full-fidelity journals and is not used: 0.005 would
       have saved 198 s more in all and lost 0.0007 more, on two (one at 0.0590 instead of
-      0.0596); 0.01, 647 s more and 0.0027 more, on three (docs/search.md).
+      0.0596); 0.01, 647 s more and 0.0026 more, on three (docs/search.md).
     """
     curve = screen.curve(metric)
     if len(curve) < 3 or max(curve) <= 0:
