@@ -136,6 +136,7 @@ def test_bad_method_name_is_one_line_exit_2(tmp_path):
     [
         (["--table", str(TABLE), "--executor", "ray"], "cannot be used with --table"),
         (["--data", "beauty", "--ray-address", "127.0.0.1:1"], "--ray-address needs --executor ray"),
+        (["--data", "beauty", "--agent-screen-repeat", "2"], "--agent-screen-repeat K needs K >= 0 and --agent-screen"),
     ],
 )
 def test_executor_options_are_checked_before_any_work(tmp_path, extra, message):

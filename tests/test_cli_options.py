@@ -84,7 +84,8 @@ def _search(tmp: Path, method: str, *extra: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("bad, named", [(("--metric", "foo"), "'foo'"), (("--screen-cost", "-1"), "--screen-cost"),
-                                       (("--confirm-patience", "-1"), "--confirm-patience")])
+                                       (("--confirm-patience", "-1"), "--confirm-patience"),
+                                       (("--screen-repeat", "-1"), "--screen-repeat")])
 def test_tune_refuses_a_bad_option_up_front(tmp_path: Path, bad: tuple[str, str], named: str) -> None:
     proc = _cli("tune", "--data", "beauty", *bad, "--trials", "1", "--storage",
                 f"sqlite:///{tmp_path / 't.db'}", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)

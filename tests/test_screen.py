@@ -12,6 +12,7 @@ import pytest
 
 from virtualmle.agent import AgentConfig, VirtualMLEAgent
 from virtualmle.agent.screen import costly, decide
+from virtualmle.errors import ConfigError
 from virtualmle.records import A_SCREEN, Outcome, TrialRecord
 from virtualmle.search.loop import CHECKPOINT, SearchOptions, run_search
 from virtualmle.search.method import RunningTrial, SearchContext
@@ -418,6 +419,41 @@ def test_the_agent_watches_its_screens_cost_only_when_it_screens(tmp_path):
     off = VirtualMLEAgent(space=ctx.space, seed=0, llm=None, config=AgentConfig(
         reflection=False, memory=False, transfer="none", screen_epochs=5, screen_cost_factor=0))
     assert off.watch is None
+
+
+def test_a_screen_that_repeats_a_finished_flat_curve_is_stopped(tmp_path):
+    from virtualmle.agent.flat import repeats
+
+    # Step 12's seed 0: with strong score priors screen #9 ran 0.0609, 0.0609, 0.0609, 0.0613,
+    # 0.0615; screens #13 and #14 (attn_dropout alone) repeated it to four decimals, 257 s each.
+    def trial(number, curve, **kw):
+        return TrialRecord(number=number, params={"hidden": number}, outcome=Outcome.PRUNED, value=max(curve),
+                           epochs=tuple({"epoch": i + 1, "valid": {M: v}} for i, v in enumerate(curve)),
+                           user_attrs={A_SCREEN: {"round": 2, "epochs": 5}, "stopped_by": "screen"}, **kw)
+    nine = trial(9, [0.0609, 0.0609, 0.0609, 0.0613, 0.0615])
+    rising = trial(2, [0.0095, 0.0208, 0.0314, 0.0385, 0.0463])  # not flat: no reference
+    running = RunningTrial(number=13, params={"hidden": 13}, curve=(0.0609, 0.0609), epochs=2, max_epochs=5,
+                           seconds=110.0, screen=True)
+    why = repeats(running, [rising, nine], M, points=2)
+    assert why is not None and "repeat trial #9's within 0.2%" in why and "0.0609-0.0615" in why
+    # Not yet (one validation), not a match (0.5% off at epoch 2), not at the same epochs (the
+    # running screen validated every other epoch), or the rule off.
+    assert repeats(RunningTrial(**{**running.__dict__, "curve": (0.0609,), "epochs": 1}), [nine], M, points=2) is None
+    assert repeats(RunningTrial(**{**running.__dict__, "curve": (0.0609, 0.0612)}), [nine], M, points=2) is None
+    assert repeats(RunningTrial(**{**running.__dict__, "epochs": 4}), [nine], M, points=2) is None
+    assert repeats(running, [nine], M, points=0) is None
+    # Early epochs of a slow start look alike across configurations and are not flat: a screen
+    # that matches the rising default's first two validations goes on (they diverged later).
+    assert repeats(RunningTrial(**{**running.__dict__, "curve": (0.0095, 0.0208)}), [rising], M, points=2) is None
+    # The agent's watch hook stops it when asked for (--screen-repeat), and only then.
+    ctx = _ctx(tmp_path, [rising, nine])
+    config = dict(reflection=False, memory=False, transfer="none", screen_epochs=5, screen_cost_factor=0)
+    on = VirtualMLEAgent(space=ctx.space, seed=0, llm=None, config=AgentConfig(**config, screen_repeat=2))
+    assert on.watch(ctx, running) == why
+    assert on.watch(ctx, RunningTrial(**{**running.__dict__, "screen": False})) is None  # a full run goes on
+    assert VirtualMLEAgent(space=ctx.space, seed=0, llm=None, config=AgentConfig(**config)).watch is None
+    with pytest.raises(ConfigError, match="screen_repeat must be >= 0"):
+        AgentConfig(screen_repeat=-1).check()
 
 
 def test_after_a_resume_that_lost_the_default_run_the_agent_runs_it_again(tmp_path):

@@ -56,7 +56,7 @@ from virtualmle.agent.candidates import Candidate, generate_candidates
 from virtualmle.agent.config import AgentConfig
 from virtualmle.agent.diagnostics import Observation, best_of, diagnose
 from virtualmle.agent.fallback_notice import FallbackNotice
-from virtualmle.agent.flat import flat_params, without_flat
+from virtualmle.agent.flat import flat_params, repeats, without_flat
 from virtualmle.agent.global_candidates import global_candidates, random_candidate, tpe_candidates
 from virtualmle.agent.training_length import rerun_check
 from virtualmle.agent.llm_call import LLMCaller
@@ -128,7 +128,7 @@ class VirtualMLEAgent:
         self.view: SpaceView = space_view(space)
         # The loop's optional watch hook, offered only when asked for: without it the loop does
         # not stream a trial's epochs back for judging (`search.method.Method`).
-        watching = cfg.stop_hopeless or (cfg.screen_epochs > 0 and cfg.screen_cost_factor > 0)
+        watching = cfg.stop_hopeless or (cfg.screen_epochs > 0 and (cfg.screen_cost_factor > 0 or cfg.screen_repeat > 0))
         self.watch = self._watch if watching else None
         self.llm = LLMCaller.of(llm, max_tokens_budget=max_llm_tokens, retries=cfg.unavailable_retries)
         self._observed: dict[int, dict[str, Any]] = {}  # attrs returned by observe this session
@@ -184,9 +184,14 @@ class VirtualMLEAgent:
 
     # ---- watch a running trial ------------------------------------------------------------------
     def _watch(self, ctx: SearchContext, trial: RunningTrial) -> str | None:
-        """The loop's `watch` hook: stop a screen that costs too much and is not `ahead`
+        """The loop's `watch` hook: stop a screen that repeats a finished trial's flat curve
+        (``screen_repeat``, `agent/flat.py` `repeats`), one that costs too much and is not `ahead`
         (``screen_cost_factor``), or a trial whose curve cannot reach the incumbent (``stop_hopeless``)."""
         inc = ctx.incumbent
+        if trial.screen and self.cfg.screen_epochs > 0 and self.cfg.screen_repeat > 0:
+            reason = repeats(trial, ctx.history, ctx.metric, points=self.cfg.screen_repeat)
+            if reason:
+                return reason
         if trial.screen and self.cfg.screen_epochs > 0 and self.cfg.screen_cost_factor > 0:
             screens = [r for r in ctx.history if is_screen(self._attrs(r))]
             reason = screen_too_costly(trial, screens, inc, ctx.metric, factor=self.cfg.screen_cost_factor,

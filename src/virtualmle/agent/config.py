@@ -66,6 +66,8 @@ class AgentConfig:
             (`agent/screen.py`, `costly`); 0 turns the cap off.
         screen_cost_share: with a compute budget, the cap is never below this share of it: a
             screen is stopped only when it is also a large part of what the study may spend.
+        screen_repeat: stop a running screen once its first this-many validations repeat a
+            finished trial's flat curve (`agent/flat.py`, `repeats`); 0 (default) turns it off.
         confirm_patience: a promotion that would only confirm its screen's curve continues with
             less patience (`agent/screen.py`, `confirming`): one past its peak ends at once, a
             flat one with at most this patience; 0: every promotion keeps its configuration's
@@ -100,6 +102,7 @@ class AgentConfig:
     screen_cost_factor: float = 5.0
     screen_cost_share: float = 0.15
     confirm_patience: int = 5
+    screen_repeat: int = 0
 
     def check(self) -> None:
         """Refuse switches no agent can run with (one line, `ConfigError`)."""
@@ -108,6 +111,8 @@ class AgentConfig:
         if self.screen_epochs < 0 or self.screen_width < 1:
             raise ConfigError(f"screening needs screen_epochs >= 0 and screen_width >= 1, not "
                               f"{self.screen_epochs} and {self.screen_width}")
+        if self.screen_repeat < 0:
+            raise ConfigError(f"screen_repeat must be >= 0 (0: off), not {self.screen_repeat}")
         if self.confirm_patience < 0:
             raise ConfigError(f"confirm_patience must be >= 0 (0: promotions keep their patience), not {self.confirm_patience}")
         if not self.screen_cost_factor >= 0 or not 0 <= self.screen_cost_share <= 1:

@@ -68,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--agent-screen", type=int, default=0, metavar="E",
                    help="the agent screens candidates for E epochs and promotes the best from its checkpoint "
                         "(live trials only; reported as agent-screen)")
+    p.add_argument("--agent-screen-repeat", type=int, default=0, metavar="K",
+                   help="with --agent-screen: stop a screen whose first K validations repeat a finished trial's "
+                        "flat curve (tune --screen-repeat; default 0: off)")
     p.add_argument("--transfer-experiment", action="store_true",
                    help="run the transfer experiment: distil --sources, then tune --data with transfer auto and none")
     p.add_argument("--sources", default="baby,toys", metavar="A,B",
@@ -101,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if args.agent_screen < 0 or (args.agent_screen and args.table):
         raise ConfigError("--agent-screen needs live trials and E >= 1: a table replays finished trials "
                           "and cannot stop one after E epochs")
+    if args.agent_screen_repeat < 0 or (args.agent_screen_repeat and not args.agent_screen):
+        raise ConfigError("--agent-screen-repeat K needs K >= 0 and --agent-screen: it stops screens")
 
     def on_run(method: str, seed: int, i: int, total: int) -> None:
         if not args.quiet:
@@ -117,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
                        **({"reflection": False} if args.agent_no_reflection or args.agent_code else {}),
                        **({"memory": False} if args.agent_no_memory or args.agent_code else {}),
                        **({"shortlist": 1} if args.agent_code else {}),
-                       **({"screen_epochs": args.agent_screen} if args.agent_screen else {})}, seed0=args.seed, device=args.device,
+                       **({"screen_epochs": args.agent_screen} if args.agent_screen else {}),
+                       **({"screen_repeat": args.agent_screen_repeat} if args.agent_screen_repeat else {})}, seed0=args.seed, device=args.device,
         timeout_per_trial=args.timeout_per_trial, progress=not args.quiet, data_options=data_options(args),
     )
     executor = None

@@ -78,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "with less patience: one past its peak ends at once (tested at its best epoch), a flat "
                         "one with at most P validations without gain (default 5; 0: promotions keep their "
                         "configuration's patience)")
+    p.add_argument("--screen-repeat", type=int, default=0, metavar="K",
+                   help="with --screen-epochs: stop a screen once its first K validations repeat, epoch for epoch "
+                        "(within 0.2%%), a finished trial whose curve is flat: it would train that model again "
+                        "(default 0: off)")
     p.add_argument("--plateau-k", type=int, default=3, metavar="K",
                    help="after K trials on the same parameters without improvement, force another parameter (default 3)")
     p.add_argument("--shortlist", type=int, default=4, metavar="N",
@@ -125,9 +129,9 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("optuna").setLevel(logging.WARNING)
     check_run_options(args)  # an unknown metric is refused here, not after the budget is spent
     if (args.plateau_k < 1 or args.shortlist < 1 or args.screen_width < 1 or args.screen_epochs < 0
-            or not args.screen_cost >= 0 or args.confirm_patience < 0):
+            or not args.screen_cost >= 0 or args.confirm_patience < 0 or args.screen_repeat < 0):
         raise ConfigError("--plateau-k, --shortlist and --screen-width must be >= 1, --screen-epochs, "
-                          "--screen-cost and --confirm-patience >= 0")
+                          "--screen-cost, --confirm-patience and --screen-repeat >= 0")
     space = load_space(args.model, args.space)
     study = _study_name(args)
     options = search_options(args, space, study=study)  # a bad --set fails before any work
@@ -137,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         transfer="none" if args.no_memory else args.transfer, plateau_k=args.plateau_k,
         shortlist=args.shortlist, display=not args.quiet, stop_hopeless=args.stop_hopeless,
         screen_epochs=args.screen_epochs, screen_width=args.screen_width, screen_cost_factor=args.screen_cost,
-        confirm_patience=args.confirm_patience,
+        confirm_patience=args.confirm_patience, screen_repeat=args.screen_repeat,
     )
     if config.memory:
         from virtualmle.memory import MemoryBank
