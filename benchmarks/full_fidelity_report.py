@@ -264,7 +264,9 @@ def pooled(done: list[Run], target: float | None) -> list[str]:
     if not rows:
         return []
     L = ["", "Pooled over seeds (finished runs; step 13 adds seeds 3-5 to the agent of step 12 and to "
-         "TPE + Hyperband of step 5):", "",
+         "TPE + Hyperband of step 5). Seeds 3-5 ran on a slower CPU than seeds 0-2 (the default's epoch "
+         "11.2 s against 6.3-7.2 s), so their 45 minutes hold fewer epochs: within step 13 agent and TPE "
+         "are on one machine, across the pool they are not (docs/full_fidelity.md).", "",
          "| pool | seeds | best valid NDCG@10 (mean ± se) | test NDCG@10 of chosen (mean ± se) | reached target |",
          "|---|---|---|---|---|", *rows]
     pools = list(tests.values())
