@@ -26,6 +26,7 @@ from collections.abc import Iterable
 
 from virtualmle.agent.candidates import Candidate
 from virtualmle.agent.diagnostics import Observation
+from virtualmle.agent.screen import FLAT_RANGE
 from virtualmle.records import TrialRecord
 from virtualmle.search.method import FIDELITY_KEYS, RunningTrial
 
@@ -35,8 +36,6 @@ __all__ = ["FLAT_MIN_POINTS", "FLAT_TOLERANCE", "flat_params", "repeats", "witho
 # validated epoch) trained the same model: far inside run-to-run noise (a few percent).
 FLAT_TOLERANCE = 0.002
 FLAT_MIN_POINTS = 3
-# A curve whose validations all lie within this share of its best is flat (as agent/screen.py's).
-FLAT_CURVE_RANGE = 0.03
 
 
 def flat_params(incumbent: Observation, trials: Iterable[Observation], *, tolerance: float = FLAT_TOLERANCE,
@@ -80,7 +79,7 @@ def repeats(trial: RunningTrial, finished: Iterable[TrialRecord], metric: str, *
 
     Its first ``points`` validations (epochs 1..points, each epoch validated) match, within
     ``tolerance`` (relative), the validations of a trial in ``finished`` at the same epochs; and
-    that trial's curve is flat: three or more validations, all within `FLAT_CURVE_RANGE` of its
+    that trial's curve is flat: three or more validations, all within `FLAT_RANGE` of its
     best. Replayed on the committed full-fidelity journals (steps 1-12, every agent run) with
     ``points`` 2: 22 screens would have stopped, 2,084 s of compute saved, and none of them ended
     more than 0.2% above the trial it repeated. A rising curve is never the reference: the first
@@ -91,22 +90,12 @@ def repeats(trial: RunningTrial, finished: Iterable[TrialRecord], metric: str, *
     for rec in finished:
         if rec.number == trial.number:
             continue
-        ref = _by_epoch(rec, metric)
+        ref = rec.by_epoch(metric)
         values = list(ref.values())
-        if len(values) < 3 or min(values) < max(values) * (1 - FLAT_CURVE_RANGE):
+        if len(values) < 3 or min(values) < max(values) * (1 - FLAT_RANGE):
             continue
         if all(e + 1 in ref and abs(v - ref[e + 1]) <= tolerance * abs(ref[e + 1]) for e, v in enumerate(mine)):
             return (f"its first {points} validations ({', '.join(f'{v:.4f}' for v in mine)}) repeat trial "
                     f"#{rec.number}'s within {tolerance:.1%}, and #{rec.number}'s curve is flat "
                     f"({min(values):.4f}-{max(values):.4f}): it would train that model again")
     return None
-
-
-def _by_epoch(rec: TrialRecord, metric: str) -> dict[int, float]:
-    """A stored trial's validation ``metric`` by validated epoch."""
-    out: dict[int, float] = {}
-    for e in rec.epochs:
-        value = (e.get("valid") or {}).get(metric) if isinstance(e, dict) else None
-        if isinstance(value, (int, float)) and isinstance(e.get("epoch"), int):
-            out[e["epoch"]] = float(value)
-    return out

@@ -70,7 +70,7 @@ class RunState:
     best_epoch: int
     best_state: dict[str, torch.Tensor]
     since_best: int  # validations since patience was last reset
-    ref_score: float | None = None  # the score that reset it (`min_delta`); None: best_score
+    ref_score: float  # the score that last reset it (`min_delta`)
 
 
 def save(path: str | os.PathLike[str], *, config: Any, data: Any, state: RunState,
@@ -87,7 +87,7 @@ def save(path: str | os.PathLike[str], *, config: Any, data: Any, state: RunStat
         "best_epoch": state.best_epoch,
         "best_state": state.best_state,
         "since_best": state.since_best,
-        "ref_score": state.best_score if state.ref_score is None else state.ref_score,
+        "ref_score": state.ref_score,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,

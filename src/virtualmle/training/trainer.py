@@ -295,7 +295,7 @@ def train(
                 for e in state.logs]
         best_score, best_epoch, best_state = state.best_score, state.best_epoch, state.best_state
         since_best, resumed = state.since_best, state.epoch
-        ref_score = state.best_score if state.ref_score is None else state.ref_score
+        ref_score = state.ref_score
         logger.info("resumed from %s at epoch %d (best %d)", checkpoint, resumed, best_epoch)
         if config.patience and since_best >= config.patience:
             stopped = "early_stop"
